@@ -1,0 +1,1 @@
+"""Amaranth RTL for EqProp neurons and synapses (later issues)."""

@@ -1,0 +1,1 @@
+"""Float and fixed-point EqProp models, topologies, data and training."""

@@ -1,0 +1,1 @@
+"""cocotb testbenches and simulator runners (later issues)."""
