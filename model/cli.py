@@ -1,2 +1,202 @@
-def main(argv=None):
-    print("stub")
+"""The ``eqprop`` command.
+
+    eqprop train [--config FILE.toml] [--KEY VALUE ...] [--resume]
+    eqprop eval RUN_DIR [--eval-set validation|test] [--eval-size N]
+    eqprop topology [--topology ...] [--sizes ...] [--p P | --n-rewire N] [--seed S] [--save FILE]
+    eqprop data verify [--dataset mnist|fashion-mnist] [--data-dir DIR]
+
+Every configuration key of ``TrainConfig`` is a flag (``free_steps`` is
+``--free-steps``); flags override the TOML file. Bad input gets one line on
+stderr naming the key, file or value, and exit status 2; a run that diverges
+(NaN/inf) exits with status 3 and keeps its last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from .config import ConfigError, TrainConfig
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+
+def _parse_bool(s: str) -> bool:
+    low = s.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(s)
+
+
+def _parse_flag(key: str, text: str):
+    """Turn a flag's text into the value type the config key expects."""
+    t = config_mod._TYPES[key]
+    try:
+        if t is int:
+            return int(text)
+        if t is float:
+            return float(text)
+        if t is bool:
+            return _parse_bool(text)
+        if t == "ints":
+            # "784-500-10" or "784,500,10" (commas let a negative size through to its check)
+            return [int(v) for v in text.split("," if "," in text else "-")]
+        if t == "floats":
+            return [float(v) for v in text.split(",")]
+        if t == "glorot|float":
+            return text if text == "glorot" else float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"{key}: cannot parse {text!r}") from None
+
+
+def _add_config_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("configuration keys (same names as in the TOML file)")
+    for key in config_mod._TYPES:
+        flag = "--" + key.replace("_", "-")
+        g.add_argument(flag, dest="cfg_" + key, metavar=key.upper(), default=None)
+
+
+def _config_from_args(args) -> TrainConfig:
+    cfg = TrainConfig()
+    if getattr(args, "config", None):
+        cfg = config_mod.load_toml(args.config, cfg)
+    flags = {}
+    for key in config_mod._TYPES:
+        text = getattr(args, "cfg_" + key, None)
+        if text is not None:
+            flags[key] = _parse_flag(key, text)
+    cfg = config_mod.from_mapping(flags, cfg, source="command line")
+    return config_mod.validate(cfg)
+
+
+# ----------------------------------------------------------------- commands
+def cmd_train(args) -> int:
+    from .train import Run, RunDirError
+
+    if args.resume:
+        if args.out is None:
+            raise RunDirError("--resume: give the run directory with --out")
+        if args.config is None:
+            # Resume from the run's own resolved configuration; flags still override it.
+            args.config = str(Path(args.out) / "config.toml")
+            if not Path(args.config).exists():
+                raise RunDirError(f"--resume: {args.out} holds no run (nothing to resume)")
+    cfg = _config_from_args(args)
+    out = cfg.out or args.out
+    if not out:
+        import time
+
+        out = f"runs/{cfg.topology}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg.out = out
+    run = Run(cfg, Path(out), resume=args.resume)
+    print(f"run directory: {out}")
+    history = run.train(progress=None if not args.no_progress else False)
+    print(f"topology: {run.topology.summary()}")
+    if history:
+        last = history[-1]
+        print(
+            f"after {last['epoch']} epochs: train error {100 * last['train_error']:.2f}%, "
+            f"{last['eval_set']} error {100 * last['test_error']:.2f}%"
+        )
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .train import evaluate, load_data, load_run
+
+    cfg, net, ck = load_run(args.run_dir)
+    if args.eval_set:
+        cfg.eval_set = args.eval_set
+    if args.eval_size:
+        cfg.eval_size = args.eval_size
+    config_mod.validate(cfg)
+    split = load_data(cfg, cfg.eval_set, cfg.eval_size)
+    steps = cfg.eval_free_steps or cfg.free_steps
+    err, _ = evaluate(net, split, steps, cfg.eps, cfg.eval_batch_size)
+    print(f"{args.run_dir}: epoch {ck['epoch']}, {split.name} ({len(split)} examples): error {100 * err:.2f}%")
+    return 0
+
+
+def cmd_topology(args) -> int:
+    from .topology import from_spec, n_from_p, p_from_n
+
+    cfg = _config_from_args(args)
+    topo = from_spec(cfg.topology, cfg.sizes, seed=cfg.seed, **cfg.rewire)
+    print(topo.summary())
+    n0 = topo.n_connections_before_rewire()
+    if cfg.topology != "layered":
+        print(f"N_o = {n0}; p = {100 * p_from_n(topo.n_rewire, n0):.4f}% <-> n = {n_from_p(p_from_n(topo.n_rewire, n0), n0)}")
+    if args.save:
+        topo.save(args.save)
+        print(f"saved {args.save}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import verify
+
+    for line in verify(args.dataset, args.data_dir):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eqprop", description="Equilibrium propagation design flow")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a network (float model)")
+    t.add_argument("--config", help="TOML file with configuration keys")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(t)
+    t.set_defaults(func=cmd_train, out=None)
+
+    e = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
+    e.add_argument("run_dir")
+    e.add_argument("--eval-set", choices=("validation", "test"))
+    e.add_argument("--eval-size", type=int)
+    e.set_defaults(func=cmd_eval)
+
+    tp = sub.add_parser("topology", help="build a topology and print its counts")
+    tp.add_argument("--config", help="TOML file with configuration keys")
+    tp.add_argument("--save", help="write the connection list (.npz)")
+    _add_config_flags(tp)
+    tp.set_defaults(func=cmd_topology)
+
+    d = sub.add_parser("data", help="verify data files")
+    d.add_argument("action", choices=("verify",))
+    d.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
+    d.add_argument("--data-dir", default=None)
+    d.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv=None) -> int:
+    from .data import DataError
+    from .topology import TopologyError
+    from .train import RunDirError, TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        args.out = args.cfg_out
+    try:
+        return args.func(args)
+    except (ConfigError, TopologyError, DataError, RunDirError) as e:
+        print(f"eqprop: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as e:
+        print(f"eqprop: error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print("eqprop: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

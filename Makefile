@@ -1,0 +1,21 @@
+# Set-up and the two jobs the README opens with. Everything installs itself on
+# a fresh machine (Python 3.11; torch==2.13.0's CPU wheel is on local disk).
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip --disable-pip-version-check --root-user-action=ignore
+
+.PHONY: setup demo test bench
+setup:
+	$(PIP) install -q -e '.[test]'
+
+# Main job: train a small layer-skipping network on the bundled MNIST.
+demo: setup
+	rm -rf runs/demo
+	eqprop train --config configs/demo.toml
+
+# The whole test suite.
+test: setup
+	$(PYTHON) -m pytest -q
+
+# Speed of the float model at the paper's size (not part of the tests).
+bench: setup
+	$(PYTHON) -m eqprop.model.bench

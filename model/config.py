@@ -1,0 +1,256 @@
+"""Run configuration: one object, filled from a TOML file and/or flags.
+
+Every key is a field of ``TrainConfig``; the TOML file uses the same names
+(a ``[train]`` table or top-level keys). Unknown keys, wrong types and
+impossible values raise ``ConfigError`` with a one-line message naming the
+key, which the command line turns into exit status 2.
+
+Defaults are the paper's (section 4): batch 20, eps 0.5, beta 1.0, 500 free
+and 8 weakly-clamped steps, 784-500-500-500-10, global rate 0.02, Algorithm 1
+with p = 7.56%.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PAPER_P = 0.0756
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key."""
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "mnist"
+    data_dir: str = ""  # "" = the bundled MNIST / the system's Fashion-MNIST
+    downsample: int = 0  # 0 = 28x28; 14 or 7 = average-pooled side
+    train_size: int = 50000
+    eval_size: int = 10000
+    eval_set: str = "validation"
+    # network
+    model: str = "float"
+    topology: str = "skip"
+    sizes: list = field(default_factory=lambda: [784, 500, 500, 500, 10])
+    p: float | None = None  # skip topologies: default PAPER_P unless n_rewire given
+    n_rewire: int | None = None
+    init_adjacent: Any = "glorot"  # "glorot" or a number a for U[-a, a]
+    init_other: float = 0.05
+    init_bias: float = 0.0
+    # dynamics and learning
+    eps: float = 0.5
+    beta: float = 1.0
+    random_beta_sign: bool = True
+    free_steps: int = 500
+    nudged_steps: int = 8
+    eval_free_steps: int = 0  # 0 = free_steps
+    lr: list = field(default_factory=lambda: [0.02])
+    persistent: bool = True
+    shuffle: bool = False
+    # run
+    epochs: int = 1
+    batch_size: int = 20
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    out: str = ""
+
+    # ------------------------------------------------------------ derived
+    @property
+    def input_size(self) -> int:
+        return (self.downsample or 28) ** 2
+
+    @property
+    def rewire(self) -> dict:
+        """Keyword arguments for the topology constructor."""
+        if self.topology == "layered":
+            return {}
+        if self.n_rewire is not None:
+            return {"n_rewire": self.n_rewire}
+        return {"p": PAPER_P if self.p is None else self.p}
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+_CHOICES = {
+    "dataset": ("mnist", "fashion-mnist"),
+    "eval_set": ("validation", "test"),
+    "model": ("float",),
+    "topology": ("layered", "skip", "skip-add"),
+    "dtype": ("float32", "float64"),
+}
+_POSITIVE_INT = ("train_size", "eval_size", "epochs", "batch_size", "eval_batch_size")
+_NONNEG_INT = ("free_steps", "nudged_steps", "eval_free_steps", "seed")
+_TYPES = {
+    "dataset": str, "data_dir": str, "downsample": int, "train_size": int, "eval_size": int,
+    "eval_set": str, "model": str, "topology": str, "sizes": "ints", "p": float,
+    "n_rewire": int, "init_adjacent": "glorot|float", "init_other": float, "init_bias": float,
+    "eps": float, "beta": float, "random_beta_sign": bool, "free_steps": int,
+    "nudged_steps": int, "eval_free_steps": int, "lr": "floats", "persistent": bool,
+    "shuffle": bool, "epochs": int, "batch_size": int, "eval_batch_size": int, "seed": int,
+    "device": str, "dtype": str, "out": str,
+}
+assert set(_TYPES) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check one value's type (TOML values or parsed flags)."""
+    t = _TYPES[key]
+
+    def bad(what):
+        return ConfigError(f"{key}: expected {what}, got {value!r}")
+
+    if t is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if t is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if t is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        if not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if t is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if t == "ints":
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise bad("a list of integers")
+        return list(value)
+    if t == "floats":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+        ):
+            raise bad("a number or a list of numbers")
+        return [float(v) for v in value]
+    if t == "glorot|float":
+        if value == "glorot":
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad('"glorot" or a number')
+    raise AssertionError(t)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check values and their combinations; raise ConfigError naming the key."""
+    for key, choices in _CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"{key}: {getattr(cfg, key)!r} is not one of {', '.join(choices)}")
+    for key in _POSITIVE_INT:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}: must be a positive integer, got {getattr(cfg, key)}")
+    for key in _NONNEG_INT:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {getattr(cfg, key)}")
+    if cfg.downsample not in (0, 14, 7):
+        raise ConfigError(f"downsample: {cfg.downsample} is not 0 (28x28), 14 or 7")
+    if len(cfg.sizes) < 2:
+        raise ConfigError(f"sizes: need at least an input and an output layer, got {cfg.sizes}")
+    for i, n in enumerate(cfg.sizes):
+        if n < 1:
+            raise ConfigError(f"sizes: layer {i} has size {n}")
+    if cfg.sizes[0] != cfg.input_size:
+        raise ConfigError(
+            f"sizes: input layer {cfg.sizes[0]} does not match the {cfg.input_size} pixels of "
+            f"{cfg.downsample or 28}x{cfg.downsample or 28} images (see downsample)"
+        )
+    if cfg.sizes[-1] != 10:
+        raise ConfigError(f"sizes: output layer {cfg.sizes[-1]} must be 10 (one neuron per class)")
+    if cfg.p is not None and cfg.n_rewire is not None:
+        raise ConfigError("p: give p or n_rewire, not both")
+    if cfg.topology == "layered" and (cfg.p is not None or cfg.n_rewire is not None):
+        raise ConfigError("p: a layered topology takes no p or n_rewire")
+    if cfg.p is not None and not 0.0 <= cfg.p < 1.0:
+        raise ConfigError(f"p: {cfg.p} is outside [0, 1)")
+    if cfg.n_rewire is not None and cfg.n_rewire < 0:
+        raise ConfigError(f"n_rewire: must be >= 0, got {cfg.n_rewire}")
+    if len(cfg.lr) not in (1, len(cfg.sizes) - 1):
+        raise ConfigError(
+            f"lr: {len(cfg.lr)} rates given; need one global rate or {len(cfg.sizes) - 1} per-layer rates"
+        )
+    if any(a < 0 for a in cfg.lr):
+        raise ConfigError(f"lr: rates must be >= 0, got {cfg.lr}")
+    if not cfg.eps > 0:
+        raise ConfigError(f"eps: must be > 0, got {cfg.eps}")
+    if cfg.beta == 0:
+        raise ConfigError("beta: must be nonzero (eq. 7 divides by beta)")
+    if isinstance(cfg.init_adjacent, float) and cfg.init_adjacent < 0:
+        raise ConfigError(f"init_adjacent: must be 'glorot' or >= 0, got {cfg.init_adjacent}")
+    if cfg.init_other < 0:
+        raise ConfigError(f"init_other: must be >= 0, got {cfg.init_other}")
+    if cfg.train_size > 50000 and cfg.dataset in ("mnist", "fashion-mnist"):
+        raise ConfigError(f"train_size: {cfg.train_size} exceeds the 50,000 training examples")
+    if cfg.eval_size > 10000:
+        raise ConfigError(f"eval_size: {cfg.eval_size} exceeds the 10,000 {cfg.eval_set} examples")
+    if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
+        raise ConfigError(f"device: {cfg.device!r} is not cpu or cuda[:N]")
+    return cfg
+
+
+def from_mapping(values: dict, base: TrainConfig | None = None, source: str = "") -> TrainConfig:
+    """Apply ``values`` over ``base`` (default config), checking keys and types."""
+    cfg = dataclasses.replace(base) if base is not None else TrainConfig()
+    where = f" (in {source})" if source else ""
+    for key, value in values.items():
+        if key not in _TYPES:
+            raise ConfigError(f"{key}: unknown configuration key{where}")
+        try:
+            setattr(cfg, key, _coerce(key, value))
+        except ConfigError as e:
+            raise ConfigError(f"{e}{where}") from None
+    return cfg
+
+
+def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config: {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config: {path}: cannot read ({e.__class__.__name__})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config: {path}: not valid TOML ({e})") from None
+    if "train" in data:
+        extra = [k for k in data if k != "train"]
+        if extra:
+            raise ConfigError(f"{extra[0]}: unknown configuration key (in {path}; put keys under [train])")
+        data = data["train"]
+        if not isinstance(data, dict):
+            raise ConfigError(f"train: expected a table (in {path})")
+    return from_mapping(data, base, source=str(path))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(v)
+
+
+def dumps_toml(cfg: TrainConfig) -> str:
+    """The resolved configuration as TOML (readable back with load_toml)."""
+    lines = ["[train]"] + [f"{k} = {_toml_value(v)}" for k, v in cfg.to_dict().items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,193 @@
+"""Training runs and the command line: learning, resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from eqprop.model.cli import main
+
+SMALL = [
+    "--downsample", "14", "--sizes", "196-24-16-10", "--train-size", "400", "--eval-size", "200",
+    "--free-steps", "20", "--nudged-steps", "4", "--lr", "0.1", "--no-progress",
+]
+
+
+def _metrics(run):
+    rows = [json.loads(l) for l in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+def _weights(run):
+    ck = torch.load(Path(run) / "checkpoint.pt", weights_only=False)
+    return ck["net"], ck["particles"], ck["epoch"]
+
+
+def _same_run(a, b):
+    assert _metrics(a) == _metrics(b)
+    assert (Path(a) / "batches.jsonl").read_text() == (Path(b) / "batches.jsonl").read_text()
+    na, pa, ea = _weights(a)
+    nb, pb, eb = _weights(b)
+    assert ea == eb
+    for k in na:
+        assert torch.equal(na[k], nb[k]), k
+    assert torch.equal(pa, pb)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["train", *SMALL, "--epochs", "3", "--shuffle", "true", "--out", str(full)]) == 0
+    assert main(["train", *SMALL, "--epochs", "1", "--shuffle", "true", "--out", str(part)]) == 0
+    # A kill after the log lines of an unfinished epoch were (partly) written:
+    with open(part / "batches.jsonl", "a") as f:
+        f.write('{"epoch": 2, "batch": 1, "beta_sign": 1, "errors": 3, "rms": [0.1, 0.1, 0.1]}\n{"epo')
+    assert main(["train", "--out", str(part), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    _same_run(full, part)
+    assert len(_metrics(full)) == 3
+
+
+def test_resume_after_sigkill(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    args = [*SMALL, "--train-size", "2000", "--epochs", "4"]
+    assert main(["train", *args, "--out", str(full)]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "eqprop.model.cli", "train", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (killed / "checkpoint.pt").exists()
+    assert main(["train", "--out", str(killed), "--resume", "--no-progress"]) == 0
+    _same_run(full, killed)
+
+
+def test_short_run_learns(tmp_path):
+    out = tmp_path / "learn"
+    args = ["--downsample", "14", "--sizes", "196-64-32-10", "--train-size", "3000", "--eval-size", "1000",
+            "--free-steps", "100", "--lr", "0.1", "--epochs", "3", "--no-progress"]
+    assert main(["train", *args, "--out", str(out)]) == 0
+    m = _metrics(out)
+    # Chance is 90% error; a few epochs on 3,000 examples get well below it.
+    assert m[-1]["test_error"] < 0.5
+    assert m[-1]["train_error"] < m[0]["train_error"]
+    assert main(["eval", str(out)]) == 0
+
+
+def test_eval_reproduces_last_test_error(tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 0
+    err = _metrics(out)[-1]["test_error"]
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    assert f"error {100 * err:.2f}%" in capsys.readouterr().out
+
+
+def test_diverging_run_stops_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "nan"
+    assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 0
+    before = _weights(out)
+    from eqprop.model.float_net import FloatNetwork
+
+    real = FloatNetwork.correction
+    calls = []
+
+    def poisoned(self, *a, **k):  # the third batch's correction is NaN
+        c = real(self, *a, **k)
+        calls.append(1)
+        if len(calls) == 3:
+            c.W_ss[0, 0] = float("nan")
+        return c
+
+    monkeypatch.setattr(FloatNetwork, "correction", poisoned)
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "NaN or inf" in err and "epoch 2 batch 3" in err and "checkpoint" in err
+    after = _weights(out)
+    assert after[2] == 1
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert len(_metrics(out)) == 1
+
+
+def _bad(capsys, argv, *needles, code=2):
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--sizes", "196,-5,10"], "sizes"),
+        (["--sizes", "196"], "sizes"),
+        (["--sizes", "784-10"], "sizes"),
+        (["--p", "1.5"], "p:"),
+        (["--p", "-0.1"], "p:"),
+        (["--topology", "layered", "--p", "0.1"], "p:"),
+        (["--topology", "skip-add", "--n-rewire", "100000000"], "n_rewire"),
+        (["--epochs", "abc"], "epochs"),
+        (["--epochs", "0"], "epochs"),
+        (["--lr", "0.1,0.2"], "lr"),
+        (["--beta", "0"], "beta"),
+        (["--topology", "ring"], "topology"),
+        (["--eval-set", "train"], "eval_set"),
+        (["--downsample", "13"], "downsample"),
+        (["--dtype", "float16"], "dtype"),
+    ],
+)
+def test_bad_flags(tmp_path, capsys, flags, needle):
+    _bad(capsys, ["train", *SMALL, *flags, "--out", str(tmp_path / "x")], needle)
+    assert not (tmp_path / "x" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[train]\nepoch = 3\n", "epoch: unknown configuration key"),
+        ("epochs = 'three'\n", "epochs: expected an integer"),
+        ("lr = [0.1, 'x']\n", "lr:"),
+        ("persistent = 1\n", "persistent: expected true or false"),
+        ("sizes = [196, 24, 10\n", "not valid TOML"),
+        ("[training]\nepochs = 1\n", "training: unknown configuration key"),
+    ],
+)
+def test_bad_config_files(tmp_path, capsys, text, needle):
+    f = tmp_path / "c.toml"
+    f.write_text(text)
+    _bad(capsys, ["train", "--config", str(f), *SMALL, "--out", str(tmp_path / "x")], needle)
+
+
+def test_missing_config_file_and_run_dir_errors(tmp_path, capsys):
+    _bad(capsys, ["train", "--config", str(tmp_path / "none.toml")], "none.toml")
+    _bad(capsys, ["train", *SMALL, "--out", str(tmp_path / "r"), "--resume"], "nothing to resume")
+    assert main(["train", *SMALL, "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    _bad(capsys, ["train", *SMALL, "--epochs", "1", "--out", str(tmp_path / "r")], "already holds a run")
+    _bad(capsys, ["eval", str(tmp_path / "nothing")], "nothing")
+
+
+def test_corrupt_data_file_named(tmp_path, capsys):
+    src = Path(__file__).resolve().parents[1] / "model" / "datasets" / "mnist"
+    d = tmp_path / "mnist"
+    d.mkdir()
+    for f in src.iterdir():
+        (d / f.name).write_bytes(f.read_bytes())
+    blob = (d / "train-labels-idx1-ubyte.gz").read_bytes()
+    (d / "train-labels-idx1-ubyte.gz").write_bytes(blob[: len(blob) // 2])
+    _bad(capsys, ["train", *SMALL, "--data-dir", str(d), "--out", str(tmp_path / "x")], "train-labels-idx1-ubyte")
+
+
+def test_topology_command(capsys):
+    assert main(["topology", "--sizes", "784-500-500-500-10", "--p", "0.0756"]) == 0
+    out = capsys.readouterr().out
+    assert "N_o = 1271250" in out and "layer-skipping" in out
