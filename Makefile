@@ -1,7 +1,7 @@
 # Set-up and the two jobs the README opens with. Everything installs itself on
 # a fresh machine (Python 3.11; torch==2.13.0's CPU wheel is on local disk).
 PYTHON ?= python3
-PIP := $(PYTHON) -m pip --disable-pip-version-check --root-user-action=ignore
+PIP := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(PYTHON) -m pip
 
 .PHONY: setup demo test bench
 setup:
