@@ -1,11 +1,12 @@
-"""Speed of one training batch of the float model at the paper's size.
+"""Speed of one training batch at the paper's size, float and fixed-point model.
 
-    python -m eqprop.model.bench [--batches N] [--device cpu|cuda] [--sizes ...]
+    python -m eqprop.model.bench [--batches N] [--models float,fixed] [--bits ...] [--sizes ...]
 
 Times free phase (500 steps) + weakly-clamped phase (8 steps) + update on
 random MNIST-like inputs, batch 20, for the layered and the layer-skipping
-(p = 7.56%) 784-500-500-500-10 networks, and prints seconds per batch and the
-implied hours per 50,000-example epoch. A benchmark, not a test.
+(p = 7.56%) 784-500-500-500-10 networks, and prints seconds per batch, the
+implied hours per 50,000-example epoch and the fixed/float ratio. A
+benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -17,23 +18,32 @@ import torch
 
 from .config import PAPER_P
 from .float_net import FloatNetwork
+from .numerics import numerics_from_mapping, parse_bits
 from .topology import from_spec
 
 
-def time_batches(topology, batches: int, batch_size: int, free: int, nudged: int, device: str, dtype) -> float:
-    net = FloatNetwork(topology, dtype=dtype, device=device).init_params(0)
-    lr = net.learning_rates([0.02])
+def time_batches(topology, batches: int, batch_size: int, free: int, nudged: int, device: str, dtype,
+                 numerics=None) -> float:
+    if numerics is None:
+        net = FloatNetwork(topology, dtype=dtype, device=device).init_params(0)
+        net.set_rates([0.02])
+    else:
+        from .fixed_net import FixedNetwork
+
+        net = FixedNetwork(topology, numerics, 0.5, 1.0, batch_size, [0.02], device=device).init_params(0)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch_size, net.n_in, generator=g).to(device, dtype)
-    t = torch.zeros(batch_size, net.n_out, device=device, dtype=dtype)
-    t[:, 0] = 1
+    x = net.prepare_inputs(torch.rand(batch_size, net.n_in, generator=g))
+    t0 = torch.zeros(batch_size, net.n_out)
+    t0[:, 0] = 1
+    t = net.prepare_targets(t0)
     s = net.zero_state(batch_size)
+    ev = torch.arange(batch_size, dtype=torch.int64) * (free + nudged) * net.n_s
 
     def one():
         drive = net.input_drive(x)
-        s0 = net.relax(s, drive, free, 0.5)
-        sb = net.relax(s0, drive, nudged, 0.5, 1.0, t)
-        net.apply(net.correction(x, s0, sb, 1.0), lr)
+        s0 = net.relax(s, drive, free, 0.5, event_base=ev)
+        sb = net.relax(s0, drive, nudged, 0.5, 1.0, t, event_base=ev + free * net.n_s)
+        net.learn(x, s0, sb, 1.0, 0)
         if device != "cpu":
             torch.cuda.synchronize()
 
@@ -54,19 +64,30 @@ def main(argv=None):
     ap.add_argument("--sizes", default="784-500-500-500-10")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--models", default="float,fixed")
+    ap.add_argument("--bits", default="state=8,weight=8,bias=12", help="fixed-point formats (see --bits of train)")
+    ap.add_argument("--rounding", default="nearest-even")
     a = ap.parse_args(argv)
     sizes = [int(v) for v in a.sizes.split("-")]
     dtype = getattr(torch, a.dtype)
     torch.set_flush_denormal(True)  # as training does (see train.Run.train)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {a.device}, {a.dtype}")
+    fixed = {**parse_bits(a.bits), "rounding": a.rounding}
     for kind, kw in (("layered", {}), ("skip", {"p": PAPER_P})):
         topo = from_spec(kind, sizes, seed=0, **kw)
-        sec = time_batches(topo, a.batches, a.batch_size, a.free_steps, a.nudged_steps, a.device, dtype)
-        epoch_h = sec * 50000 / a.batch_size / 3600
-        print(
-            f"{kind:8s} {a.sizes}  batch {a.batch_size}, {a.free_steps}+{a.nudged_steps} steps: "
-            f"{sec:.3f} s/batch, {epoch_h:.2f} h per 50,000-example epoch (training only)"
-        )
+        secs = {}
+        for model in a.models.split(","):
+            num = numerics_from_mapping(fixed) if model == "fixed" else None
+            sec = time_batches(topo, a.batches, a.batch_size, a.free_steps, a.nudged_steps, a.device, dtype, num)
+            secs[model] = sec
+            epoch_h = sec * 50000 / a.batch_size / 3600
+            label = model if num is None else f"fixed {a.bits} {a.rounding}"
+            print(
+                f"{kind:8s} {a.sizes} {label}: batch {a.batch_size}, {a.free_steps}+{a.nudged_steps} steps: "
+                f"{sec:.3f} s/batch, {epoch_h:.2f} h per 50,000-example epoch (training only)"
+            )
+        if "float" in secs and "fixed" in secs:
+            print(f"{kind:8s} fixed / float = {secs['fixed'] / secs['float']:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     eqprop train [--config FILE.toml] [--KEY VALUE ...] [--resume]
     eqprop eval RUN_DIR [--eval-set validation|test] [--eval-size N]
     eqprop topology [--topology ...] [--sizes ...] [--p P | --n-rewire N] [--seed S] [--save FILE]
+    eqprop numerics [--config FILE.toml] [--bits state=8,weight=8,...] [--rounding MODE]
     eqprop data verify [--dataset mnist|fashion-mnist] [--data-dir DIR]
 
 Every configuration key of ``TrainConfig`` is a flag (``free_steps`` is
@@ -57,7 +58,15 @@ def _parse_flag(key: str, text: str):
 
 def _add_config_flags(p: argparse.ArgumentParser):
     g = p.add_argument_group("configuration keys (same names as in the TOML file)")
+    g.add_argument("--bits", metavar="KEY=VAL,...",
+                   help="fixed-point formats and modes, e.g. state=8,weight=8,bias=12,acc=24 or weight=fxp-s8/6 "
+                        "([fixed] table keys; docs/numerics.md)")
+    g.add_argument("--rounding", help="update rounding (and state rounding unless given): "
+                                      "floor|nearest-even|stochastic")
+    g.add_argument("--state-rounding", dest="state_rounding", help="state rounding: floor|nearest-even|stochastic")
     for key in config_mod._TYPES:
+        if key == "fixed":
+            continue
         flag = "--" + key.replace("_", "-")
         g.add_argument(flag, dest="cfg_" + key, metavar=key.upper(), default=None)
 
@@ -72,6 +81,15 @@ def _config_from_args(args) -> TrainConfig:
         if text is not None:
             flags[key] = _parse_flag(key, text)
     cfg = config_mod.from_mapping(flags, cfg, source="command line")
+    fixed = dict(cfg.fixed)
+    if getattr(args, "bits", None):
+        from .numerics import parse_bits
+
+        fixed.update(parse_bits(args.bits))
+    for key in ("rounding", "state_rounding"):
+        if getattr(args, key, None):
+            fixed[key] = getattr(args, key)
+    cfg.fixed = fixed
     return config_mod.validate(cfg)
 
 
@@ -138,6 +156,28 @@ def cmd_topology(args) -> int:
     return 0
 
 
+def cmd_numerics(args) -> int:
+    from .train import make_network
+
+    cfg = _config_from_args(args)
+    cfg.model = "fixed"
+    topo = build_topology_for(cfg)
+    net = make_network(cfg, topo)
+    print(f"{topo.summary()}; largest fan-in {net.fan_in}")
+    print(net.num.summary(net.fan_in))
+    print(f"eps = 2^-{net.k} (shift), |beta| = 2^{net.m}")
+    for (a, b), mu in sorted(net.mult.items()):
+        if a == b or b == a + 1:
+            print(f"rate layers {a}-{b}: c = alpha/(|beta| B) ~ {mu} = {mu.value:.6g}")
+    return 0
+
+
+def build_topology_for(cfg):
+    from .topology import from_spec
+
+    return from_spec(cfg.topology, cfg.sizes, seed=cfg.seed, **cfg.rewire)
+
+
 def cmd_data(args) -> int:
     from .data import verify
 
@@ -150,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eqprop", description="Equilibrium propagation design flow")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a network (float model)")
+    t = sub.add_parser("train", help="train a network (--model float or fixed)")
     t.add_argument("--config", help="TOML file with configuration keys")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -169,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(tp)
     tp.set_defaults(func=cmd_topology)
 
+    nm = sub.add_parser("numerics", help="print the fixed-point formats a configuration resolves to")
+    nm.add_argument("--config", help="TOML file with configuration keys")
+    _add_config_flags(nm)
+    nm.set_defaults(func=cmd_numerics)
+
     d = sub.add_parser("data", help="verify data files")
     d.add_argument("action", choices=("verify",))
     d.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
@@ -179,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from .data import DataError
+    from .numerics import NumericsError
     from .topology import TopologyError
     from .train import RunDirError, TrainingDiverged
 
@@ -187,7 +233,7 @@ def main(argv=None) -> int:
         args.out = args.cfg_out
     try:
         return args.func(args)
-    except (ConfigError, TopologyError, DataError, RunDirError) as e:
+    except (ConfigError, TopologyError, DataError, RunDirError, NumericsError) as e:
         print(f"eqprop: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as e:

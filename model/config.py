@@ -36,7 +36,8 @@ class TrainConfig:
     eval_size: int = 10000
     eval_set: str = "validation"
     # network
-    model: str = "float"
+    model: str = "float"  # "float" (PyTorch) or "fixed" (docs/numerics.md)
+    fixed: dict = field(default_factory=dict)  # [fixed] table: formats and modes (numerics.FIXED_KEYS)
     topology: str = "skip"
     sizes: list = field(default_factory=lambda: [784, 500, 500, 500, 10])
     p: float | None = None  # skip topologies: default PAPER_P unless n_rewire given
@@ -84,7 +85,7 @@ class TrainConfig:
 _CHOICES = {
     "dataset": ("mnist", "fashion-mnist"),
     "eval_set": ("validation", "test"),
-    "model": ("float",),
+    "model": ("float", "fixed"),
     "topology": ("layered", "skip", "skip-add"),
     "dtype": ("float32", "float64"),
 }
@@ -92,7 +93,7 @@ _POSITIVE_INT = ("train_size", "eval_size", "epochs", "batch_size", "eval_batch_
 _NONNEG_INT = ("free_steps", "nudged_steps", "eval_free_steps", "seed")
 _TYPES = {
     "dataset": str, "data_dir": str, "downsample": int, "train_size": int, "eval_size": int,
-    "eval_set": str, "model": str, "topology": str, "sizes": "ints", "p": float,
+    "eval_set": str, "model": str, "fixed": "table", "topology": str, "sizes": "ints", "p": float,
     "n_rewire": int, "init_adjacent": "glorot|float", "init_other": float, "init_bias": float,
     "eps": float, "beta": float, "random_beta_sign": bool, "free_steps": int,
     "nudged_steps": int, "eval_free_steps": int, "lr": "floats", "persistent": bool,
@@ -139,6 +140,10 @@ def _coerce(key: str, value: Any) -> Any:
         ):
             raise bad("a number or a list of numbers")
         return [float(v) for v in value]
+    if t == "table":
+        if not isinstance(value, dict):
+            raise bad("a table of fixed-point keys")
+        return dict(value)
     if t == "glorot|float":
         if value == "glorot":
             return value
@@ -201,7 +206,24 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"eval_size: {cfg.eval_size} exceeds the 10,000 {cfg.eval_set} examples")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device: {cfg.device!r} is not cpu or cuda[:N]")
+    if cfg.fixed or cfg.model == "fixed":
+        from .numerics import NumericsError, numerics_from_mapping, power_of_two_exponent
+
+        try:
+            numerics_from_mapping(cfg.fixed)
+            if cfg.model == "fixed":
+                power_of_two_exponent(cfg.eps, "eps")
+                power_of_two_exponent(cfg.beta, "beta")
+        except NumericsError as e:
+            raise ConfigError(str(e)) from None
     return cfg
+
+
+def numerics(cfg: TrainConfig):
+    """The fixed-point contract (docs/numerics.md) this configuration asks for."""
+    from .numerics import numerics_from_mapping
+
+    return numerics_from_mapping(cfg.fixed)
 
 
 def from_mapping(values: dict, base: TrainConfig | None = None, source: str = "") -> TrainConfig:
@@ -229,12 +251,17 @@ def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config: {path}: not valid TOML ({e})") from None
     if "train" in data:
-        extra = [k for k in data if k != "train"]
+        extra = [k for k in data if k not in ("train", "fixed")]
         if extra:
             raise ConfigError(f"{extra[0]}: unknown configuration key (in {path}; put keys under [train])")
+        fixed = data.get("fixed")
         data = data["train"]
         if not isinstance(data, dict):
             raise ConfigError(f"train: expected a table (in {path})")
+        if fixed is not None:
+            if "fixed" in data:
+                raise ConfigError(f"fixed: given twice (in {path})")
+            data = {**data, "fixed": fixed}
     return from_mapping(data, base, source=str(path))
 
 
@@ -252,5 +279,11 @@ def _toml_value(v: Any) -> str:
 
 def dumps_toml(cfg: TrainConfig) -> str:
     """The resolved configuration as TOML (readable back with load_toml)."""
-    lines = ["[train]"] + [f"{k} = {_toml_value(v)}" for k, v in cfg.to_dict().items()]
+    d = cfg.to_dict()
+    fixed = d.pop("fixed", {})
+    lines = ["[train]"] + [f"{k} = {_toml_value(v)}" for k, v in d.items()]
+    if cfg.model == "fixed":
+        fixed = numerics(cfg).to_dict()  # every format resolved, as the hardware sees it
+    if fixed:
+        lines += ["", "[fixed]"] + [f"{k} = {_toml_value(v)}" for k, v in fixed.items()]
     return "\n".join(lines) + "\n"

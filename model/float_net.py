@@ -50,6 +50,29 @@ def layer_pair_rate(rates: list[float], a: int, b: int) -> float:
     return rates[max(a, b) - 1]
 
 
+def plan_blocks(mask_ss: torch.Tensor, s_slices: list[slice]) -> tuple[list, bool]:
+    """Layer-pair blocks of the non-input mask that hold connections, and whether
+    multiplying only those beats one dense product (a layered network)."""
+    pairs, area = [], 0
+    for sa in s_slices:
+        for sb in s_slices:
+            if mask_ss[sa, sb].any():
+                pairs.append((sa, sb))
+                area += (sa.stop - sa.start) * (sb.stop - sb.start)
+    return pairs, area < _BLOCK_SPARSE_BELOW * mask_ss.shape[0] ** 2
+
+
+@dataclass
+class UpdateStats:
+    """What one update did, per adjacent layer pair (fixed model: with its counters)."""
+
+    rms: list  # RMS of the applied change over the pair's connections
+    zero: list | None = None  # connections with D != 0 whose correction rounded to 0
+    nonzero_d: list | None = None  # connections with D != 0
+    weight_saturations: int = 0  # weight updates clipped by the stored format
+    bias_saturations: int = 0
+
+
 @dataclass
 class Correction:
     """Eqs. (7)-(8) averaged over a batch, already masked."""
@@ -83,15 +106,7 @@ class FloatNetwork:
 
     # ------------------------------------------------------------------ setup
     def _plan_blocks(self):
-        nz = []
-        area = 0
-        for ia, sa in enumerate(self.s_slices):
-            for ib, sb in enumerate(self.s_slices):
-                if self.mask_ss[sa, sb].any():
-                    nz.append((sa, sb))
-                    area += (sa.stop - sa.start) * (sb.stop - sb.start)
-        self._block_pairs = nz
-        self.block_sparse = area < _BLOCK_SPARSE_BELOW * self.n_s**2
+        self._block_pairs, self.block_sparse = plan_blocks(self.mask_ss, self.s_slices)
         self._blocks = None
 
     def _refresh_blocks(self):
@@ -177,7 +192,7 @@ class FloatNetwork:
         """One Euler step of eq. (5), clipped to [0, 1]; synchronous update."""
         return (s - eps * self.grad(s, drive, beta, target)).clamp_(0.0, 1.0)
 
-    def relax(self, s, drive, steps: int, eps: float, beta: float = 0.0, target=None):
+    def relax(self, s, drive, steps: int, eps: float, beta: float = 0.0, target=None, event_base=None):
         """Free phase (beta = 0) or weakly-clamped phase (beta != 0): ``steps`` steps of eq. (5).
 
         Hot path: once s lies in [0, 1] (after any step, since each step clips),
@@ -209,6 +224,15 @@ class FloatNetwork:
         for sa, sb, Wab in self._blocks:
             h[:, sb].addmm_(s[:, sa], Wab)
         return h
+
+    def prepare_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, self.dtype)
+
+    def prepare_targets(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device, self.dtype)
+
+    def states_float(self, s: torch.Tensor) -> torch.Tensor:
+        return s
 
     def zero_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.n_s, dtype=self.dtype, device=self.device)
@@ -259,6 +283,14 @@ class FloatNetwork:
         self.b += applied.b
         self._refresh_blocks()
         return applied
+
+    def set_rates(self, rates: list[float]):
+        self._lr = self.learning_rates(rates)
+
+    def learn(self, x, s_free, s_nudged, beta: float, update_index: int = 0) -> "UpdateStats":
+        """Eqs. (7)-(8) and W += alpha Delta W (rates from set_rates); statistics of the change."""
+        applied = self.apply(self.correction(x, s_free, s_nudged, beta), self._lr)
+        return UpdateStats(rms=self.adjacent_rms(applied))
 
     def adjacent_rms(self, applied: Correction) -> list[float]:
         """RMS of the applied change over each adjacent layer pair's connections."""

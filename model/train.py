@@ -104,26 +104,99 @@ def torch_dtype(cfg: TrainConfig):
     return {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
 
 
-def make_network(cfg: TrainConfig, topology: Topology) -> FloatNetwork:
-    return FloatNetwork(topology, dtype=torch_dtype(cfg), device=cfg.device)
+def make_network(cfg: TrainConfig, topology: Topology):
+    """FloatNetwork or FixedNetwork (docs/numerics.md) with the run's rates set."""
+    if cfg.model == "fixed":
+        from .fixed_net import FixedNetwork
+
+        net = FixedNetwork(topology, config_mod.numerics(cfg), cfg.eps, cfg.beta, cfg.batch_size, cfg.lr,
+                           device=cfg.device)
+    else:
+        net = FloatNetwork(topology, dtype=torch_dtype(cfg), device=cfg.device)
+        net.set_rates(cfg.lr)
+    return net
 
 
 def load_data(cfg: TrainConfig, split: str, size: int) -> Split:
     return load_split(cfg.dataset, split, size=size, downsample=cfg.downsample or None, data_dir=cfg.data_dir or None)
 
 
-def evaluate(net: FloatNetwork, split: Split, steps: int, eps: float, batch_size: int) -> tuple[float, torch.Tensor]:
-    """Error of free-phase predictions (argmax of the output neurons) from the zero state."""
+def evaluate(net, split: Split, steps: int, eps: float, batch_size: int) -> tuple[float, torch.Tensor]:
+    """Error of free-phase predictions (argmax of the output neurons) from the zero state.
+
+    Evaluation examples are numbered by their position in the set (state-rounding
+    events of the fixed model, docs/numerics.md §5)."""
     wrong = 0
     preds = []
     with torch.no_grad():
         for i in range(0, len(split), batch_size):
-            x = torch.from_numpy(split.x[i : i + batch_size]).to(net.device)
-            s = net.relax(net.zero_state(x.shape[0]), net.input_drive(x), steps, eps)
+            x = net.prepare_inputs(torch.from_numpy(split.x[i : i + batch_size]))
+            pos = torch.arange(i, i + x.shape[0], dtype=torch.int64)
+            s = net.relax(net.zero_state(x.shape[0]), net.input_drive(x), steps, eps,
+                          event_base=pos * steps * net.n_s)
             p = net.outputs(s).argmax(1).cpu()
             preds.append(p)
             wrong += int((p != torch.from_numpy(split.y[i : i + batch_size])).sum())
     return wrong / len(split), torch.cat(preds)
+
+
+class EpochAccumulator:
+    """Sums over one epoch's batches; ``summary`` gives the metrics.jsonl fields."""
+
+    def __init__(self, n_pairs: int):
+        self.wrong = self.seen = 0
+        self.batches = 0
+        self.rms = [0.0] * n_pairs
+        self.zero = [0] * n_pairs
+        self.nonzero_d = [0] * n_pairs
+        self.fixed = False
+        self.w_sat = self.b_sat = 0
+        self.resid = 0.0
+        self.at0 = self.at1 = 0.0
+
+    def free_state(self, net, s0, drive):
+        if getattr(net, "is_fixed", False):
+            one = net.num.state.one()
+            self.at0 += float((s0 == 0).double().mean())
+            self.at1 += float((s0 == one).double().mean())
+        else:
+            # How far from an equilibrium the free phase ended: max |s - clip(s - dF/ds)|.
+            self.resid += float((s0 - (s0 - net.grad(s0, drive)).clamp(0, 1)).abs().max())
+
+    def update(self, st):
+        self.batches += 1
+        self.rms = [a + b for a, b in zip(self.rms, st.rms)]
+        if st.zero is not None:
+            self.fixed = True
+            self.zero = [a + b for a, b in zip(self.zero, st.zero)]
+            self.nonzero_d = [a + b for a, b in zip(self.nonzero_d, st.nonzero_d)]
+            self.w_sat += st.weight_saturations
+            self.b_sat += st.bias_saturations
+
+    def summary(self, net, n_batches: int) -> dict:
+        out = {"rms_correction": [r / n_batches for r in self.rms]}
+        if not self.fixed:
+            out["free_residual"] = self.resid / n_batches
+            return out
+        out["zero_corrections"] = [z / d if d else 0.0 for z, d in zip(self.zero, self.nonzero_d)]
+        out["weight_saturations"] = self.w_sat
+        out["bias_saturations"] = self.b_sat
+        out["saturated_weights"] = net.saturated_weights()
+        out["states_at_0"] = self.at0 / n_batches
+        out["states_at_1"] = self.at1 / n_batches
+        return out
+
+
+def format_epoch(row: dict) -> str:
+    text = (
+        f"epoch {row['epoch']:3d}  train error {100 * row['train_error']:6.2f}%  "
+        f"{row['eval_set']} error {100 * row['test_error']:6.2f}%  "
+        f"rms dW " + " ".join(f"{r:.2e}" for r in row["rms_correction"])
+    )
+    if "zero_corrections" in row:
+        text += "  zero dW " + " ".join(f"{100 * z:.0f}%" for z in row["zero_corrections"])
+        text += f"  sat {row['weight_saturations']}"
+    return text + f"  {row['seconds']:.1f} s"
 
 
 @dataclass
@@ -165,7 +238,11 @@ class Run:
     def _fresh_state(self, n_train: int) -> RunState:
         cfg = self.cfg
         self.net.init_params(cfg.seed, cfg.init_adjacent, cfg.init_other, cfg.init_bias)
-        particles = self.net.zero_state(n_train).cpu() if cfg.persistent else None
+        particles = None
+        if cfg.persistent:  # fixed-point particles are kept as int32 on the host
+            particles = self.net.zero_state(n_train).cpu()
+            if not particles.is_floating_point():
+                particles = particles.to(torch.int32)
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         return RunState(0, particles, gen, [])
 
@@ -217,13 +294,15 @@ class Run:
             return state.history
         net = self.net
         dev = net.device
-        X = torch.from_numpy(train.x).to(dev)
+        fixed = getattr(net, "is_fixed", False)
+        X = net.prepare_inputs(torch.from_numpy(train.x))
         Y = torch.from_numpy(train.y)
-        T = torch.from_numpy(one_hot(train.y)).to(dev, net.dtype)
-        lr = net.learning_rates(cfg.lr)
+        T = net.prepare_targets(torch.from_numpy(one_hot(train.y)))
         n = len(train)
         B = cfg.batch_size
         n_batches = (n + B - 1) // B
+        S = net.n_s
+        stride = (cfg.free_steps + cfg.nudged_steps) * S  # state-rounding events per example (§5)
 
         while state.epoch < cfg.epochs:
             epoch = state.epoch + 1
@@ -234,10 +313,7 @@ class Run:
                 if cfg.random_beta_sign
                 else torch.ones(n_batches, dtype=torch.long)
             )
-            wrong = 0
-            seen = 0
-            rms_sum = None
-            resid_sum = 0.0
+            acc = EpochAccumulator(len(cfg.sizes) - 1)
             batch_rows = []
             bar = tqdm(
                 range(n_batches),
@@ -250,25 +326,35 @@ class Run:
                 for k in bar:
                     idx = order[k * B : (k + 1) * B]
                     x, t = X[idx.to(dev)], T[idx.to(dev)]
-                    s = state.particles[idx].to(dev) if cfg.persistent else net.zero_state(len(idx))
+                    if cfg.persistent:
+                        s = state.particles[idx].to(dev)
+                        s = s.to(torch.int64) if fixed else s
+                    else:
+                        s = net.zero_state(len(idx))
+                    # Presentation numbers of these examples (fixed model's events, §5).
+                    e = (epoch - 1) * n + k * B + torch.arange(len(idx), dtype=torch.int64)
                     drive = net.input_drive(x)
                     # Free phase (beta = 0) from the persistent particle.
-                    s0 = net.relax(s, drive, cfg.free_steps, cfg.eps)
-                    resid_sum += float((s0 - (s0 - net.grad(s0, drive)).clamp(0, 1)).abs().max())
+                    s0 = net.relax(s, drive, cfg.free_steps, cfg.eps, event_base=e * stride)
+                    acc.free_state(net, s0, drive)
                     pred = net.outputs(s0).argmax(1).cpu()
                     bw = int((pred != Y[idx]).sum())
-                    wrong += bw
-                    seen += len(idx)
+                    acc.wrong += bw
+                    acc.seen += len(idx)
                     if cfg.persistent:
-                        state.particles[idx] = s0.cpu()
+                        state.particles[idx] = s0.cpu().to(state.particles.dtype)
                     # Weakly-clamped phase from the free equilibrium, random sign of beta.
                     beta = cfg.beta * int(signs[k])
-                    sb = net.relax(s0, drive, cfg.nudged_steps, cfg.eps, beta, t)
+                    sb = net.relax(s0, drive, cfg.nudged_steps, cfg.eps, beta, t,
+                                   event_base=e * stride + cfg.free_steps * S)
                     # Eqs. (7)-(8), averaged over the batch, then W += alpha Delta W.
-                    applied = net.apply(net.correction(x, s0, sb, beta), lr)
-                    rms = net.adjacent_rms(applied)
-                    rms_sum = rms if rms_sum is None else [a + b for a, b in zip(rms_sum, rms)]
-                    batch_rows.append({"epoch": epoch, "batch": k + 1, "beta_sign": int(signs[k]), "errors": bw, "rms": rms})
+                    st = net.learn(x, s0, sb, beta, (epoch - 1) * n_batches + k)
+                    acc.update(st)
+                    row = {"epoch": epoch, "batch": k + 1, "beta_sign": int(signs[k]), "errors": bw, "rms": st.rms}
+                    if st.zero is not None:
+                        row["zero"] = st.zero
+                        row["nonzero_d"] = st.nonzero_d
+                    batch_rows.append(row)
                     if not net.is_finite():
                         raise TrainingDiverged(
                             f"epoch {epoch} batch {k + 1}: weights became NaN or inf; "
@@ -276,33 +362,23 @@ class Run:
                             + ("" if state.epoch else " (none yet: the run diverged in its first epoch)")
                         )
                     if k % 10 == 9 or k == n_batches - 1:
-                        bar.set_postfix(err=f"{100.0 * wrong / seen:.2f}%")
+                        bar.set_postfix(err=f"{100.0 * acc.wrong / acc.seen:.2f}%")
             bar.close()
             eval_steps = cfg.eval_free_steps or cfg.free_steps
             test_error, _ = evaluate(net, evalset, eval_steps, cfg.eps, cfg.eval_batch_size)
-            row = {
-                "epoch": epoch,
-                "train_error": wrong / seen,
-                "test_error": test_error,
-                "eval_set": cfg.eval_set,
-                "rms_correction": [r / n_batches for r in rms_sum],
-                "free_residual": resid_sum / n_batches,
-                "seconds": time.perf_counter() - t0,
-            }
+            row = {"epoch": epoch, "train_error": acc.wrong / acc.seen, "test_error": test_error,
+                   "eval_set": cfg.eval_set, **acc.summary(net, n_batches),
+                   "seconds": time.perf_counter() - t0}
             state.history.append(row)
             state.epoch = epoch
             self._save(state, batch_rows)
             append_jsonl(self.out / "batches.jsonl", batch_rows)
             append_jsonl(self.out / "metrics.jsonl", [row])
-            log(
-                f"epoch {epoch:3d}  train error {100 * row['train_error']:6.2f}%  "
-                f"{cfg.eval_set} error {100 * test_error:6.2f}%  "
-                f"rms dW " + " ".join(f"{r:.2e}" for r in row["rms_correction"]) + f"  {row['seconds']:.1f} s"
-            )
+            log(format_epoch(row))
         return state.history
 
 
-def load_run(run_dir: str | Path) -> tuple[TrainConfig, FloatNetwork, dict]:
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, object, dict]:
     """Configuration, network (checkpoint parameters) and checkpoint of a run."""
     run_dir = Path(run_dir)
     cfg = config_mod.validate(config_mod.load_toml(run_dir / "config.toml"))
