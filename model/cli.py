@@ -4,6 +4,7 @@
     eqprop eval RUN_DIR [--eval-set validation|test] [--eval-size N]
     eqprop topology [--topology ...] [--sizes ...] [--p P | --n-rewire N] [--seed S] [--save FILE]
     eqprop numerics [--config FILE.toml] [--bits state=8,weight=8,...] [--rounding MODE]
+    eqprop study bitdepth --config STUDY.toml [--out DIR] [--dry-run] [--jobs N]
     eqprop data verify [--dataset mnist|fashion-mnist] [--data-dir DIR]
 
 Every configuration key of ``TrainConfig`` is a flag (``free_steps`` is
@@ -178,6 +179,13 @@ def build_topology_for(cfg):
     return from_spec(cfg.topology, cfg.sizes, seed=cfg.seed, **cfg.rewire)
 
 
+def cmd_study(args) -> int:
+    from .study import run_study
+
+    run_study(args.config, args.out, args.dry_run, jobs=args.jobs)
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data import verify
 
@@ -213,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     nm.add_argument("--config", help="TOML file with configuration keys")
     _add_config_flags(nm)
     nm.set_defaults(func=cmd_numerics)
+
+    st = sub.add_parser("study", help="run a study grid (bitdepth)")
+    st.add_argument("kind", choices=("bitdepth",))
+    st.add_argument("--config", required=True, help="study TOML ([study], [train], [networks.NAME])")
+    st.add_argument("--out", help="study directory (default: the file's study.out)")
+    st.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    st.add_argument("--jobs", type=int, default=1, help="points trained at once, one thread each")
+    st.set_defaults(func=cmd_study)
 
     d = sub.add_parser("data", help="verify data files")
     d.add_argument("action", choices=("verify",))
