@@ -21,8 +21,8 @@ from .numerics import (
     Numerics,
     NumericsError,
     check_config,
-    lfsr_words,
     make_multiplier,
+    random_words,
     shift_round,
 )
 from .topology import Topology
@@ -223,7 +223,7 @@ class FixedNetwork:
             V[:, self.out] -= nudge if beta_sign > 0 else -nudge
         words = None
         if n.state_rounding == "stochastic":
-            words = lfsr_words(n.seed_state, events)
+            words = random_words(n.seed_state, events)
         out = shift_round(V, fa + self.k - fS, n.state_rounding, words)
         return out.clamp_(0, n.state.one())
 
@@ -277,10 +277,10 @@ class FixedNetwork:
                        for a_, sa_ in enumerate(sl, start=1)]
             for dst, D, ev, ra, rb, pair in blocks:
                 Mu = self.mult[pair]
-                words = lfsr_words(n.seed_update, base + ev[ra, rb]) if stoch else None
+                words = random_words(n.seed_update, base + ev[ra, rb]) if stoch else None
                 dst[ra, rb] = shift_round(sign * D[ra, rb] * Mu.M, 2 * fS + Mu.E - fW, n.rounding, words)
             Mb = self.mult[(b_, b_)]
-            words = lfsr_words(n.seed_update, base + self.ev_b[sb_]) if stoch else None
+            words = random_words(n.seed_update, base + self.ev_b[sb_]) if stoch else None
             db[sb_] = shift_round(sign * D_b[sb_] * Mb.M, fS + Mb.E - fB, n.rounding, words)
         dW_in *= self.mask_in
         dW_ss *= self.mask_ss
@@ -290,19 +290,21 @@ class FixedNetwork:
         applied_in, applied_ss = W_in - self.W_in, W_ss - self.W_ss
         self.W_in, self.W_ss, self.b = W_in, W_ss, b
         self._refresh()
-        # Statistics per adjacent layer pair.
+        # Statistics per adjacent layer pair: RMS of the applied (saturated) change;
+        # corrections that rounded to 0 although D != 0 (before saturation, §6).
         rms, zero, nz = [], [], []
-        pairs = [(applied_in[:, sl[0]], D_in[:, sl[0]], self.mask_in[:, sl[0]])]
+        pairs = [(applied_in[:, sl[0]], dW_in[:, sl[0]], D_in[:, sl[0]], self.mask_in[:, sl[0]])]
         for l in range(len(sl) - 1):
-            pairs.append((applied_ss[sl[l], sl[l + 1]], D_ss[sl[l], sl[l + 1]], self.mask_ss[sl[l], sl[l + 1]]))
+            r, c = sl[l], sl[l + 1]
+            pairs.append((applied_ss[r, c], dW_ss[r, c], D_ss[r, c], self.mask_ss[r, c]))
         lsb = n.weight_store.lsb
-        for app, D, m in pairs:
+        for app, dW, D, m in pairs:
             cnt = int(m.sum())
             a = app.to(F64) * lsb
             rms.append(math.sqrt(float((a * a).sum()) / cnt) if cnt else 0.0)
             live = (D != 0) & m
             nz.append(int(live.sum()))
-            zero.append(int((live & (app == 0)).sum()))
+            zero.append(int((live & (dW == 0)).sum()))
         # s2 counts both (i, j) and (j, i) of a clipped W_ss entry.
         return UpdateStats(rms, zero, nz, s1 + s2 // 2, s3)
 

@@ -1,4 +1,4 @@
-"""Fixed-point numerics: formats, rounding, saturation, the LFSR, the rate multipliers.
+"""Fixed-point numerics: formats, rounding, saturation, random words, the rate multipliers.
 
 This module implements ``docs/numerics.md``, the contract that the fixed-point
 model (``fixed_net.py``), its element-by-element fxpmath twin (``golden.py``)
@@ -123,42 +123,37 @@ class Format:
         return raw.to(torch.float64) * self.lsb
 
 
-# ------------------------------------------------------------------- LFSR (§5)
-LFSR_BITS = 16
-LFSR_TAPS = (16, 15, 13, 4)  # x^16 + x^15 + x^13 + x^4 + 1, maximal length
-LFSR_PERIOD = (1 << LFSR_BITS) - 1
-LFSR_SHIFTS_PER_WORD = 16
+# ------------------------------------------------------- random words (§5)
+RNG_BITS = 32
+_M32 = 0xFFFFFFFF
+# Bob Jenkins' 32-bit integer hash: six add/xor/shift steps, no multiplier.
+# §5 applies it twice: once alone, consecutive event indices give strongly
+# correlated consecutive words (tests/test_fixed_golden.py checks the pairs).
+JENKINS_STEPS = (
+    ("add", 0x7ED55D16, "shl", 12, "add"),
+    ("xor", 0xC761C23C, "shr", 19, "xor"),
+    ("add", 0x165667B1, "shl", 5, "add"),
+    ("add", 0xD3A2646C, "shl", 9, "xor"),
+    ("add", 0xFD7046C5, "shl", 3, "add"),
+    ("xor", 0xB55A4F09, "shr", 16, "xor"),
+)
 
 
-def lfsr_next(state: int) -> int:
-    """One shift of the 16-bit Fibonacci LFSR (§5): feedback = b15^b14^b12^b3 into bit 0."""
-    fb = ((state >> 15) ^ (state >> 14) ^ (state >> 12) ^ (state >> 3)) & 1
-    return ((state << 1) | fb) & 0xFFFF
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """H = J(J(x)) of §5 on int64 tensors holding 32-bit values; each of J's six
+    steps is x = (x OP1 const) OP2 (x SHIFT n), all mod 2^32."""
+    x = x & _M32
+    for op1, const, sh, n, op2 in JENKINS_STEPS + JENKINS_STEPS:
+        left = (x + const) if op1 == "add" else (x ^ const)
+        right = ((x << n) & _M32) if sh == "shl" else (x >> n)
+        x = ((left + right) if op2 == "add" else (left ^ right)) & _M32
+    return x
 
 
-_TABLES: dict[int, torch.Tensor] = {}
-
-
-def lfsr_table(seed: int) -> torch.Tensor:
-    """Register after k shifts from ``seed``, k = 0 .. period-1 (int64)."""
-    if seed in _TABLES:
-        return _TABLES[seed]
-    out = np.empty(LFSR_PERIOD, dtype=np.int64)
-    s = seed
-    for k in range(LFSR_PERIOD):
-        out[k] = s
-        s = lfsr_next(s)
-    if s != seed:
-        raise AssertionError("LFSR polynomial is not maximal-length")
-    t = torch.from_numpy(out)
-    _TABLES[seed] = t
-    return t
-
-
-def lfsr_words(seed: int, index: torch.Tensor) -> torch.Tensor:
-    """Random word of event ``index`` (§5): the register after 16 (index + 1) shifts."""
-    table = lfsr_table(seed)
-    return table[torch.remainder((index + 1) * LFSR_SHIFTS_PER_WORD, LFSR_PERIOD)]
+def random_words(seed: int, index: torch.Tensor) -> torch.Tensor:
+    """The 32-bit random word of event ``index`` of the stream ``seed`` (§5):
+    J(J((index mod 2^32) XOR seed)). Random access: any lane can compute any event."""
+    return hash32((index & _M32) ^ (seed & _M32))
 
 
 # ------------------------------------------------------------- rounding (§3)
@@ -168,11 +163,11 @@ def shift_round(v: torch.Tensor, d: int, mode: str, words: torch.Tensor | None =
     floor          arithmetic shift right (what dropping low bits does in
                    hardware; toward -inf, unlike fxpmath's 'trunc');
     nearest-even   to nearest, ties to even;
-    stochastic     up with probability rem / 2^d, using the event's 16-bit
-                   LFSR word R: with d <= 16, r = R >> (16 - d), up iff
-                   r < rem; with d > 16, up iff R < rem >> (d - 16).
-    d <= 0 is an exact left shift (no rounding, no event consumed... but an
-    event index is still reserved, so indices never depend on formats).
+    stochastic     up with probability rem / 2^d, using the event's 32-bit
+                   random word R: with d <= 32, r = R >> (32 - d), up iff
+                   r < rem; with d > 32, up iff R < rem >> (d - 32).
+    d <= 0 is an exact left shift (no rounding; the event index stays reserved,
+    so indices never depend on formats).
     """
     if d <= 0:
         return v << (-d)
@@ -186,11 +181,11 @@ def shift_round(v: torch.Tensor, d: int, mode: str, words: torch.Tensor | None =
         return q + up.to(q.dtype)
     if mode == "stochastic":
         if words is None:
-            raise ValueError("stochastic rounding needs LFSR words")
-        if d <= LFSR_BITS:
-            up = (words >> (LFSR_BITS - d)) < rem
+            raise ValueError("stochastic rounding needs random words")
+        if d <= RNG_BITS:
+            up = (words >> (RNG_BITS - d)) < rem
         else:
-            up = words < (rem >> (d - LFSR_BITS))
+            up = words < (rem >> (d - RNG_BITS))
         return q + up.to(q.dtype)
     raise ValueError(mode)
 
@@ -289,8 +284,8 @@ class Numerics:
             )
         if self.rounding == "stochastic" or self.state_rounding == "stochastic":
             lines.append(
-                f"LFSR         16-bit Fibonacci x^16+x^15+x^13+x^4+1, 16 shifts per word, "
-                f"seeds update 0x{self.seed_update:04X}, state 0x{self.seed_state:04X}"
+                f"random words 32-bit counter-based hash of the event index (docs/numerics.md §5), "
+                f"seeds update 0x{self.seed_update:08X}, state 0x{self.seed_state:08X}"
             )
         return "\n".join(lines)
 
@@ -376,8 +371,8 @@ def numerics_from_mapping(values: dict) -> Numerics:
         weight_overflow=_choice("weight_overflow", values.get("weight_overflow", "saturate"), ("saturate",)),
         lr_mode=_choice("lr_mode", values.get("lr_mode", "multiplier"), LR_MODES),
         lr_bits=_int("lr_bits", values.get("lr_bits", 16), 1, 24),
-        seed_update=_int("seed_update", values.get("seed_update", 0xACE1), 1, 0xFFFF),
-        seed_state=_int("seed_state", values.get("seed_state", 0x5EED), 1, 0xFFFF),
+        seed_update=_int("seed_update", values.get("seed_update", 0xACE1), 0, 0xFFFFFFFF),
+        seed_state=_int("seed_state", values.get("seed_state", 0x5EED), 0, 0xFFFFFFFF),
     )
     check_formats(num)
     return num
