@@ -1,0 +1,50 @@
+"""Combinational arithmetic of docs/numerics.md, as Amaranth expressions.
+
+Each function returns a Value built from its inputs; the same rounding and
+saturation rules as ``eqprop.model.numerics`` (§1-§3), bit for bit.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Mux, Value, signed, unsigned
+
+from eqprop.model.numerics import RNG_BITS, Format
+
+
+def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value:
+    """v / 2^d rounded (§3): floor | nearest-even | stochastic (32-bit ``word``)."""
+    if d <= 0:
+        return v << (-d)
+    v = v.as_signed() if not v.shape().signed else v
+    q = v >> d  # arithmetic shift: floor
+    rem = v[:d]  # the dropped bits, 0 <= rem < 2^d
+    if mode == "floor":
+        return q
+    if mode == "nearest-even":
+        half = 1 << (d - 1)
+        up = (rem > half) | ((rem == half) & q[0])
+        return q + up
+    if mode == "stochastic":
+        assert word is not None
+        if d <= RNG_BITS:
+            up = word[RNG_BITS - d:] < rem
+        else:
+            up = word < rem[d - RNG_BITS:]
+        return q + up
+    raise ValueError(mode)
+
+
+def saturate(v: Value, fmt: Format) -> Value:
+    """Clip v to the format's raw range (§1)."""
+    lo, hi = fmt.min_raw, fmt.max_raw
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
+def wrap(v: Value, fmt: Format) -> Value:
+    """Two's-complement wrap to the format's width."""
+    w = v[: fmt.n_word]
+    return w.as_signed() if fmt.signed else w
+
+
+def shape_of(fmt: Format):
+    return signed(fmt.n_word) if fmt.signed else unsigned(fmt.n_word)

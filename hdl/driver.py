@@ -1,0 +1,109 @@
+"""Host-side driver of the core: what to write and read, independent of the simulator.
+
+``CoreDriver`` speaks to the core through two coroutines, ``write(addr,
+data)`` and ``read(addr)``, so the same driver runs under ``amaranth.sim``
+(``AmaranthBus``) and cocotb. It loads parameters, an example (inputs,
+target, initial state: the host keeps the persistent particles), starts a
+phase and reads back every state and weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .core import CTRL_INFER, CTRL_START
+from .memory_map import MemoryMap
+from .params import CoreParams
+
+
+def to_signed(v: int, bits: int) -> int:
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+@dataclass
+class ExampleResult:
+    s0: list  # free equilibrium, raw, non-input order
+    final: list  # state after the weakly-clamped phase (= s0 for inference)
+    pred: int
+    cycles: dict
+
+
+class CoreDriver:
+    def __init__(self, params: CoreParams, write, read, tick=None):
+        self.p = params
+        self.map = MemoryMap(params)
+        self.write = write
+        self.read = read
+        self.tick = tick
+
+    async def load_params(self, W_in: torch.Tensor, W_ss: torch.Tensor, b: torch.Tensor):
+        """Stored weights (raw) into every lane copy, biases into their lanes."""
+        for ell, ws in enumerate(self.p.lane_weights(W_in, W_ss)):
+            for k, w in enumerate(ws):
+                await self.write(self.map.weight(ell, k), w & 0xFFFFFFFF)
+        for i in range(self.p.layout.S):
+            await self.write(self.map.bias(i), int(b[i]) & 0xFFFFFFFF)
+
+    async def read_params(self) -> tuple[list[list[int]], list[int]]:
+        ws = []
+        nb = self.p.num.weight_store.n_word
+        for ell, lane in enumerate(self.p.layout.lanes):
+            ws.append([to_signed(await self.read(self.map.weight(ell, k)), nb) for k in range(len(lane.entries))])
+        bb = self.p.num.bias.n_word
+        b = [to_signed(await self.read(self.map.bias(i)), bb) for i in range(self.p.layout.S)]
+        return ws, b
+
+    async def load_example(self, x: list[int], s_init: list[int], target: int | None):
+        for j, v in enumerate(x):
+            await self.write(self.map.input(j), int(v))
+        for i, v in enumerate(s_init):
+            await self.write(self.map.state(i, "state"), int(v))
+        n_out = self.p.topology.sizes[-1]
+        for k in range(n_out):
+            await self.write(self.map.target(k), int(target == k) if target is not None else 0)
+
+    async def run(self, infer: bool, example: int, update: int = 0, beta_neg: bool = False,
+                  max_polls: int = 10**7) -> ExampleResult:
+        await self.write(self.map.reg("example"), example)
+        await self.write(self.map.reg("update"), update)
+        await self.write(self.map.reg("beta_neg"), int(beta_neg))
+        await self.write(self.map.reg("ctrl"), CTRL_START | (CTRL_INFER if infer else 0))
+        for _ in range(max_polls):
+            st = await self.read(self.map.reg("status"))
+            if st & 2 and not st & 1:
+                break
+        else:
+            raise TimeoutError("core did not finish")
+        S = self.p.layout.S
+        s0 = [await self.read(self.map.state(i, "s0")) for i in range(S)]
+        final = [await self.read(self.map.state(i, "final")) for i in range(S)]
+        cycles = {k: await self.read(self.map.reg(f"cycles_{k}")) for k in ("free", "nudged", "update", "total")}
+        pred = await self.read(self.map.reg("pred"))
+        return ExampleResult(s0, final, pred, cycles)
+
+
+class AmaranthBus:
+    """write/read coroutines over the core's HOST_BUS in an amaranth.sim testbench."""
+
+    def __init__(self, ctx, bus):
+        self.ctx = ctx
+        self.bus = bus
+
+    async def write(self, addr: int, data: int):
+        c, b = self.ctx, self.bus
+        c.set(b.addr, addr)
+        c.set(b.wdata, data & 0xFFFFFFFF)
+        c.set(b.we, 1)
+        await c.tick()
+        c.set(b.we, 0)
+
+    async def read(self, addr: int) -> int:
+        c, b = self.ctx, self.bus
+        c.set(b.addr, addr)
+        c.set(b.re, 1)
+        await c.tick()
+        c.set(b.re, 0)
+        return c.get(b.rdata)

@@ -1,0 +1,65 @@
+"""Host addresses of everything in the core (the manifest's memory map).
+
+One place computes where a weight, bias, target, input or state lives, for
+the generator's manifest, the amaranth.sim driver and the cocotb driver.
+"""
+
+from __future__ import annotations
+
+from .core import REGION_SHIFT, REGIONS, REGISTERS, lane_field_bits
+from .params import CoreParams, bits_for
+
+
+class MemoryMap:
+    def __init__(self, params: CoreParams):
+        self.p = params
+        lay = params.layout
+        self.field = lane_field_bits(params)
+        self.bank_bits = bits_for(3 * lay.neurons_per_lane)
+        # (neuron i, source j) -> list of (lane, entry) holding that weight
+        self.weight_slots: dict[tuple[int, int, bool], list[tuple[int, int]]] = {}
+        for ell, lane in enumerate(lay.lanes):
+            for k, e in enumerate(lane.entries):
+                if not e.dummy:
+                    self.weight_slots.setdefault((e.neuron, e.src, e.src_input), []).append((ell, k))
+
+    def reg(self, name: str) -> int:
+        return (REGIONS["reg"] << REGION_SHIFT) | REGISTERS[name]
+
+    def _lane(self, region: str, lane: int, offset: int) -> int:
+        return (REGIONS[region] << REGION_SHIFT) | (lane << self.field) | offset
+
+    def input(self, j: int) -> int:
+        return (REGIONS["input"] << REGION_SHIFT) | j
+
+    def target(self, k: int) -> int:
+        """Output neuron k (0-based among the outputs)."""
+        lay = self.p.layout
+        i = lay.out_first + k
+        return self._lane("target", int(lay.owner[i]), int(lay.local[i]))
+
+    def state(self, i: int, which: str = "state") -> int:
+        """Non-input neuron i: 'state' (write: initial state), 's0' or 'final' (read)."""
+        lay = self.p.layout
+        return self._lane(which, int(lay.owner[i]), int(lay.local[i]))
+
+    def weight(self, lane: int, entry: int) -> int:
+        return self._lane("weight", lane, entry)
+
+    def bias(self, i: int) -> int:
+        lay = self.p.layout
+        return self._lane("bias", int(lay.owner[i]), int(lay.local[i]))
+
+    def describe(self) -> dict:
+        lay = self.p.layout
+        return {
+            "address_bits": 24,
+            "data_bits": 32,
+            "region_shift": REGION_SHIFT,
+            "regions": {k: v for k, v in REGIONS.items()},
+            "registers": dict(REGISTERS),
+            "lane_field_bits": self.field,
+            "lane_address": "(region << 20) | (lane << lane_field_bits) | offset",
+            "neurons": [{"i": i, "lane": int(lay.owner[i]), "local": int(lay.local[i])} for i in range(lay.S)],
+            "read_latency": 1,
+        }

@@ -1,0 +1,119 @@
+"""Everything the RTL is built from, derived from one run configuration.
+
+``CoreParams`` gathers the topology's lane layout (``layout.py``), the
+numerics contract (``eqprop.model.numerics``, docs/numerics.md) and the
+constants of the dynamics (eps and beta as shifts, the rate multipliers), so
+that the model and the hardware are built from the same objects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from eqprop.model.fixed_net import FixedNetwork
+from eqprop.model.numerics import Format, Multiplier, Numerics
+from eqprop.model.topology import Topology
+
+from .layout import Layout, build_layout
+
+
+def bits_for(n: int) -> int:
+    """Address bits for n entries (at least 1)."""
+    return max(1, math.ceil(math.log2(max(n, 2))))
+
+
+@dataclass
+class CoreParams:
+    topology: Topology
+    num: Numerics
+    eps: float
+    beta: float
+    rates: list
+    P: int
+    n_free: int
+    n_nudged: int
+    layout: Layout = field(init=False)
+    net: FixedNetwork = field(init=False, repr=False)
+
+    def __post_init__(self):
+        # The hardware updates after every example: batch 1 (docs/numerics.md §6).
+        self.net = FixedNetwork(self.topology, self.num, self.eps, self.beta, 1, self.rates)
+        self.layout = build_layout(self.topology, self.P)
+
+    # ---- formats and shifts (docs/numerics.md §1-§4)
+    @property
+    def state(self) -> Format:
+        return self.num.state
+
+    @property
+    def fa(self) -> int:
+        return self.num.acc_frac
+
+    @property
+    def k(self) -> int:
+        return self.net.k
+
+    @property
+    def m(self) -> int:
+        return self.net.m
+
+    @property
+    def acc_exact_bits(self) -> int:
+        return self.num.acc_exact_bits(self.net.fan_in)
+
+    @property
+    def acc_fmt(self) -> Format:
+        return self.net.acc_fmt
+
+    @property
+    def state_shift(self) -> int:
+        """Bits dropped by the state rounding: fa + k - fS."""
+        return self.fa + self.k - self.state.n_frac
+
+    @property
+    def nudge_shift(self) -> int:
+        return self.fa - self.state.n_frac + 1 + self.m
+
+    # ---- learning (§6)
+    def pair_mult(self, p: int) -> Multiplier:
+        return self.net.mult[self.layout.pairs[p]]
+
+    def weight_shift(self, p: int) -> int:
+        return 2 * self.state.n_frac + self.pair_mult(p).E - self.num.weight_store.n_frac
+
+    def bias_shift(self, p: int) -> int:
+        return self.state.n_frac + self.pair_mult(p).E - self.num.bias.n_frac
+
+    def bias_pair(self, i: int) -> int:
+        """Pair index of non-input neuron i's bias rate (its own layer)."""
+        l = int(self.topology.layer_of[self.layout.n_in + i])
+        return self.layout.pair_index(l, l)
+
+    # ---- parameters laid out for the lanes
+    def lane_weights(self, W_in: torch.Tensor, W_ss: torch.Tensor) -> list[list[int]]:
+        """Stored weights (raw, weight_store format) in each lane's entry order."""
+        out = []
+        for lane in self.layout.lanes:
+            ws = []
+            for e in lane.entries:
+                if e.dummy:
+                    ws.append(0)
+                elif e.src_input:
+                    ws.append(int(W_in[e.src, e.neuron]))
+                else:
+                    ws.append(int(W_ss[e.src, e.neuron]))
+            out.append(ws)
+        return out
+
+    def lane_biases(self, b: torch.Tensor) -> list[list[int]]:
+        return [[int(b[i]) for i in lane.neurons] for lane in self.layout.lanes]
+
+    def to_dict(self) -> dict:
+        return {
+            "sizes": list(self.topology.sizes), "kind": self.topology.kind, "P": self.P,
+            "n_free": self.n_free, "n_nudged": self.n_nudged, "eps": self.eps, "beta": self.beta,
+            "rates": list(self.rates), "numerics": self.num.to_dict(),
+        }
