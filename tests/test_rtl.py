@@ -1,0 +1,237 @@
+"""The Amaranth RTL against the fixed-point model, bit for bit (amaranth.sim)."""
+
+import pytest
+import torch
+from amaranth.hdl import Module, Signal, signed
+from amaranth.sim import Simulator
+
+from eqprop.hdl.arith import round_shift, saturate
+from eqprop.hdl.core import Core, cycle_model
+from eqprop.hdl.driver import AmaranthBus, CoreDriver
+from eqprop.hdl.params import CoreParams
+from eqprop.hdl.rng import RandomWord
+from eqprop.model.numerics import Format, numerics_from_mapping, random_words, shift_round
+from eqprop.model.topology import layer_skipping, layered
+
+I64 = torch.int64
+
+
+def _run_comb(build, inputs: dict, outputs: list, vectors: list[dict]) -> list[dict]:
+    """Evaluate a combinational module on input vectors in amaranth.sim."""
+    m = build()
+    res = []
+
+    async def tb(ctx):
+        for vec in vectors:
+            for k, v in vec.items():
+                ctx.set(inputs[k], v)
+            res.append({o.name: ctx.get(o) for o in outputs})
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    return res
+
+
+@pytest.mark.parametrize("mode", ["floor", "nearest-even", "stochastic"])
+@pytest.mark.parametrize("d", [1, 3, 9, 31, 32, 35])
+def test_round_shift_unit_equals_model(mode, d):
+    v = Signal(signed(48), name="v")
+    word = Signal(32, name="word")
+    out = Signal(signed(48), name="out")
+
+    def build():
+        m = Module()
+        m.d.comb += out.eq(round_shift(v, d, mode, word))
+        return m
+
+    g = torch.Generator().manual_seed(d)
+    vals = torch.randint(-(2**40), 2**40, (300,), generator=g, dtype=I64)
+    vals[:4] = torch.tensor([-(1 << d) // 2, (1 << d) // 2, 3 << max(d - 1, 0), -(3 << max(d - 1, 0))])
+    words = random_words(0xACE1, torch.arange(300, dtype=I64))
+    got = _run_comb(build, {"v": v, "word": word}, [out],
+                    [{"v": int(a), "word": int(w)} for a, w in zip(vals, words)])
+    ref = shift_round(vals, d, mode, words)
+    assert [r["out"] for r in got] == ref.tolist()
+
+
+def test_saturate_unit():
+    fmt = Format(True, 8, 6)
+    v = Signal(signed(16), name="v")
+    out = Signal(signed(16), name="out")
+
+    def build():
+        m = Module()
+        m.d.comb += out.eq(saturate(v, fmt))
+        return m
+
+    vals = [-1000, -129, -128, -1, 0, 127, 128, 1000]
+    got = [r["out"] for r in _run_comb(build, {"v": v}, [out], [{"v": a} for a in vals])]
+    assert got == [-128, -128, -128, -1, 0, 127, 127, 127]
+
+
+def test_random_word_unit_equals_model():
+    dut = RandomWord(0x5EED)
+    idx = [0, 1, 2, 12345, 2**31 + 7, 2**32 - 1] + list(range(100, 140))
+    out = []
+
+    async def tb(ctx):
+        for e in idx + [0, 0]:
+            ctx.set(dut.index, e)
+            await ctx.tick()
+            out.append(ctx.get(dut.word))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    # the word of index e appears LATENCY ticks later
+    got = out[RandomWord.LATENCY - 1: RandomWord.LATENCY - 1 + len(idx)]
+    assert got == random_words(0x5EED, torch.tensor(idx, dtype=I64)).tolist()
+
+
+# ------------------------------------------------------------ whole core
+def _setup(topo, fixed, P, n_free, n_nudged, rates=(0.5,), beta=1.0, seed=0):
+    num = numerics_from_mapping(fixed)
+    params = CoreParams(topo, num, 0.5, beta, list(rates), P, n_free=n_free, n_nudged=n_nudged)
+    net = params.net.init_params(seed, other=0.3)
+    g = torch.Generator().manual_seed(seed + 1)
+    lo, hi = num.bias.min_raw // 8, num.bias.max_raw // 8
+    net.b = torch.randint(lo, hi, (net.n_s,), generator=g, dtype=I64)
+    net._refresh()
+    return params, net, g
+
+
+def _simulate(params, body):
+    core = Core(params)
+    out = {}
+
+    async def tb(ctx):
+        bus = AmaranthBus(ctx, core.bus)
+        drv = CoreDriver(params, bus.write, bus.read)
+        await body(drv, out)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return out
+
+
+TOPOS = {
+    "layered": lambda: layered([6, 5, 4, 3]),
+    "skip": lambda: layer_skipping([6, 5, 4, 3], n_rewire=6, seed=1),
+    "skip-add": lambda: layer_skipping([5, 4, 4, 3], n_rewire=5, mode="add", seed=2),
+}
+
+
+@pytest.mark.parametrize("topo_name,P,rounding", [
+    ("layered", 1, "nearest-even"),
+    ("skip", 2, "stochastic"),
+    ("skip", 3, "floor"),
+    ("skip-add", 4, "stochastic"),
+    ("layered", 2, "floor"),
+])
+def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding):
+    """Three training examples on chip: every state after each phase, every weight and
+    bias after each update, equal to FixedNetwork (batch 1); cycles equal the model."""
+    fixed = {"state": 8, "weight": 8, "bias": 12, "rounding": rounding}
+    params, net, g = _setup(TOPOS[topo_name](), fixed, P, n_free=5, n_nudged=3)
+    S = net.n_s
+    n_in, n_out = params.layout.n_in, params.topology.sizes[-1]
+    stride = (params.n_free + params.n_nudged) * S
+    W_in0, W_ss0, b0 = net.W_in.clone(), net.W_ss.clone(), net.b.clone()
+    examples = []
+    for e in range(3):
+        x = torch.randint(0, 129, (1, n_in), generator=g, dtype=I64)
+        s_init = torch.randint(0, 129, (1, S), generator=g, dtype=I64) if e else net.zero_state(1)
+        target = int(torch.randint(0, n_out, (1,), generator=g))
+        beta = 1.0 if e % 2 == 0 else -1.0
+        t = net.prepare_targets(torch.nn.functional.one_hot(torch.tensor([target]), n_out).float())
+        d = net.input_drive(x)
+        s0 = net.relax(s_init, d, params.n_free, event_base=torch.tensor([e * stride]))
+        sb = net.relax(s0, d, params.n_nudged, 0.5, beta, t,
+                       event_base=torch.tensor([e * stride + params.n_free * S]))
+        net.learn(x, s0, sb, beta, e)
+        examples.append(dict(x=x[0].tolist(), s_init=s_init[0].tolist(), target=target, beta=beta,
+                             s0=s0[0].tolist(), sb=sb[0].tolist(),
+                             weights=params.lane_weights(net.W_in, net.W_ss), b=net.b.tolist()))
+
+    async def body(drv, out):
+        await drv.load_params(W_in0, W_ss0, b0)
+        out["runs"] = []
+        for e, ex in enumerate(examples):
+            await drv.load_example(ex["x"], ex["s_init"], ex["target"])
+            r = await drv.run(False, example=e, update=e, beta_neg=ex["beta"] < 0)
+            out["runs"].append((r, await drv.read_params()))
+
+    out = _simulate(params, body)
+    cm = cycle_model(params)
+    for e, (ex, (r, (ws, b))) in enumerate(zip(examples, out["runs"])):
+        assert r.s0 == ex["s0"], f"example {e}: free equilibrium"
+        assert r.final == ex["sb"], f"example {e}: weakly-clamped state"
+        assert ws == ex["weights"], f"example {e}: weights after the update"
+        assert b == ex["b"], f"example {e}: biases after the update"
+        assert r.cycles["free"] == cm["free"] and r.cycles["nudged"] == cm["nudged"]
+        assert r.cycles["update"] == cm["update"]
+        assert r.cycles["total"] == cm["train_example"]
+
+
+@pytest.mark.parametrize("rounding", ["floor", "nearest-even", "stochastic"])
+@pytest.mark.parametrize("beta", [1.0, -1.0, 0.5])
+def test_one_step_neuron_update_from_random_states(rounding, beta):
+    """The accumulator and neuron unit: one free step and one weakly-clamped step from
+    random states in [0, 1] (every neuron, inside and at the bounds), with a wide
+    weight store whose MAC weights saturate and a narrow saturating accumulator."""
+    fixed = {"state": 8, "weight": "fxp-s6/4", "weight_store": "fxp-s10/7", "bias": 10, "rounding": rounding,
+             "acc": 13, "acc_overflow": "saturate"}
+    topo = layer_skipping([6, 5, 4, 3], n_rewire=6, seed=1)
+    params, net, g = _setup(topo, fixed, 2, n_free=1, n_nudged=1, beta=beta)
+    net.W_ss = (net.W_ss * 9) .clamp(params.num.weight_store.min_raw, params.num.weight_store.max_raw)
+    net.W_ss = torch.triu(net.W_ss, 1) + torch.triu(net.W_ss, 1).T
+    net._refresh()
+    assert int((net.W_ss >> 3).abs().max()) > 31  # some MAC weights saturate
+    S, n_in = net.n_s, params.layout.n_in
+    x = torch.randint(0, 129, (1, n_in), generator=g, dtype=I64)
+    s_init = torch.randint(0, 129, (1, S), generator=g, dtype=I64)
+    s_init[0, :2] = torch.tensor([0, 128])
+    t = net.prepare_targets(torch.nn.functional.one_hot(torch.tensor([2]), 3).float())
+    d = net.input_drive(x)
+    stride = 2 * S
+    s0 = net.relax(s_init, d, 1, event_base=torch.tensor([4 * stride]))
+    sb = net.relax(s0, d, 1, 0.5, beta, t, event_base=torch.tensor([4 * stride + S]))
+
+    async def body(drv, out):
+        await drv.load_params(net.W_in, net.W_ss, net.b)
+        await drv.load_example(x[0].tolist(), s_init[0].tolist(), 2)
+        out["r"] = await drv.run(False, example=4, update=0, beta_neg=beta < 0)
+
+    r = _simulate(params, body)["r"]
+    assert r.s0 == s0[0].tolist()
+    assert r.final == sb[0].tolist()
+
+
+def test_inference_mode_and_argmax():
+    fixed = {"state": 8, "weight": 8, "bias": 12, "rounding": "nearest-even"}
+    params, net, g = _setup(TOPOS["skip"](), fixed, 2, n_free=6, n_nudged=3, seed=4)
+    n_in = params.layout.n_in
+    xs = [torch.randint(0, 129, (1, n_in), generator=g, dtype=I64) for _ in range(3)]
+
+    async def body(drv, out):
+        await drv.load_params(net.W_in, net.W_ss, net.b)
+        out["r"] = []
+        for e, x in enumerate(xs):
+            await drv.load_example(x[0].tolist(), [0] * net.n_s, None)
+            out["r"].append(await drv.run(True, example=e))
+        out["params"] = await drv.read_params()
+
+    out = _simulate(params, body)
+    cm = cycle_model(params)
+    for e, (x, r) in enumerate(zip(xs, out["r"])):
+        s = net.relax(net.zero_state(1), net.input_drive(x), params.n_free,
+                      event_base=torch.tensor([e * params.n_free * net.n_s]))
+        assert r.s0 == s[0].tolist() == r.final
+        assert r.pred == int(net.outputs(s).argmax(1))
+        assert r.cycles["update"] == 0 and r.cycles["total"] == cm["inference_example"]
+    ws, b = out["params"]
+    assert ws == params.lane_weights(net.W_in, net.W_ss) and b == net.b.tolist()  # inference learns nothing
