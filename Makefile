@@ -1,11 +1,14 @@
 # Set-up and the two jobs the README opens with. Everything installs itself on
-# a fresh machine (Python 3.11; torch==2.13.0's CPU wheel is on local disk).
+# a fresh machine (Python 3.11; torch==2.13.0's CPU wheel is on local disk;
+# hdl/setup-tools.sh installs Debian's yosys, iverilog, nextpnr-ice40 and
+# fpga-icestorm when they are missing, and the PyPI simulators).
 PYTHON ?= python3
 PIP := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(PYTHON) -m pip
 
 .PHONY: setup demo test bench
 setup:
-	$(PIP) install -q -e '.[test]'
+	PYTHON=$(PYTHON) bash hdl/setup-tools.sh
+	$(PIP) install -q -e '.[test,sim]'
 
 # Main job: train a small layer-skipping network on the bundled MNIST.
 demo: setup

@@ -5,6 +5,7 @@
     eqprop topology [--topology ...] [--sizes ...] [--p P | --n-rewire N] [--seed S] [--save FILE]
     eqprop numerics [--config FILE.toml] [--bits state=8,weight=8,...] [--rounding MODE]
     eqprop study bitdepth --config STUDY.toml [--out DIR] [--dry-run] [--jobs N]
+    eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN] [--synth] [--pnr]
     eqprop data verify [--dataset mnist|fashion-mnist] [--data-dir DIR]
 
 Every configuration key of ``TrainConfig`` is a flag (``free_steps`` is
@@ -186,6 +187,12 @@ def cmd_study(args) -> int:
     return 0
 
 
+def cmd_hdl(args) -> int:
+    from eqprop.hdl.generate import main as generate_main
+
+    return generate_main(args)
+
+
 def cmd_data(args) -> int:
     from .data import verify
 
@@ -230,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--jobs", type=int, default=1, help="points trained at once, one thread each")
     st.set_defaults(func=cmd_study)
 
+    hd = sub.add_parser("hdl", help="RTL: generate Verilog, manifest, lint and synthesis reports")
+    hsub = hd.add_subparsers(dest="hdl_command", required=True)
+    g = hsub.add_parser("generate", help="write build/NAME/: Verilog, memory files, manifest.json")
+    g.add_argument("--config", help="TOML with [train], [fixed] and [hdl] tables")
+    g.add_argument("--out", required=True, help="output directory, e.g. build/NAME/")
+    g.add_argument("--lanes", type=int, help="MAC lanes P (overrides [hdl] lanes)")
+    g.add_argument("--checkpoint", help="run directory whose weights initialise the memories")
+    g.add_argument("--name", help="Verilog module name")
+    g.add_argument("--synth", action="store_true", help="also synthesise with yosys synth_ice40")
+    g.add_argument("--pnr", action="store_true", help="also place and route with nextpnr-ice40 (max clock)")
+    g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
+    g.set_defaults(func=cmd_hdl)
+
     d = sub.add_parser("data", help="verify data files")
     d.add_argument("action", choices=("verify",))
     d.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
@@ -250,6 +270,11 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ConfigError, TopologyError, DataError, RunDirError, NumericsError) as e:
+        print(f"eqprop: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as e:  # e.g. impossible lane counts from the RTL layout
+        if args.command != "hdl":
+            raise
         print(f"eqprop: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as e:

@@ -38,6 +38,7 @@ class TrainConfig:
     # network
     model: str = "float"  # "float" (PyTorch) or "fixed" (docs/numerics.md)
     fixed: dict = field(default_factory=dict)  # [fixed] table: formats and modes (numerics.FIXED_KEYS)
+    hdl: dict = field(default_factory=dict)  # [hdl] table: lanes, checkpoint, name, device (eqprop.hdl.generate)
     topology: str = "skip"
     sizes: list = field(default_factory=lambda: [784, 500, 500, 500, 10])
     p: float | None = None  # skip topologies: default PAPER_P unless n_rewire given
@@ -93,7 +94,7 @@ _POSITIVE_INT = ("train_size", "eval_size", "epochs", "batch_size", "eval_batch_
 _NONNEG_INT = ("free_steps", "nudged_steps", "eval_free_steps", "seed")
 _TYPES = {
     "dataset": str, "data_dir": str, "downsample": int, "train_size": int, "eval_size": int,
-    "eval_set": str, "model": str, "fixed": "table", "topology": str, "sizes": "ints", "p": float,
+    "eval_set": str, "model": str, "fixed": "table", "hdl": "table", "topology": str, "sizes": "ints", "p": float,
     "n_rewire": int, "init_adjacent": "glorot|float", "init_other": float, "init_bias": float,
     "eps": float, "beta": float, "random_beta_sign": bool, "free_steps": int,
     "nudged_steps": int, "eval_free_steps": int, "lr": "floats", "persistent": bool,
@@ -251,17 +252,17 @@ def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config: {path}: not valid TOML ({e})") from None
     if "train" in data:
-        extra = [k for k in data if k not in ("train", "fixed")]
+        extra = [k for k in data if k not in ("train", "fixed", "hdl")]
         if extra:
             raise ConfigError(f"{extra[0]}: unknown configuration key (in {path}; put keys under [train])")
-        fixed = data.get("fixed")
+        tables = {k: data[k] for k in ("fixed", "hdl") if k in data}
         data = data["train"]
         if not isinstance(data, dict):
             raise ConfigError(f"train: expected a table (in {path})")
-        if fixed is not None:
-            if "fixed" in data:
-                raise ConfigError(f"fixed: given twice (in {path})")
-            data = {**data, "fixed": fixed}
+        for k, v in tables.items():
+            if k in data:
+                raise ConfigError(f"{k}: given twice (in {path})")
+            data = {**data, k: v}
     return from_mapping(data, base, source=str(path))
 
 
@@ -281,9 +282,12 @@ def dumps_toml(cfg: TrainConfig) -> str:
     """The resolved configuration as TOML (readable back with load_toml)."""
     d = cfg.to_dict()
     fixed = d.pop("fixed", {})
+    hdl = d.pop("hdl", {})
     lines = ["[train]"] + [f"{k} = {_toml_value(v)}" for k, v in d.items()]
     if cfg.model == "fixed":
         fixed = numerics(cfg).to_dict()  # every format resolved, as the hardware sees it
     if fixed:
         lines += ["", "[fixed]"] + [f"{k} = {_toml_value(v)}" for k, v in fixed.items()]
+    if hdl:
+        lines += ["", "[hdl]"] + [f"{k} = {_toml_value(v)}" for k, v in hdl.items()]
     return "\n".join(lines) + "\n"
