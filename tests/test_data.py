@@ -12,7 +12,10 @@ import pytest
 from eqprop.model import data
 from eqprop.model.data import DataError, MNIST_DIR, Split, load_idx, load_split, one_hot, verify
 
-FASHION_DIR = Path("/work/shared/data/fashion-mnist")
+# ../shared beside the repository (the CI layout), else the one of this machine.
+FASHION_DIR = next((d for d in (Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist",
+                                Path("/work/shared/data/fashion-mnist")) if d.is_dir()),
+                   Path("/work/shared/data/fashion-mnist"))
 SUMS = "SHA256SUMS.uncompressed"
 LABELS = "t10k-labels-idx1-ubyte"
 
