@@ -67,10 +67,19 @@ class CoreDriver:
 
     async def run(self, infer: bool, example: int, update: int = 0, beta_neg: bool = False,
                   max_polls: int = 10**7) -> ExampleResult:
+        """Start a training example (free, weakly-clamped, update) or an inference, wait
+        for ``done`` and read back s^0, the final state, the cycle counters and the
+        arg-max. With a ``tick(n)`` coroutine the driver first sleeps the cycle
+        model's count instead of polling every cycle."""
+        from .core import cycle_model
+
         await self.write(self.map.reg("example"), example)
         await self.write(self.map.reg("update"), update)
         await self.write(self.map.reg("beta_neg"), int(beta_neg))
         await self.write(self.map.reg("ctrl"), CTRL_START | (CTRL_INFER if infer else 0))
+        if self.tick is not None:
+            cm = cycle_model(self.p)
+            await self.tick(cm["inference_example" if infer else "train_example"] - 2)
         for _ in range(max_polls):
             st = await self.read(self.map.reg("status"))
             if st & 2 and not st & 1:

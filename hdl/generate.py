@@ -105,6 +105,7 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
     core = Core(params, lw, lb)
     verilog = generate_verilog(core, name, emit_src=False)
     (out / f"{name}.v").write_text(verilog)
+    params.topology.save(out / "topology.npz")  # the exact network, for testbenches
     serial = SerialCore(Core(params, lw, lb))
     (out / f"{name}_serial.v").write_text(generate_verilog(serial, f"{name}_serial", emit_src=False))
     for ell, lane in enumerate(params.layout.lanes):

@@ -111,6 +111,20 @@ class CoreParams:
     def lane_biases(self, b: torch.Tensor) -> list[list[int]]:
         return [[int(b[i]) for i in lane.neurons] for lane in self.layout.lanes]
 
+    @classmethod
+    def from_design(cls, design_dir) -> "CoreParams":
+        """Rebuild the parameters of a generated design from its manifest and topology."""
+        import json
+        from pathlib import Path
+
+        from eqprop.model.numerics import numerics_from_mapping
+
+        d = Path(design_dir)
+        man = json.loads((d / "manifest.json").read_text())
+        dyn = man["dynamics"]
+        return cls(Topology.load(d / "topology.npz"), numerics_from_mapping(man["numerics"]), dyn["eps"],
+                   dyn["beta"], dyn["rates"], man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"])
+
     def to_dict(self) -> dict:
         return {
             "sizes": list(self.topology.sizes), "kind": self.topology.kind, "P": self.P,

@@ -1,0 +1,91 @@
+"""A co-simulation job: the examples to run and what the fixed-point model expects.
+
+The host side (``runner.py``) computes the expected states, predictions and
+parameters with ``FixedNetwork`` (batch 1, docs/numerics.md) and writes them
+with the examples into a JSON job; the cocotb testbench (``tb_core.py``)
+drives the RTL with them and scores every value. Persistent particles are the
+host's: a training example starts from the free equilibrium the model reached
+the last time it saw that image (zero the first time).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from eqprop.hdl.params import CoreParams
+
+
+def _lists(t: torch.Tensor) -> list:
+    return [int(v) for v in t.reshape(-1).tolist()]
+
+
+def make_job(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tensor, train: bool,
+             params: CoreParams | None = None, seed: int = 0, start_update: int = 0) -> dict:
+    """Expected results of the model on these examples (pixels in [0, 1])."""
+    p = params or CoreParams.from_design(design_dir)
+    net = p.net
+    man = json.loads((Path(design_dir) / "manifest.json").read_text())
+    W_in, W_ss, b = _initial_params(design_dir, p)
+    net.W_in, net.W_ss, net.b = W_in.clone(), W_ss.clone(), b.clone()
+    net._refresh()
+    S = net.n_s
+    n_out = p.topology.sizes[-1]
+    xq = net.prepare_inputs(x_pixels)
+    gen = torch.Generator().manual_seed(seed)
+    steps = p.n_free + p.n_nudged if train else p.n_free
+    stride = steps * S
+    examples = []
+    for e in range(xq.shape[0]):
+        x = xq[e : e + 1]
+        label = int(labels[e])
+        s_init = net.zero_state(1)
+        d = net.input_drive(x)
+        s0 = net.relax(s_init, d, p.n_free, event_base=torch.tensor([e * stride]))
+        ex = {"x": _lists(x), "s_init": _lists(s_init), "target": label if train else None,
+              "example": e, "label": label}
+        exp = {"s0": _lists(s0), "pred": int(net.outputs(s0).argmax(1))}
+        if train:
+            sign = 1 if int(torch.randint(0, 2, (1,), generator=gen)) else -1
+            beta = p.beta * sign
+            t = net.prepare_targets(torch.nn.functional.one_hot(torch.tensor([label]), n_out).float())
+            sb = net.relax(s0, d, p.n_nudged, p.eps, beta, t, event_base=torch.tensor([e * stride + p.n_free * S]))
+            net.learn(x, s0, sb, beta, start_update + e)
+            ex.update(beta_neg=sign < 0, update=start_update + e)
+            exp.update(final=_lists(sb), weights=p.lane_weights(net.W_in, net.W_ss), biases=_lists(net.b))
+        else:
+            exp["final"] = exp["s0"]
+        ex["expect"] = exp
+        examples.append(ex)
+    return {"design": str(Path(design_dir).resolve()), "name": man["name"], "train": train,
+            "examples": examples}
+
+
+def _initial_params(design_dir, p: CoreParams):
+    """The weights and biases the design's memories start with (its hex files)."""
+    d = Path(design_dir)
+    num = p.num
+    N = p.topology.n
+    n_in = p.layout.n_in
+    W_in = torch.zeros(n_in, N - n_in, dtype=torch.int64)
+    W_ss = torch.zeros(N - n_in, N - n_in, dtype=torch.int64)
+    b = torch.zeros(N - n_in, dtype=torch.int64)
+
+    def signed(v, bits):
+        return v - (1 << bits) if v >> (bits - 1) else v
+
+    for ell, lane in enumerate(p.layout.lanes):
+        ws = [signed(int(w, 16), num.weight_store.n_word) for w in (d / f"lane{ell}_weights.hex").read_text().split()]
+        bs = [signed(int(v, 16), num.bias.n_word) for v in (d / f"lane{ell}_biases.hex").read_text().split()]
+        for e, w in zip(lane.entries, ws):
+            if e.dummy:
+                continue
+            if e.src_input:
+                W_in[e.src, e.neuron] = w
+            else:
+                W_ss[e.src, e.neuron] = w
+        for i, v in zip(lane.neurons, bs):
+            b[i] = v
+    return W_in, W_ss, b

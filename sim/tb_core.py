@@ -1,0 +1,133 @@
+"""cocotb testbench of the generated core: driver, monitor, scoreboard.
+
+Run by ``runner.py`` (never imported by pytest directly). The job file named
+by ``EQPROP_COSIM_JOB`` holds the examples and the fixed-point model's
+expectations; the results go to ``EQPROP_COSIM_RESULTS``. The driver is
+``eqprop.hdl.driver.CoreDriver`` over a cocotb transport of the host bus; the
+monitor reads back every state after each example's phases and every weight
+and bias after each update; the scoreboard compares them with the model and
+records each mismatch exactly (example, phase, neuron or connection,
+expected, actual).
+"""
+
+import json
+import os
+import time
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
+
+from eqprop.hdl.driver import CoreDriver
+from eqprop.hdl.params import CoreParams
+
+CLOCK_NS = 10
+
+
+class CocotbBus:
+    """write/read coroutines over the core's host bus ports (bus__*)."""
+
+    def __init__(self, dut):
+        self.dut = dut
+
+    async def write(self, addr: int, data: int):
+        d = self.dut
+        d.bus__addr.value = addr
+        d.bus__wdata.value = data & 0xFFFFFFFF
+        d.bus__we.value = 1
+        await RisingEdge(d.clk)
+        d.bus__we.value = 0
+
+    async def read(self, addr: int) -> int:
+        d = self.dut
+        d.bus__addr.value = addr
+        d.bus__re.value = 1
+        await RisingEdge(d.clk)
+        d.bus__re.value = 0
+        await ReadOnly()
+        raw = d.bus__rdata.value
+        if not raw.is_resolvable:
+            raise ValueError(f"read {addr:#x}: unresolved data {raw}")
+        v = int(raw)
+        await RisingEdge(d.clk)
+        return v
+
+
+class Scoreboard:
+    def __init__(self, params: CoreParams, limit: int = 50):
+        self.p = params
+        self.mismatches: list[dict] = []
+        self.count = 0
+        self.limit = limit
+
+    def vec(self, example: int, phase: str, expected: list, actual: list):
+        for i, (a, b) in enumerate(zip(expected, actual)):
+            if a != b:
+                self._add({"example": example, "phase": phase, "neuron": i, "expected": a, "actual": b})
+
+    def weights(self, example: int, expected: list, actual: list):
+        for ell, (we, wa) in enumerate(zip(expected, actual)):
+            for k, (a, b) in enumerate(zip(we, wa)):
+                if a != b:
+                    e = self.p.layout.lanes[ell].entries[k]
+                    src = f"x{e.src}" if e.src_input else f"s{e.src}"
+                    self._add({"example": example, "phase": "update", "connection": f"s{e.neuron}<-{src}",
+                               "lane": ell, "entry": k, "expected": a, "actual": b})
+
+    def _add(self, m: dict):
+        self.count += 1
+        if len(self.mismatches) < self.limit:
+            self.mismatches.append(m)
+
+
+@cocotb.test()
+async def cosim(dut):
+    job = json.loads(open(os.environ["EQPROP_COSIM_JOB"]).read())
+    params = CoreParams.from_design(job["design"])
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    dut.bus__we.value = 0
+    dut.bus__re.value = 0
+    dut.bus__addr.value = 0
+    dut.bus__wdata.value = 0
+    dut.rst.value = 1
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    bus = CocotbBus(dut)
+    async def tick(n: int):
+        await ClockCycles(dut.clk, n)
+
+    drv = CoreDriver(params, bus.write, bus.read, tick)
+    board = Scoreboard(params)
+    t_wall = time.perf_counter()
+    t_sim0 = get_sim_time("ns")
+    out = {"examples": 0, "preds": [], "labels": [], "cycles": []}
+    for ex in job["examples"]:
+        await drv.load_example(ex["x"], ex["s_init"], ex["target"])
+        r = await drv.run(not job["train"], example=ex["example"], update=ex.get("update", 0),
+                          beta_neg=ex.get("beta_neg", False))
+        exp = ex["expect"]
+        board.vec(ex["example"], "free", exp["s0"], r.s0)
+        if job["train"]:
+            board.vec(ex["example"], "weakly-clamped", exp["final"], r.final)
+            ws, b = await drv.read_params()
+            board.weights(ex["example"], exp["weights"], ws)
+            board.vec(ex["example"], "bias update", exp["biases"], b)
+        else:
+            if r.pred != exp["pred"]:
+                board._add({"example": ex["example"], "phase": "arg-max", "expected": exp["pred"], "actual": r.pred})
+        out["examples"] += 1
+        if job["train"]:  # the arg-max unit runs in inference mode; training reads s^0
+            outs = r.s0[params.layout.out_first:]
+            r.pred = outs.index(max(outs))
+        out["preds"].append(r.pred)
+        out["labels"].append(ex["label"])
+        out["cycles"].append(r.cycles)
+    sim_ns = get_sim_time("ns") - t_sim0
+    out.update(mismatch_count=board.count, mismatches=board.mismatches, wall_s=time.perf_counter() - t_wall,
+               sim_cycles=int(sim_ns // CLOCK_NS))
+    with open(os.environ["EQPROP_COSIM_RESULTS"], "w") as f:
+        json.dump(out, f)
+    assert board.count == 0, f"{board.count} mismatches, first: {board.mismatches[0]}"
