@@ -48,6 +48,9 @@ def exact_matmul(a: torch.Tensor, b: torch.Tensor, a_max: int, b_bits: int, b_f6
     c = 53 - head - 1
     if c < 2:
         raise NumericsError(f"state: products of fan-in {K} cannot be made exact in float64")
+    if b_f64 is not None and b_f64.dtype == torch.float32:
+        # The caller proved every partial sum below 2^24 (FixedNetwork._refresh): exact in float32.
+        return torch.round(a.to(torch.float32) @ b_f64).to(I64)
     af = a.to(F64)
     if b_bits <= c + 1:
         return torch.round(af @ (b.to(F64) if b_f64 is None else b_f64)).to(I64)
@@ -131,8 +134,11 @@ class FixedNetwork:
         d = n.weight_store.n_frac - n.weight.n_frac
         self.Wm_in = (self.W_in >> d).clamp(n.weight.min_raw, n.weight.max_raw)
         self.Wm_ss = (self.W_ss >> d).clamp(n.weight.min_raw, n.weight.max_raw)
-        # float64 copies for the exact GEMMs of the relaxation (§7)
-        self._Wf_ss = self.Wm_ss.to(F64)
+        # Float copies for the exact GEMMs of the relaxation (§7). Every partial sum
+        # of s @ W, in any order, is bounded by max_i sum_j |w_ij| * max(s): below
+        # 2^24 float32 is exact (and twice as fast as float64), else float64.
+        bound = int(self.Wm_ss.abs().sum(0).max()) * n.state.one() if self.n_s else 0
+        self._Wf_ss = self.Wm_ss.to(torch.float32 if bound < 2**24 else F64)
         if self.block_sparse:
             self._blocks = [(sa, sb, self.Wm_ss[sa, sb].contiguous(), self._Wf_ss[sa, sb].contiguous())
                             for sa, sb in self._block_pairs]
@@ -199,7 +205,15 @@ class FixedNetwork:
     def net_input(self, s: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
         """The accumulator: sum_j w_ij s_j + inputs' drive + bias, overflow as configured (§2)."""
         n = self.num
-        if self.block_sparse:
+        if self.block_sparse and self._Wf_ss.dtype == torch.float32:
+            # All blocks of a target column share its 2^24 bound: accumulate the
+            # blocks in float32 (exact) and convert once.
+            sf = s.to(torch.float32)
+            h = torch.zeros(s.shape[0], self.n_s, dtype=torch.float32, device=s.device)
+            for sa, sb, Wab, Wfab in self._blocks:
+                h[:, sb].addmm_(sf[:, sa], Wfab)
+            acc = drive + torch.round(h).to(I64)
+        elif self.block_sparse:
             acc = drive.clone()
             for sa, sb, Wab, Wfab in self._blocks:
                 acc[:, sb] += exact_matmul(s[:, sa], Wab, n.state.one(), n.weight.n_word, Wfab)
