@@ -6,6 +6,8 @@
     eqprop numerics [--config FILE.toml] [--bits state=8,weight=8,...] [--rounding MODE]
     eqprop study bitdepth --config STUDY.toml [--out DIR] [--dry-run] [--jobs N]
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN] [--synth] [--pnr]
+    eqprop sim --config FILE.toml [--checkpoint RUN] --simulator icarus|verilator --examples N [--train] [--waves]
+    eqprop waves FILE.vcd --design DIR [--signals ...] [--neurons out] [--out PNG]
     eqprop data verify [--dataset mnist|fashion-mnist] [--data-dir DIR]
 
 Every configuration key of ``TrainConfig`` is a flag (``free_steps`` is
@@ -250,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
     g.set_defaults(func=cmd_hdl)
 
+    from eqprop.sim.cli import add_parser as add_sim_parser
+    from eqprop.sim.waves import add_parser as add_waves_parser
+
+    add_sim_parser(sub)
+    add_waves_parser(sub)
+
     d = sub.add_parser("data", help="verify data files")
     d.add_argument("action", choices=("verify",))
     d.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
@@ -272,8 +280,8 @@ def main(argv=None) -> int:
     except (ConfigError, TopologyError, DataError, RunDirError, NumericsError) as e:
         print(f"eqprop: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ValueError as e:  # e.g. impossible lane counts from the RTL layout
-        if args.command != "hdl":
+    except ValueError as e:  # e.g. impossible lane counts from the RTL layout, unknown signals
+        if args.command not in ("hdl", "sim", "waves"):
             raise
         print(f"eqprop: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -37,8 +37,31 @@ def simulation_verilog(text: str) -> str:
     return _DUMP.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #1 {m.group(2)} = 1'b1;", text)
 
 
+def with_vcd_dump(text: str, top: str, vcd: Path) -> str:
+    """Icarus: dump every signal of ``top`` to a VCD file (cocotb's own waves are FST)."""
+    m = re.search(rf"^module {re.escape(top)}\s*\(.*?\);\n", text, re.M | re.S)
+    if not m:
+        raise RuntimeError(f"module {top} not found in the design's Verilog")
+    dump = f'  initial begin $dumpfile("{vcd}"); $dumpvars(0, {top}); end\n'
+    return text[: m.end()] + dump + text[m.end():]
+
+
+def _icarus_vcd_runner():
+    """cocotb's Icarus runner, but with vvp's VCD dumper instead of '-fst' / '-none'
+    (vcdvcd reads VCD only)."""
+    from cocotb_tools.runner import Icarus
+
+    class IcarusVCD(Icarus):
+        def _test_command(self):
+            cmds = super()._test_command()
+            return [["-vcd" if a in ("-fst", "-none") else a for a in cmd] for cmd in cmds]
+
+    return IcarusVCD()
+
+
 def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tensor, train: bool,
-              simulator: str = "icarus", work: str | Path | None = None, seed: int = 0) -> dict:
+              simulator: str = "icarus", work: str | Path | None = None, seed: int = 0,
+              waves: bool = False) -> dict:
     from cocotb_tools.runner import get_runner
 
     if simulator not in SIMULATORS:
@@ -62,8 +85,15 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
         build_args = ["-Wno-fatal", "-O2"]
     src = work / f"{name}.v"
     text = (design / f"{name}.v").read_text()
-    src.write_text(simulation_verilog(text) if simulator == "icarus" else text)
-    runner = get_runner(simulator)
+    vcd = work / "waves.vcd"
+    if simulator == "icarus":
+        text = simulation_verilog(text)
+        if waves:
+            text = with_vcd_dump(text, name, vcd)
+    src.write_text(text)
+    runner = _icarus_vcd_runner() if (simulator == "icarus" and waves) else get_runner(simulator)
+    # Icarus compiles in a second; Verilator's C++ build is kept per waves setting.
+    build_dir = work / ("build_waves" if waves else "build")
     t0 = time.perf_counter()
     make_old = os.environ.get("MAKEFLAGS")
     if simulator == "verilator":
@@ -72,8 +102,9 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
         # variable in MAKEFLAGS overrides the makefile's (cocotb runs make itself).
         os.environ["MAKEFLAGS"] = ((make_old or "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
     try:
-        runner.build(verilog_sources=[src], hdl_toplevel=name, build_dir=work / "build",
-                     build_args=build_args, timescale=("1ns", "1ps"), always=False)
+        runner.build(verilog_sources=[src], hdl_toplevel=name, build_dir=build_dir,
+                     build_args=build_args, timescale=("1ns", "1ps"), always=simulator == "icarus",
+                     waves=waves and simulator == "verilator")
     finally:
         if make_old is None:
             os.environ.pop("MAKEFLAGS", None)
@@ -86,8 +117,9 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
     try:
         t1 = time.perf_counter()
         try:
-            runner.test(test_module="eqprop.sim.tb_core", hdl_toplevel=name, build_dir=work / "build",
-                        test_dir=work, extra_env=env, results_xml=str(work / "results.xml"))
+            runner.test(test_module="eqprop.sim.tb_core", hdl_toplevel=name, build_dir=build_dir,
+                        test_dir=work, extra_env=env, results_xml=str(work / "results.xml"),
+                        waves=waves and simulator == "verilator")
         except SystemExit:  # cocotb's runner exits when the bench reports mismatches
             pass
         t_run = time.perf_counter() - t1
@@ -100,6 +132,11 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
     if not results.exists():
         raise RuntimeError(f"co-simulation wrote no results ({work}); see its log above")
     res = json.loads(results.read_text())
+    if waves and simulator == "verilator":  # Verilator's --trace writes dump.vcd in the test directory
+        for cand in (work / "dump.vcd", build_dir / "dump.vcd"):
+            if cand.exists():
+                cand.replace(vcd)
     res.update(simulator=simulator, build_s=t_build, run_s=t_run, work=str(work),
-               expected_preds=[e["expect"]["pred"] for e in job["examples"]])
+               expected_preds=[e["expect"]["pred"] for e in job["examples"]],
+               waves=str(vcd) if waves and vcd.exists() else None)
     return res

@@ -1,0 +1,120 @@
+"""``eqprop sim``: co-simulate a generated design on MNIST and print the report.
+
+    eqprop sim --config FILE.toml [--checkpoint RUN] [--design DIR] --simulator icarus|verilator
+               --examples N [--train] [--waves]
+
+Generates the design if ``DIR/manifest.json`` is missing (``eqprop hdl
+generate``), runs N images of the configured eval set through the RTL (free
+phase + arg-max; with --train, on-chip training on N training images), and
+prints: examples, mismatches against the fixed-point model (expected 0),
+accuracy of RTL, fixed-point and float models, cycles per phase and example,
+simulated time at the manifest's clock, wall time and simulated cycles per
+second. The results also go to DIR/cosim_SIM/report.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def float_predictions(cfg, design: Path, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The float model's predictions with the design's (dequantized) weights."""
+    from eqprop.hdl.params import CoreParams
+    from eqprop.model.float_net import FloatNetwork
+    from eqprop.sim.job import _initial_params
+
+    p = CoreParams.from_design(design)
+    fx = p.net
+    fx.W_in, fx.W_ss, fx.b = _initial_params(design, p)
+    fx._refresh()
+    fl = FloatNetwork(p.topology, dtype=torch.float64)
+    fl.set_full(*fx.full_float())
+    s = fl.relax(fl.zero_state(x.shape[0]), fl.input_drive(x.to(torch.float64)), steps, p.eps)
+    return fl.outputs(s).argmax(1)
+
+
+def cmd_sim(args) -> int:
+    from eqprop.hdl.generate import generate, hdl_options
+    from eqprop.model import config as config_mod
+    from eqprop.model.data import load_split
+
+    from .runner import run_cosim
+
+    cfg = config_mod.TrainConfig()
+    if args.config:
+        cfg = config_mod.load_toml(args.config, cfg)
+    hdl = dict(cfg.hdl)
+    if args.checkpoint:
+        hdl["checkpoint"] = args.checkpoint
+    if args.lanes:
+        hdl["lanes"] = args.lanes
+    cfg.hdl = hdl
+    cfg.model = "fixed"
+    config_mod.validate(cfg)
+    opts = hdl_options(cfg)
+    design = Path(args.design or f"build/{opts['name']}")
+    if not (design / "manifest.json").exists() or args.regenerate:
+        generate(cfg, design, lint=False)
+    man = json.loads((design / "manifest.json").read_text())
+    split = "train" if args.train else (args.eval_set or "test")
+    data = load_split(cfg.dataset, split, size=args.examples, downsample=cfg.downsample or None,
+                      data_dir=cfg.data_dir or None)
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    t0 = time.perf_counter()
+    r = run_cosim(design, x, y, args.train, simulator=args.simulator, waves=args.waves)
+    wall = time.perf_counter() - t0
+    preds = torch.tensor(r["preds"])
+    fixed_preds = torch.tensor(r["expected_preds"])
+    float_preds = float_predictions(cfg, design, x, man["dynamics"]["n_free"])
+    acc = lambda p: float((p == y).double().mean())  # noqa: E731
+    cm = man["cycle_model"]
+    clock = cm["clock_mhz"]
+    report = {
+        "design": str(design), "simulator": args.simulator, "mode": "training" if args.train else "inference",
+        "split": data.name, "examples": r["examples"], "mismatches": r["mismatch_count"],
+        "first_mismatches": r["mismatches"][:5],
+        "accuracy": {"rtl": acc(preds), "fixed": acc(fixed_preds), "float": acc(float_preds)},
+        "cycles": {"step": cm["step"], "free": cm["free"], "nudged": cm["nudged"], "update": cm["update"],
+                   "per_example": cm["train_example" if args.train else "inference_example"],
+                   "measured_per_example": [c["total"] for c in r["cycles"][:3]]},
+        "simulated_cycles": r["sim_cycles"], "clock_mhz": clock,
+        "simulated_time_ms": r["sim_cycles"] / clock / 1e3,
+        "wall_s": {"total": wall, "build": r["build_s"], "simulator": r["run_s"], "bench": r["wall_s"]},
+        "cycles_per_second": r["sim_cycles"] / r["wall_s"],
+        "waves": r.get("waves"),
+    }
+    (Path(r["work"]) / "report.json").write_text(json.dumps(report, indent=1))
+    a = report["accuracy"]
+    print(f"{report['mode']} on {report['examples']} {data.name} images, {args.simulator}: "
+          f"{report['mismatches']} mismatches against the fixed-point model")
+    print(f"accuracy: RTL {100 * a['rtl']:.2f}%  fixed {100 * a['fixed']:.2f}%  float {100 * a['float']:.2f}%"
+          f"  (float - RTL {100 * (a['float'] - a['rtl']):+.2f} points)")
+    print(f"cycles: {cm['step']} per step, free {cm['free']}, nudged {cm['nudged']}, update {cm['update']}, "
+          f"{report['cycles']['per_example']} per example (measured {report['cycles']['measured_per_example']})")
+    print(f"simulated {r['sim_cycles']} cycles = {report['simulated_time_ms']:.2f} ms at {clock:g} MHz; "
+          f"wall {wall:.1f} s (bench {r['wall_s']:.1f} s): {report['cycles_per_second']:.0f} simulated cycles/s")
+    if r.get("waves"):
+        print(f"waves: {r['waves']}")
+    if r["mismatch_count"]:
+        print(f"first mismatch: {r['mismatches'][0]}")
+        return 1
+    return 0
+
+
+def add_parser(sub):
+    s = sub.add_parser("sim", help="co-simulate the generated RTL on MNIST (cocotb: Icarus or Verilator)")
+    s.add_argument("--config", help="TOML with [train], [fixed], [hdl]")
+    s.add_argument("--checkpoint", help="run directory whose weights the design holds")
+    s.add_argument("--design", help="design directory (default build/NAME)")
+    s.add_argument("--regenerate", action="store_true", help="generate the design even if it exists")
+    s.add_argument("--lanes", type=int)
+    s.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"))
+    s.add_argument("--examples", type=int, default=20)
+    s.add_argument("--eval-set", choices=("validation", "test"))
+    s.add_argument("--train", action="store_true", help="on-chip training on training images")
+    s.add_argument("--waves", action="store_true", help="keep a VCD of the simulation")
+    s.set_defaults(func=cmd_sim)
