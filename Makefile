@@ -10,10 +10,15 @@ setup:
 	PYTHON=$(PYTHON) bash hdl/setup-tools.sh
 	$(PIP) install -q -e '.[test,sim]'
 
-# Main job: train a small layer-skipping network on the bundled MNIST.
+# Main job: train a small fixed-point layer-skipping network on the bundled
+# MNIST, generate its Verilog, co-simulate test images in Icarus (cocotb).
+DEMO_IMAGES ?= 20
 demo: setup
-	rm -rf runs/demo
+	rm -rf runs/demo build/demo
 	eqprop train --config configs/demo.toml
+	eqprop hdl generate --config runs/demo/config.toml --checkpoint runs/demo --out build/demo
+	eqprop sim --config runs/demo/config.toml --checkpoint runs/demo --design build/demo \
+		--simulator icarus --examples $(DEMO_IMAGES)
 
 # The whole test suite.
 test: setup

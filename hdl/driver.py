@@ -88,7 +88,8 @@ class CoreDriver:
             raise TimeoutError("core did not finish")
         S = self.p.layout.S
         s0 = [await self.read(self.map.state(i, "s0")) for i in range(S)]
-        final = [await self.read(self.map.state(i, "final")) for i in range(S)]
+        # Inference ends after the free phase: the final state is s^0.
+        final = list(s0) if infer else [await self.read(self.map.state(i, "final")) for i in range(S)]
         cycles = {k: await self.read(self.map.reg(f"cycles_{k}")) for k in ("free", "nudged", "update", "total")}
         pred = await self.read(self.map.reg("pred"))
         return ExampleResult(s0, final, pred, cycles)

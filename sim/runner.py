@@ -90,7 +90,8 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
         text = simulation_verilog(text)
         if waves:
             text = with_vcd_dump(text, name, vcd)
-    src.write_text(text)
+    if not src.exists() or src.read_text() != text:  # unchanged: keep Verilator's build
+        src.write_text(text)
     runner = _icarus_vcd_runner() if (simulator == "icarus" and waves) else get_runner(simulator)
     # Icarus compiles in a second; Verilator's C++ build is kept per waves setting.
     build_dir = work / ("build_waves" if waves else "build")

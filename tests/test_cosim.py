@@ -84,3 +84,23 @@ def test_scoreboard_catches_a_wrong_expectation(design, monkeypatch):
 def test_icarus_copy_evaluates_comb_blocks_at_t1():
     v = "module m;\n  reg \\$auto$verilog_backend.cc:2355:dump_module$7  = 0;\nendmodule\n"
     assert "initial #1 \\$auto$verilog_backend.cc:2355:dump_module$7 = 1'b1;" in simulation_verilog(v)
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog missing (bash hdl/setup-tools.sh)")
+def test_waves_vcd_decodes_to_the_model_trajectory(design, tmp_path):
+    """--waves keeps a VCD (Icarus); the lanes' state writes decoded from it with vcdvcd
+    are the model's states after every step, and eqprop waves plots them."""
+    from eqprop.sim.waves import model_trajectories, neuron_trajectories
+
+    x, y = _mnist(1)
+    r = run_cosim(design, x, y, True, simulator="icarus", waves=True, work=tmp_path / "w")
+    assert r["mismatch_count"] == 0 and r["waves"].endswith(".vcd")
+    rtl = neuron_trajectories(r["waves"], str(design))
+    model = model_trajectories(str(design), str(tmp_path / "w" / "job.json"))
+    assert set(rtl) == set(model)
+    for i, pts in rtl.items():
+        assert [v for _, v in pts] == model[i], f"neuron {i}"
+    png = tmp_path / "n.png"
+    assert main(["waves", r["waves"], "--design", str(design), "--neurons", "out", "--out", str(png)]) == 0
+    assert png.stat().st_size > 5000
+    assert main(["waves", r["waves"], "--signals", "nothing_like_this"]) == 2
