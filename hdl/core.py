@@ -78,11 +78,6 @@ class Core(wiring.Component):
         self.lane_biases = lane_biases
         super().__init__()
 
-    # ---------------------------------------------------------- cycle model
-    def step_cycles(self) -> int:
-        """Cycles of one relaxation step: the longest lane's entries + pipeline + controller."""
-        return cycle_model(self.p)["step"]
-
     def elaborate(self, platform):
         m = Module()
         p = self.p

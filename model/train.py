@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import config as config_mod
@@ -400,5 +399,4 @@ __all__ = [
     "evaluate",
     "load_run",
     "build_topology",
-    "np",
 ]
