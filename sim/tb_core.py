@@ -82,6 +82,25 @@ class Scoreboard:
             self.mismatches.append(m)
 
 
+def backdoor_params(dut, params: CoreParams):
+    """Every weight copy and bias read straight from the lanes' memories (a monitor
+    that does not go through the host bus); None where the simulator hides them."""
+    from eqprop.hdl.driver import to_signed
+
+    num = params.num
+    try:
+        ws, bias = [], [0] * params.layout.S
+        for ell, lane in enumerate(params.layout.lanes):
+            h = getattr(dut, f"lane{ell}")
+            wmem, bmem = h.weights, h.biases
+            ws.append([to_signed(int(wmem[k].value), num.weight_store.n_word) for k in range(len(lane.entries))])
+            for k, i in enumerate(lane.neurons):
+                bias[i] = to_signed(int(bmem[k].value), num.bias.n_word)
+        return ws, bias
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
 @cocotb.test()
 async def cosim(dut):
     job = json.loads(Path(os.environ["EQPROP_COSIM_JOB"]).read_text())
@@ -115,7 +134,9 @@ async def cosim(dut):
         board.vec(ex["example"], "free", exp["s0"], r.s0)
         if job["train"]:
             board.vec(ex["example"], "weakly-clamped", exp["final"], r.final)
-            ws, b = await drv.read_params()
+            got = backdoor_params(dut, params) if job.get("backdoor", True) else None
+            ws, b = got if got is not None else await drv.read_params()
+            out["backdoor"] = got is not None
             board.weights(ex["example"], exp["weights"], ws)
             board.vec(ex["example"], "bias update", exp["biases"], b)
         else:
