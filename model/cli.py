@@ -75,7 +75,7 @@ def _add_config_flags(p: argparse.ArgumentParser):
         g.add_argument(flag, dest="cfg_" + key, metavar=key.upper(), default=None)
 
 
-def _config_from_args(args) -> TrainConfig:
+def _config_from_args(args, data: bool = True) -> TrainConfig:
     cfg = TrainConfig()
     if getattr(args, "config", None):
         cfg = config_mod.load_toml(args.config, cfg)
@@ -94,7 +94,7 @@ def _config_from_args(args) -> TrainConfig:
         if getattr(args, key, None):
             fixed[key] = getattr(args, key)
     cfg.fixed = fixed
-    return config_mod.validate(cfg)
+    return config_mod.validate(cfg, data=data)
 
 
 # ----------------------------------------------------------------- commands
@@ -148,7 +148,7 @@ def cmd_eval(args) -> int:
 def cmd_topology(args) -> int:
     from .topology import from_spec, n_from_p, p_from_n
 
-    cfg = _config_from_args(args)
+    cfg = _config_from_args(args, data=False)  # any sizes: no image size to match
     topo = from_spec(cfg.topology, cfg.sizes, seed=cfg.seed, **cfg.rewire)
     print(topo.summary())
     n0 = topo.n_connections_before_rewire()

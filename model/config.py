@@ -154,8 +154,11 @@ def _coerce(key: str, value: Any) -> Any:
     raise AssertionError(t)
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check values and their combinations; raise ConfigError naming the key."""
+def validate(cfg: TrainConfig, data: bool = True) -> TrainConfig:
+    """Check values and their combinations; raise ConfigError naming the key.
+
+    ``data=False`` skips the checks that tie the network to MNIST (input size =
+    pixels, 10 outputs), for commands that only build a topology."""
     for key, choices in _CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"{key}: {getattr(cfg, key)!r} is not one of {', '.join(choices)}")
@@ -172,12 +175,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for i, n in enumerate(cfg.sizes):
         if n < 1:
             raise ConfigError(f"sizes: layer {i} has size {n}")
-    if cfg.sizes[0] != cfg.input_size:
+    if data and cfg.sizes[0] != cfg.input_size:
         raise ConfigError(
             f"sizes: input layer {cfg.sizes[0]} does not match the {cfg.input_size} pixels of "
             f"{cfg.downsample or 28}x{cfg.downsample or 28} images (see downsample)"
         )
-    if cfg.sizes[-1] != 10:
+    if data and cfg.sizes[-1] != 10:
         raise ConfigError(f"sizes: output layer {cfg.sizes[-1]} must be 10 (one neuron per class)")
     if cfg.p is not None and cfg.n_rewire is not None:
         raise ConfigError("p: give p or n_rewire, not both")

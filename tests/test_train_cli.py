@@ -191,3 +191,7 @@ def test_topology_command(capsys):
     assert main(["topology", "--sizes", "784-500-500-500-10", "--p", "0.0756"]) == 0
     out = capsys.readouterr().out
     assert "N_o = 1271250" in out and "layer-skipping" in out
+    # any sizes, without an image size to match; bad ones still refused
+    assert main(["topology", "--sizes", "196-100-100-100-10", "--p", "0.0756"]) == 0
+    assert "skip 196-100-100-100-10: 55450 connections" in capsys.readouterr().out
+    assert main(["topology", "--sizes", "5,-3,2"]) == 2
