@@ -6,7 +6,7 @@ saturation rules as ``eqprop.model.numerics`` (§1-§3), bit for bit.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Mux, Value, signed, unsigned
+from amaranth.hdl import Mux, Value, signed, unsigned
 
 from eqprop.model.numerics import RNG_BITS, Format
 

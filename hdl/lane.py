@@ -21,7 +21,7 @@ lane), three buffers deep: the relaxation alternates two of them and the free
 equilibrium s^0 stays in the third during the weakly-clamped phase.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -275,7 +275,6 @@ class Lane(wiring.Component):
         PD = Signal(signed(prodbits))
         bst = Signal(signed(B_fmt.n_word))
         bpair = Signal(bits_for(len(lay.pairs)))
-        upd_pair = Signal(bits_for(len(lay.pairs)))
         Mtab = Array(Const(p.pair_mult(q).M, unsigned(max(max_M.bit_length(), 1))) for q in range(len(lay.pairs)))
 
         def round_by_pair(value, pair, shift_of, word):

@@ -16,7 +16,6 @@ import math
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 ROUNDINGS = ("floor", "nearest-even", "stochastic")

@@ -26,7 +26,6 @@ import math
 import numbers
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

@@ -21,18 +21,14 @@ from pathlib import Path
 import torch
 
 
-def float_predictions(cfg, design: Path, x: torch.Tensor, steps: int) -> torch.Tensor:
+def float_predictions(design: Path, x: torch.Tensor, steps: int) -> torch.Tensor:
     """The float model's predictions with the design's (dequantized) weights."""
-    from eqprop.hdl.params import CoreParams
     from eqprop.model.float_net import FloatNetwork
-    from eqprop.sim.job import _initial_params
+    from eqprop.sim.job import design_network
 
-    p = CoreParams.from_design(design)
-    fx = p.net
-    fx.W_in, fx.W_ss, fx.b = _initial_params(design, p)
-    fx._refresh()
+    p = design_network(design)
     fl = FloatNetwork(p.topology, dtype=torch.float64)
-    fl.set_full(*fx.full_float())
+    fl.set_full(*p.net.full_float())
     s = fl.relax(fl.zero_state(x.shape[0]), fl.input_drive(x.to(torch.float64)), steps, p.eps)
     return fl.outputs(s).argmax(1)
 
@@ -69,7 +65,7 @@ def cmd_sim(args) -> int:
     wall = time.perf_counter() - t0
     preds = torch.tensor(r["preds"])
     fixed_preds = torch.tensor(r["expected_preds"])
-    float_preds = float_predictions(cfg, design, x, man["dynamics"]["n_free"])
+    float_preds = float_predictions(design, x, man["dynamics"]["n_free"])
     acc = lambda p: float((p == y).double().mean())  # noqa: E731
     cm = man["cycle_model"]
     clock = cm["clock_mhz"]

@@ -25,12 +25,9 @@ def _lists(t: torch.Tensor) -> list:
 def make_job(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tensor, train: bool,
              params: CoreParams | None = None, seed: int = 0, start_update: int = 0) -> dict:
     """Expected results of the model on these examples (pixels in [0, 1])."""
-    p = params or CoreParams.from_design(design_dir)
+    p = design_network(design_dir, params)
     net = p.net
     man = json.loads((Path(design_dir) / "manifest.json").read_text())
-    W_in, W_ss, b = _initial_params(design_dir, p)
-    net.W_in, net.W_ss, net.b = W_in.clone(), W_ss.clone(), b.clone()
-    net._refresh()
     S = net.n_s
     n_out = p.topology.sizes[-1]
     xq = net.prepare_inputs(x_pixels)
@@ -63,22 +60,22 @@ def make_job(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tenso
             "examples": examples}
 
 
-def _initial_params(design_dir, p: CoreParams):
-    """The weights and biases the design's memories start with (its hex files)."""
+def design_network(design_dir, params: CoreParams | None = None) -> CoreParams:
+    """The design's parameters, with ``.net`` holding the weights and biases its
+    memories start with (read back from its hex files)."""
+    from eqprop.hdl.driver import to_signed
+
     d = Path(design_dir)
+    p = params or CoreParams.from_design(d)
     num = p.num
     N = p.topology.n
     n_in = p.layout.n_in
     W_in = torch.zeros(n_in, N - n_in, dtype=torch.int64)
     W_ss = torch.zeros(N - n_in, N - n_in, dtype=torch.int64)
     b = torch.zeros(N - n_in, dtype=torch.int64)
-
-    def signed(v, bits):
-        return v - (1 << bits) if v >> (bits - 1) else v
-
     for ell, lane in enumerate(p.layout.lanes):
-        ws = [signed(int(w, 16), num.weight_store.n_word) for w in (d / f"lane{ell}_weights.hex").read_text().split()]
-        bs = [signed(int(v, 16), num.bias.n_word) for v in (d / f"lane{ell}_biases.hex").read_text().split()]
+        ws = [to_signed(int(w, 16), num.weight_store.n_word) for w in (d / f"lane{ell}_weights.hex").read_text().split()]
+        bs = [to_signed(int(v, 16), num.bias.n_word) for v in (d / f"lane{ell}_biases.hex").read_text().split()]
         for e, w in zip(lane.entries, ws):
             if e.dummy:
                 continue
@@ -88,4 +85,6 @@ def _initial_params(design_dir, p: CoreParams):
                 W_ss[e.src, e.neuron] = w
         for i, v in zip(lane.neurons, bs):
             b[i] = v
-    return W_in, W_ss, b
+    p.net.W_in, p.net.W_ss, p.net.b = W_in, W_ss, b
+    p.net._refresh()
+    return p

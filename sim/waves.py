@@ -81,15 +81,12 @@ def model_trajectories(design: str, job_path: str, example: int = 0) -> dict[int
     """The fixed-point model's state after every step of one example of a job."""
     import torch
 
-    from eqprop.hdl.params import CoreParams
-    from eqprop.sim.job import _initial_params
+    from eqprop.sim.job import design_network
 
-    p = CoreParams.from_design(design)
+    p = design_network(design)
     job = json.loads(Path(job_path).read_text())
     ex = job["examples"][example]
     net = p.net
-    net.W_in, net.W_ss, net.b = _initial_params(design, p)
-    net._refresh()
     x = torch.tensor([ex["x"]])
     s = torch.tensor([ex["s_init"]])
     S = net.n_s

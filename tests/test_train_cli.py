@@ -1,7 +1,6 @@
 """Training runs and the command line: learning, resume, bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
