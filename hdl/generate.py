@@ -1,15 +1,17 @@
 """``eqprop hdl generate``: Verilog, memory init files, manifest, lint and synthesis.
 
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN_DIR]
-                        [--synth] [--pnr] [--no-lint]
+                        [--bits KEY=VAL,...] [--synth] [--pnr] [--no-lint]
 
 The configuration is the training one ([train] topology, eps, beta, steps,
 rates; [fixed] formats, docs/numerics.md) plus an optional [hdl] table:
 ``lanes`` (P), ``checkpoint`` (a run directory whose weights and biases
-initialise the memories; float runs are quantized nearest-even), ``name``,
+initialise the memories; float runs, and fixed-point runs in other formats
+than the design's, are quantized nearest-even), ``name``,
 ``device``/``package`` (nextpnr-ice40), ``clock_mhz`` (for times in the
 manifest). Without a checkpoint, the memories hold the model's initialisation
-for ``seed``.
+for ``seed``. ``--bits`` overrides [fixed] keys (the same syntax as
+``eqprop train --bits``), e.g. to build one trained network at several depths.
 
 Outputs in the directory: ``NAME.v`` (the core, Amaranth's Verilog),
 ``NAME_serial.v`` (the core behind a serial shift-register port, for
@@ -69,10 +71,12 @@ def build(cfg, opts: dict):
                         cfg.free_steps, cfg.nudged_steps)
     fx = params.net
     if ck:
-        if getattr(net, "is_fixed", False):
+        same = getattr(net, "is_fixed", False) and (net.num.weight_store, net.num.bias) == (
+            fx.num.weight_store, fx.num.bias)
+        if same:
             fx.load_state_dict(net.state_dict())
-        else:
-            fx.load_float(*net.full())
+        else:  # a float run, or a fixed run in other formats: its real values, quantized (nearest-even)
+            fx.load_float(*(net.full_float() if getattr(net, "is_fixed", False) else net.full()))
     else:
         fx.init_params(cfg.seed, cfg.init_adjacent, cfg.init_other, cfg.init_bias)
     return params, fx
@@ -181,6 +185,10 @@ def main(args) -> int:
     if args.name is not None:
         hdl["name"] = args.name
     cfg.hdl = hdl
+    if args.bits:
+        from eqprop.model.numerics import parse_bits
+
+        cfg.fixed = {**cfg.fixed, **parse_bits(args.bits)}
     cfg.model = "fixed"
     config_mod.validate(cfg)
     generate(cfg, Path(args.out), lint=not args.no_lint, synth=args.synth, pnr=args.pnr)

@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lanes", type=int, help="MAC lanes P (overrides [hdl] lanes)")
     g.add_argument("--checkpoint", help="run directory whose weights initialise the memories")
     g.add_argument("--name", help="Verilog module name")
+    g.add_argument("--bits", metavar="KEY=VAL,...",
+                   help="[fixed] keys over the config's, e.g. state=6,weight=6,weight_store=10,bias=10; "
+                        "a checkpoint in other formats is requantized (nearest-even)")
     g.add_argument("--synth", action="store_true", help="also synthesise with yosys synth_ice40")
     g.add_argument("--pnr", action="store_true", help="also place and route with nextpnr-ice40 (max clock)")
     g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")

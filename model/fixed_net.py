@@ -160,13 +160,15 @@ class FixedNetwork:
         f = FloatNetwork(self.topology, dtype=F64).init_params(seed, adjacent, other, bias)
         return self.load_float(*f.full())
 
-    def full_float(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stored weights and biases as real numbers, full (N, N) and (N,)."""
+    def full_float(self, mac: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored weights (or, with ``mac``, the MAC weights the relaxation multiplies,
+        §1) and biases as real numbers, full (N, N) and (N,)."""
         n, N = self.num, self.topology.n
+        f, W_in, W_ss = (n.weight, self.Wm_in, self.Wm_ss) if mac else (n.weight_store, self.W_in, self.W_ss)
         W = torch.zeros(N, N, dtype=F64)
-        W[: self.n_in, self.n_in :] = n.weight_store.to_float(self.W_in.cpu())
+        W[: self.n_in, self.n_in :] = f.to_float(W_in.cpu())
         W[self.n_in :, : self.n_in] = W[: self.n_in, self.n_in :].T
-        W[self.n_in :, self.n_in :] = n.weight_store.to_float(self.W_ss.cpu())
+        W[self.n_in :, self.n_in :] = f.to_float(W_ss.cpu())
         b = torch.zeros(N, dtype=F64)
         b[self.n_in :] = n.bias.to_float(self.b.cpu())
         return W, b

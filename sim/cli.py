@@ -21,15 +21,33 @@ from pathlib import Path
 import torch
 
 
-def float_predictions(design: Path, x: torch.Tensor, steps: int) -> torch.Tensor:
-    """The float model's predictions with the design's (dequantized) weights."""
+def float_predictions(design: Path, x: torch.Tensor, steps: int, mac: bool = True) -> torch.Tensor:
+    """The float model's predictions with the design's weights as real numbers:
+    the MAC weights its datapath multiplies (default), or the stored ones."""
     from eqprop.model.float_net import FloatNetwork
     from eqprop.sim.job import design_network
 
     p = design_network(design)
     fl = FloatNetwork(p.topology, dtype=torch.float64)
-    fl.set_full(*p.net.full_float())
+    fl.set_full(*p.net.full_float(mac=mac))
     s = fl.relax(fl.zero_state(x.shape[0]), fl.input_drive(x.to(torch.float64)), steps, p.eps)
+    return fl.outputs(s).argmax(1)
+
+
+def checkpoint_float_predictions(checkpoint: str | None, x: torch.Tensor, steps: int) -> torch.Tensor | None:
+    """A float run's predictions with its own (unquantized) weights; None for a
+    fixed-point run (its weights are the design's) or no checkpoint."""
+    from eqprop.model.float_net import FloatNetwork
+    from eqprop.model.train import load_run
+
+    if not checkpoint or not (Path(checkpoint) / "checkpoint.pt").exists():
+        return None
+    cfg, net, _ = load_run(checkpoint)
+    if getattr(net, "is_fixed", False):
+        return None
+    fl = FloatNetwork(net.topology, dtype=torch.float64)
+    fl.set_full(*(t.to(torch.float64) for t in net.full()))
+    s = fl.relax(fl.zero_state(x.shape[0]), fl.input_drive(x.to(torch.float64)), steps, cfg.eps)
     return fl.outputs(s).argmax(1)
 
 
@@ -66,6 +84,8 @@ def cmd_sim(args) -> int:
     preds = torch.tensor(r["preds"])
     fixed_preds = torch.tensor(r["expected_preds"])
     float_preds = float_predictions(design, x, man["dynamics"]["n_free"])
+    stored_preds = float_predictions(design, x, man["dynamics"]["n_free"], mac=False)
+    trained_preds = checkpoint_float_predictions(man.get("checkpoint"), x, man["dynamics"]["n_free"])
     acc = lambda p: float((p == y).double().mean())  # noqa: E731
     cm = man["cycle_model"]
     clock = cm["clock_mhz"]
@@ -73,7 +93,9 @@ def cmd_sim(args) -> int:
         "design": str(design), "simulator": args.simulator, "mode": "training" if args.train else "inference",
         "split": data.name, "examples": r["examples"], "mismatches": r["mismatch_count"],
         "first_mismatches": r["mismatches"][:5],
-        "accuracy": {"rtl": acc(preds), "fixed": acc(fixed_preds), "float": acc(float_preds)},
+        "accuracy": {"rtl": acc(preds), "fixed": acc(fixed_preds), "float": acc(float_preds),
+                     "float_stored": acc(stored_preds),
+                     **({"float_trained": acc(trained_preds)} if trained_preds is not None else {})},
         "cycles": {"step": cm["step"], "free": cm["free"], "nudged": cm["nudged"], "update": cm["update"],
                    "per_example": cm["train_example" if args.train else "inference_example"],
                    "measured_per_example": [c["total"] for c in r["cycles"][:3]]},
@@ -89,10 +111,14 @@ def cmd_sim(args) -> int:
           f"{report['mismatches']} mismatches against the fixed-point model")
     print(f"accuracy: RTL {100 * a['rtl']:.2f}%  fixed {100 * a['fixed']:.2f}%  float {100 * a['float']:.2f}%"
           f"  (float - RTL {100 * (a['float'] - a['rtl']):+.2f} points)")
+    print(f"float model with the design's MAC weights {100 * a['float']:.2f}%, with its stored weights "
+          f"{100 * a['float_stored']:.2f}%"
+          + (f", with the checkpoint's own float weights {100 * a['float_trained']:.2f}%" if "float_trained" in a else ""))
     print(f"cycles: {cm['step']} per step, free {cm['free']}, nudged {cm['nudged']}, update {cm['update']}, "
           f"{report['cycles']['per_example']} per example (measured {report['cycles']['measured_per_example']})")
     print(f"simulated {r['sim_cycles']} cycles = {report['simulated_time_ms']:.2f} ms at {clock:g} MHz; "
           f"wall {wall:.1f} s (bench {r['wall_s']:.1f} s): {report['cycles_per_second']:.0f} simulated cycles/s")
+    print(f"simulator logs: {r['work']}/build.log, sim.log")
     if r.get("waves"):
         print(f"waves: {r['waves']}")
     if r["mismatch_count"]:

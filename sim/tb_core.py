@@ -7,9 +7,12 @@ expectations; the results go to ``EQPROP_COSIM_RESULTS``. The driver is
 monitor reads back every state after each example's phases and every weight
 and bias after each update; the scoreboard compares them with the model and
 records each mismatch exactly (example, phase, neuron or connection,
-expected, actual).
+expected, actual). ``EQPROP_COSIM_PROFILE=FILE`` writes a cProfile of the
+bench's Python side (driver, monitor, scoreboard) to FILE: the rest of the
+wall time is the simulator's.
 """
 
+import gc
 import json
 import os
 import time
@@ -104,6 +107,8 @@ def backdoor_params(dut, params: CoreParams):
 @cocotb.test()
 async def cosim(dut):
     job = json.loads(Path(os.environ["EQPROP_COSIM_JOB"]).read_text())
+    gc.collect()
+    gc.freeze()  # the job's many small objects: out of the collector's way for the whole run
     params = CoreParams.from_design(job["design"])
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()  # toggled by the simulator, not by Python
     dut.bus__we.value = 0
@@ -123,6 +128,11 @@ async def cosim(dut):
 
     drv = CoreDriver(params, bus.write, bus.read, tick)
     board = Scoreboard(params)
+    prof = None
+    if os.environ.get("EQPROP_COSIM_PROFILE"):
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     t_wall = time.perf_counter()
     t_sim0 = get_sim_time("ns")
     out = {"examples": 0, "preds": [], "labels": [], "cycles": []}
@@ -150,6 +160,9 @@ async def cosim(dut):
         out["labels"].append(ex["label"])
         out["cycles"].append(r.cycles)
     sim_ns = get_sim_time("ns") - t_sim0
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(os.environ["EQPROP_COSIM_PROFILE"])
     out.update(mismatch_count=board.count, mismatches=board.mismatches, wall_s=time.perf_counter() - t_wall,
                sim_cycles=int(sim_ns // CLOCK_NS))
     Path(os.environ["EQPROP_COSIM_RESULTS"]).write_text(json.dumps(out))

@@ -59,6 +59,10 @@ def test_verilator_matches_model(design):
     x, y = _mnist(2)
     r = run_cosim(design, x, y, True, simulator="verilator")
     assert r["mismatch_count"] == 0, r["mismatches"][:3]
+    # the lanes' memories are visible to the monitor (public.vlt), not read over the bus
+    assert r["backdoor"] is True
+    cmdline = (design / "cosim_verilator" / "build" / "Vtop__verFiles.dat").read_text(errors="replace")
+    assert "--vpi" in cmdline and "--public-flat-rw" not in cmdline
 
 
 def test_scoreboard_catches_a_wrong_expectation(design, monkeypatch):

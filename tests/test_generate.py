@@ -57,3 +57,44 @@ def test_generate_bad_hdl_key(tmp_path, capsys):
     assert main(["hdl", "generate", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-lint"]) == 2
     assert "lane: unknown [hdl] key" in capsys.readouterr().err
     assert main(["hdl", "generate", "--config", str(cfg).replace("bad", "none"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_generate_requantizes_a_checkpoint_in_other_formats(tmp_path):
+    """--bits builds a trained network at another depth: the memories hold the
+    checkpoint's real weights rounded half-to-even to the new format and
+    saturated (numpy's rint, written independently of numerics.py); in the
+    checkpoint's own formats they hold its raw words unchanged."""
+    import numpy as np
+    import torch
+
+    from eqprop.model.train import load_run
+    from eqprop.sim.job import design_network
+
+    cfg = tmp_path / "t.toml"
+    run = tmp_path / "run"
+    cfg.write_text(TINY.replace("[fixed]", f'model = "fixed"\ntrain_size = 40\neval_size = 20\nepochs = 1\n'
+                                           f'lr = 0.5\nout = "{run}"\n[fixed]'))
+    assert main(["train", "--config", str(cfg)]) == 0
+    _, net, _ = load_run(run)
+    same = tmp_path / "same"
+    assert main(["hdl", "generate", "--config", str(cfg), "--checkpoint", str(run),
+                 "--out", str(same), "--no-lint"]) == 0
+    p = design_network(same)
+    assert torch.equal(p.net.W_ss, net.W_ss) and torch.equal(p.net.W_in, net.W_in) and torch.equal(p.net.b, net.b)
+
+    low = tmp_path / "low"
+    assert main(["hdl", "generate", "--config", str(cfg), "--checkpoint", str(run),
+                 "--out", str(low), "--no-lint", "--bits", "state=4,weight=4,weight_store=fxp-s5/3,bias=fxp-s5/2"]) == 0
+    man = json.loads((low / "manifest.json").read_text())
+    assert man["formats"]["weight_store"] == "fxp-s5/3" and man["formats"]["bias"] == "fxp-s5/2"
+    q = design_network(low)
+
+    def requant(raw, f_old, n_new, f_new):
+        real = raw.numpy().astype(np.float64) / 2.0 ** f_old
+        return np.clip(np.rint(real * 2.0 ** f_new), -(2 ** (n_new - 1)), 2 ** (n_new - 1) - 1).astype(np.int64)
+
+    f_w, f_b = net.num.weight_store.n_frac, net.num.bias.n_frac
+    mask = p.net.W_ss != 0
+    assert np.array_equal(q.net.W_ss.numpy()[mask.numpy()], requant(net.W_ss, f_w, 5, 3)[mask.numpy()])
+    assert np.array_equal(q.net.W_in.numpy(), requant(net.W_in, f_w, 5, 3))
+    assert np.array_equal(q.net.b.numpy(), requant(net.b, f_b, 5, 2))
