@@ -30,7 +30,7 @@ bench: setup
 
 # Co-simulation at 8, 6 and 4 bits (docs/cosim.md): the demo network trained in
 # float and quantized to each depth, and trained in fixed point at 6 and 4 bits;
-# 1,000 MNIST test images each in Verilator. About 15 minutes on 2 cores.
+# 1,000 MNIST test images each in Verilator (a few minutes per design).
 COSIM_IMAGES ?= 1000
 cosim-bitdepth: setup
 	eqprop train --config configs/demo-float.toml
