@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .core import CTRL_INFER, CTRL_START
+from .core import CTRL_INFER, CTRL_START, cycle_model
 from .memory_map import MemoryMap
 from .params import CoreParams
 
@@ -38,6 +38,7 @@ class CoreDriver:
         self.write = write
         self.read = read
         self.tick = tick
+        self.cycles = cycle_model(params)
 
     async def load_params(self, W_in: torch.Tensor, W_ss: torch.Tensor, b: torch.Tensor):
         """Stored weights (raw) into every lane copy, biases into their lanes."""
@@ -71,15 +72,12 @@ class CoreDriver:
         for ``done`` and read back s^0, the final state, the cycle counters and the
         arg-max. With a ``tick(n)`` coroutine the driver first sleeps the cycle
         model's count instead of polling every cycle."""
-        from .core import cycle_model
-
         await self.write(self.map.reg("example"), example)
         await self.write(self.map.reg("update"), update)
         await self.write(self.map.reg("beta_neg"), int(beta_neg))
         await self.write(self.map.reg("ctrl"), CTRL_START | (CTRL_INFER if infer else 0))
         if self.tick is not None:
-            cm = cycle_model(self.p)
-            await self.tick(cm["inference_example" if infer else "train_example"] - 2)
+            await self.tick(self.cycles["inference_example" if infer else "train_example"] - 2)
         for _ in range(max_polls):
             st = await self.read(self.map.reg("status"))
             if st & 2 and not st & 1:

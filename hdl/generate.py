@@ -71,12 +71,11 @@ def build(cfg, opts: dict):
                         cfg.free_steps, cfg.nudged_steps)
     fx = params.net
     if ck:
-        same = getattr(net, "is_fixed", False) and (net.num.weight_store, net.num.bias) == (
-            fx.num.weight_store, fx.num.bias)
-        if same:
+        fixed = getattr(net, "is_fixed", False)
+        if fixed and (net.num.weight_store, net.num.bias) == (fx.num.weight_store, fx.num.bias):
             fx.load_state_dict(net.state_dict())
         else:  # a float run, or a fixed run in other formats: its real values, quantized (nearest-even)
-            fx.load_float(*(net.full_float() if getattr(net, "is_fixed", False) else net.full()))
+            fx.load_float(*(net.full_float() if fixed else net.full()))
     else:
         fx.init_params(cfg.seed, cfg.init_adjacent, cfg.init_other, cfg.init_bias)
     return params, fx

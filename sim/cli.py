@@ -21,34 +21,26 @@ from pathlib import Path
 import torch
 
 
-def float_predictions(design: Path, x: torch.Tensor, steps: int, mac: bool = True) -> torch.Tensor:
-    """The float model's predictions with the design's weights as real numbers:
-    the MAC weights its datapath multiplies (default), or the stored ones."""
+def float_predictions(topology, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, steps: int,
+                      eps: float) -> torch.Tensor:
+    """The float model's predictions (free phase from zero, float64) with full weights W, b."""
     from eqprop.model.float_net import FloatNetwork
-    from eqprop.sim.job import design_network
 
-    p = design_network(design)
-    fl = FloatNetwork(p.topology, dtype=torch.float64)
-    fl.set_full(*p.net.full_float(mac=mac))
-    s = fl.relax(fl.zero_state(x.shape[0]), fl.input_drive(x.to(torch.float64)), steps, p.eps)
+    fl = FloatNetwork(topology, dtype=torch.float64)
+    fl.set_full(W.to(torch.float64), b.to(torch.float64))
+    s = fl.relax(fl.zero_state(x.shape[0]), fl.input_drive(x.to(torch.float64)), steps, eps)
     return fl.outputs(s).argmax(1)
 
 
-def checkpoint_float_predictions(checkpoint: str | None, x: torch.Tensor, steps: int) -> torch.Tensor | None:
-    """A float run's predictions with its own (unquantized) weights; None for a
-    fixed-point run (its weights are the design's) or no checkpoint."""
-    from eqprop.model.float_net import FloatNetwork
+def checkpoint_float_weights(checkpoint: str | None):
+    """A float run's own (unquantized) topology and weights; None for a fixed-point
+    run (its weights are the design's) or no checkpoint."""
     from eqprop.model.train import load_run
 
     if not checkpoint or not (Path(checkpoint) / "checkpoint.pt").exists():
         return None
-    cfg, net, _ = load_run(checkpoint)
-    if getattr(net, "is_fixed", False):
-        return None
-    fl = FloatNetwork(net.topology, dtype=torch.float64)
-    fl.set_full(*(t.to(torch.float64) for t in net.full()))
-    s = fl.relax(fl.zero_state(x.shape[0]), fl.input_drive(x.to(torch.float64)), steps, cfg.eps)
-    return fl.outputs(s).argmax(1)
+    _, net, _ = load_run(checkpoint)
+    return None if getattr(net, "is_fixed", False) else (net.topology, *net.full())
 
 
 def cmd_sim(args) -> int:
@@ -56,6 +48,7 @@ def cmd_sim(args) -> int:
     from eqprop.model import config as config_mod
     from eqprop.model.data import load_split
 
+    from .job import design_network
     from .runner import run_cosim
 
     cfg = config_mod.TrainConfig()
@@ -83,9 +76,13 @@ def cmd_sim(args) -> int:
     wall = time.perf_counter() - t0
     preds = torch.tensor(r["preds"])
     fixed_preds = torch.tensor(r["expected_preds"])
-    float_preds = float_predictions(design, x, man["dynamics"]["n_free"])
-    stored_preds = float_predictions(design, x, man["dynamics"]["n_free"], mac=False)
-    trained_preds = checkpoint_float_predictions(man.get("checkpoint"), x, man["dynamics"]["n_free"])
+    # The float model with the design's MAC weights (what its datapath multiplies),
+    # its stored weights, and a float checkpoint's own weights.
+    p = design_network(design)
+    float_preds = float_predictions(p.topology, *p.net.full_float(mac=True), x, p.n_free, p.eps)
+    stored_preds = float_predictions(p.topology, *p.net.full_float(), x, p.n_free, p.eps)
+    trained = checkpoint_float_weights(man.get("checkpoint"))
+    trained_preds = None if trained is None else float_predictions(*trained, x, p.n_free, p.eps)
     acc = lambda p: float((p == y).double().mean())  # noqa: E731
     cm = man["cycle_model"]
     clock = cm["clock_mhz"]
