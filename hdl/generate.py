@@ -68,7 +68,7 @@ def build(cfg, opts: dict):
     else:
         topo = build_topology(cfg)
     params = CoreParams(topo, config_mod.numerics(cfg), cfg.eps, cfg.beta, cfg.lr, opts["lanes"],
-                        cfg.free_steps, cfg.nudged_steps)
+                        cfg.free_steps, cfg.nudged_steps, cfg.nudge)
     fx = params.net
     if ck:
         fixed = getattr(net, "is_fixed", False)
@@ -133,6 +133,7 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
                     "accumulator_register_bits": params.acc_exact_bits},
         "numerics": num.to_dict(),
         "dynamics": {"eps": params.eps, "eps_shift": params.k, "beta": params.beta, "beta_exponent": params.m,
+                     "nudge": params.nudge, "nudge_shift": params.nudge_shift if params.nudge == "eq5" else params.g,
                      "n_free": params.n_free, "n_nudged": params.n_nudged, "batch": 1,
                      "rates": list(params.rates),
                      "multipliers": {f"{a}-{b}": {"M": mu.M, "E": mu.E, "value": mu.value}

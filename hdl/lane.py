@@ -245,7 +245,7 @@ class Lane(wiring.Component):
                              n0_out.eq(e2.out)]
         # Neuron unit N0: bias, own state, target reads; random word of event ev_base + i
         m.d.sync += [n1.eq(n0), n1_acc.eq(n0_acc), n1_loc.eq(n0_loc), n1_out.eq(n0_out)]
-        # N1: V = s + eps (acc - s) [- nudge] at fraction fa + k (§4)
+        # N1: V = s + eps (acc - s), then the nudge (§4 step 4, eq5 or after-step), at fraction fa + k
         acc_b = n1_acc + (b_rd.data << (fa - B_fmt.n_frac))
         if num.acc_overflow == "wrap":
             acc_b = wrap(acc_b, p.acc_fmt)
@@ -254,9 +254,15 @@ class Lane(wiring.Component):
         s_cur = own_rd.data
         s_al = s_cur << (fa - fS)
         V = (s_al << p.k) + acc_b - s_al
-        t_val = Mux(t_rd.data, one, 0)
-        nud = (s_cur - t_val) << p.nudge_shift
-        V_n = Mux(self.nudge & n1_out, Mux(self.beta_neg, V + nud, V - nud), V)
+        if p.nudge == "eq5":  # V -= sigma (s - t) << (fa - fS + 1 + m)
+            t_val = Mux(t_rd.data, one, 0)
+            nud = (s_cur - t_val) << p.nudge_shift
+            V_n = Mux(self.nudge & n1_out, Mux(self.beta_neg, V + nud, V - nud), V)
+        else:  # after-step: V += sigma (T - V) 2^g, T the target at V's fraction (floor for g < 0)
+            T = Mux(t_rd.data, Const(1 << (fa + p.k), unsigned(fa + p.k + 1)), 0)
+            dev = T - V
+            nud = dev << p.g if p.g >= 0 else dev >> -p.g
+            V_n = Mux(self.nudge & n1_out, Mux(self.beta_neg, V - nud, V + nud), V)
         m.d.sync += [n2.eq(n1), n2_V.eq(V_n), n2_loc.eq(n1_loc)]
         # N2: round, clip to [0, 1], write into every lane's bank `ell`
         r = round_shift(n2_V, p.state_shift, num.state_rounding, rng_state.word)

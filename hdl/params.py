@@ -35,12 +35,13 @@ class CoreParams:
     P: int
     n_free: int
     n_nudged: int
+    nudge: str = "eq5"  # where the weakly-clamped nudge enters (docs/numerics.md §4, step 4)
     layout: Layout = field(init=False)
     net: FixedNetwork = field(init=False, repr=False)
 
     def __post_init__(self):
         # The hardware updates after every example: batch 1 (docs/numerics.md §6).
-        self.net = FixedNetwork(self.topology, self.num, self.eps, self.beta, 1, self.rates)
+        self.net = FixedNetwork(self.topology, self.num, self.eps, self.beta, 1, self.rates, nudge=self.nudge)
         self.layout = build_layout(self.topology, self.P)
 
     # ---- formats and shifts (docs/numerics.md §1-§4)
@@ -75,7 +76,13 @@ class CoreParams:
 
     @property
     def nudge_shift(self) -> int:
+        """eq5: the shift of (s - t) into V, fa - fS + 1 + m."""
         return self.fa - self.state.n_frac + 1 + self.m
+
+    @property
+    def g(self) -> int:
+        """after-step: 2 eps |beta| = 2^g, the shift of (T - V)."""
+        return self.net.g
 
     # ---- learning (§6)
     def pair_mult(self, p: int) -> Multiplier:
@@ -122,12 +129,15 @@ class CoreParams:
         d = Path(design_dir)
         man = json.loads((d / "manifest.json").read_text())
         dyn = man["dynamics"]
+        # Designs generated before the nudge option were eq5.
         return cls(Topology.load(d / "topology.npz"), numerics_from_mapping(man["numerics"]), dyn["eps"],
-                   dyn["beta"], dyn["rates"], man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"])
+                   dyn["beta"], dyn["rates"], man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"],
+                   dyn.get("nudge", "eq5"))
 
     def to_dict(self) -> dict:
         return {
             "sizes": list(self.topology.sizes), "kind": self.topology.kind, "P": self.P,
             "n_free": self.n_free, "n_nudged": self.n_nudged, "eps": self.eps, "beta": self.beta,
+            "nudge": self.nudge,
             "rates": list(self.rates), "numerics": self.num.to_dict(),
         }

@@ -169,7 +169,8 @@ def cmd_numerics(args) -> int:
     net = make_network(cfg, topo)
     print(f"{topo.summary()}; largest fan-in {net.fan_in}")
     print(net.num.summary(net.fan_in))
-    print(f"eps = 2^-{net.k} (shift), |beta| = 2^{net.m}")
+    print(f"eps = 2^-{net.k} (shift), |beta| = 2^{net.m}, nudge {net.nudge}"
+          + (f" (2 eps |beta| = 2^{net.g})" if net.nudge == "after-step" else ""))
     for (a, b), mu in sorted(net.mult.items()):
         if a == b or b == a + 1:
             print(f"rate layers {a}-{b}: c = alpha/(|beta| B) ~ {mu} = {mu.value:.6g}")
@@ -260,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sim_parser(sub)
     add_waves_parser(sub)
+
+    from .report import add_parser as add_report_parser
+
+    add_report_parser(sub)
 
     d = sub.add_parser("data", help="verify data files")
     d.add_argument("action", choices=("verify",))

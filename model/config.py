@@ -50,6 +50,7 @@ class TrainConfig:
     eps: float = 0.5
     beta: float = 1.0
     random_beta_sign: bool = True
+    nudge: str = "after-step"  # where the weakly-clamped nudge enters (docs/numerics.md §4): after-step | eq5
     free_steps: int = 500
     nudged_steps: int = 8
     eval_free_steps: int = 0  # 0 = free_steps
@@ -89,6 +90,7 @@ _CHOICES = {
     "model": ("float", "fixed"),
     "topology": ("layered", "skip", "skip-add"),
     "dtype": ("float32", "float64"),
+    "nudge": ("after-step", "eq5"),
 }
 _POSITIVE_INT = ("train_size", "eval_size", "epochs", "batch_size", "eval_batch_size")
 _NONNEG_INT = ("free_steps", "nudged_steps", "eval_free_steps", "seed")
@@ -96,7 +98,7 @@ _TYPES = {
     "dataset": str, "data_dir": str, "downsample": int, "train_size": int, "eval_size": int,
     "eval_set": str, "model": str, "fixed": "table", "hdl": "table", "topology": str, "sizes": "ints", "p": float,
     "n_rewire": int, "init_adjacent": "glorot|float", "init_other": float, "init_bias": float,
-    "eps": float, "beta": float, "random_beta_sign": bool, "free_steps": int,
+    "eps": float, "beta": float, "random_beta_sign": bool, "nudge": str, "free_steps": int,
     "nudged_steps": int, "eval_free_steps": int, "lr": "floats", "persistent": bool,
     "shuffle": bool, "epochs": int, "batch_size": int, "eval_batch_size": int, "seed": int,
     "device": str, "dtype": str, "out": str,

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .float_net import UpdateStats, layer_pair_rate, plan_blocks
+from .float_net import UpdateStats, check_nudge, layer_pair_rate, plan_blocks
 from .numerics import (
     Format,
     Numerics,
@@ -73,10 +73,14 @@ class FixedNetwork:
     is_fixed = True
 
     def __init__(self, topology: Topology, num: Numerics, eps: float, beta: float, batch_size: int,
-                 rates: list[float], device="cpu"):
+                 rates: list[float], device="cpu", nudge: str = "eq5"):
         topology.validate()
         self.topology = topology
         self.num = num
+        try:
+            self.nudge = check_nudge(nudge)
+        except ValueError as e:
+            raise NumericsError(str(e)) from None
         self.device = torch.device(device)
         sizes = topology.sizes
         self.n_in, self.n_out = sizes[0], sizes[-1]
@@ -86,6 +90,7 @@ class FixedNetwork:
         d = check_config(num, self.fan_in, eps, beta, batch_size)
         self.eps, self.k = eps, d["eps_shift"]
         self.beta_abs, self.m = abs(beta), d["beta_exp"]
+        self.g = 1 + self.m - self.k  # 2 eps |beta| = 2^g: the after-step nudge's shift (§4)
         self.batch_size = batch_size
         self.acc_fmt = num.acc_format(self.fan_in)
         self.mask_in = mask[: self.n_in, self.n_in :].to(self.device)
@@ -228,15 +233,19 @@ class FixedNetwork:
         return acc
 
     def step(self, s, drive, beta_sign: int = 0, target=None, events=None) -> torch.Tensor:
-        """One step of §4: V = (s << (fa-fS+k)) + acc - (s << (fa-fS)) [- nudge]; round; clip."""
+        """One step of §4: V = (s << (fa-fS+k)) + acc - (s << (fa-fS)) [+ nudge]; round; clip."""
         n = self.num
         fa, fS = n.acc_frac, n.state.n_frac
         acc = self.net_input(s, drive)
         s_al = s << (fa - fS)
         V = (s_al << self.k) + acc - s_al
-        if beta_sign:
+        if beta_sign and self.nudge == "eq5":
             nudge = (s[:, self.out] - target) << (fa - fS + 1 + self.m)
             V[:, self.out] -= nudge if beta_sign > 0 else -nudge
+        elif beta_sign:  # after-step: N = (t - V) * 2^g at fraction fa + k, floor for g < 0
+            N = (target << (fa + self.k - fS)) - V[:, self.out]
+            N = N << self.g if self.g >= 0 else N >> -self.g
+            V[:, self.out] += N if beta_sign > 0 else -N
         words = None
         if n.state_rounding == "stochastic":
             words = random_words(n.seed_state, events)

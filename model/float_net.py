@@ -11,6 +11,18 @@ with the inputs x clamped; the learning rule is eqs. (7) and (8) averaged over
 the batch. ``energy.py`` holds F itself; the tests check ``step`` against
 autograd of F.
 
+Where the weakly-clamped phase's nudge enters is the ``nudge`` option
+(docs/numerics.md §4):
+
+* ``eq5``: as above, the cost gradient in the same step as the energy
+  gradient (a plain Euler step of eq. 5 on F = E + beta C);
+* ``after-step``: what the paper's own code does (section 3's
+  implementation): the energy step first, s_mid = s - eps dE/ds (not
+  clipped), then the output neurons move from s_mid towards the target,
+  y <- y_mid + 2 eps beta (y_d - y_mid), then the clip to [0, 1]. With
+  eps = 0.5 and beta = +1 this sets the outputs to the target exactly.
+  It is an Euler step on E followed by one on beta C taken at s_mid.
+
 Layout for speed: only the non-input neurons s are iterated. Parameters are
 kept as ``W_in`` (inputs x non-inputs), ``W_ss`` (non-inputs x non-inputs,
 symmetric) and ``b`` (non-inputs; an input's bias never acts, since inputs are
@@ -29,6 +41,15 @@ import torch
 
 from .energy import rho, rho_prime
 from .topology import Topology
+
+NUDGES = ("after-step", "eq5")
+
+
+def check_nudge(nudge: str) -> str:
+    if nudge not in NUDGES:
+        raise ValueError(f"nudge: {nudge!r} is not one of {', '.join(NUDGES)}")
+    return nudge
+
 
 # Use the block-sparse product when the non-empty layer-pair blocks cover less
 # than this fraction of the dense non-input block.
@@ -83,9 +104,10 @@ class Correction:
 
 
 class FloatNetwork:
-    def __init__(self, topology: Topology, dtype=torch.float32, device="cpu"):
+    def __init__(self, topology: Topology, dtype=torch.float32, device="cpu", nudge: str = "eq5"):
         topology.validate()
         self.topology = topology
+        self.nudge = check_nudge(nudge)
         self.dtype = dtype
         self.device = torch.device(device)
         sizes = topology.sizes
@@ -189,15 +211,24 @@ class FloatNetwork:
         return g
 
     def step(self, s, drive, eps: float, beta: float = 0.0, target=None) -> torch.Tensor:
-        """One Euler step of eq. (5), clipped to [0, 1]; synchronous update."""
-        return (s - eps * self.grad(s, drive, beta, target)).clamp_(0.0, 1.0)
+        """One Euler step of eq. (5), clipped to [0, 1]; synchronous update.
+
+        ``nudge = after-step``: the energy step first, then the outputs move
+        from that result by 2 eps beta (y_d - y_mid), then the clip (§4)."""
+        if beta == 0.0 or self.nudge == "eq5":
+            return (s - eps * self.grad(s, drive, beta, target)).clamp_(0.0, 1.0)
+        mid = s - eps * self.grad(s, drive)
+        mid[:, self.out] += 2.0 * eps * beta * (target - mid[:, self.out])
+        return mid.clamp_(0.0, 1.0)
 
     def relax(self, s, drive, steps: int, eps: float, beta: float = 0.0, target=None, event_base=None):
         """Free phase (beta = 0) or weakly-clamped phase (beta != 0): ``steps`` steps of eq. (5).
 
         Hot path: once s lies in [0, 1] (after any step, since each step clips),
         rho(s) = s and rho'(s) = 1, so a step is
-            s <- clip((1 - eps) s + eps (W_ss s + rho(x) W_in + b) - 2 eps beta (y - y_d))
+            h = (1 - eps) s + eps (W_ss s + rho(x) W_in + b)
+            s <- clip(h - 2 eps beta (y - y_d))          (nudge = eq5)
+            s <- clip(h + 2 eps beta (y_d - h_y))        (nudge = after-step, outputs only)
         computed with one fused multiply-add per layer block. It is ``step``
         with its terms reordered (equal up to float rounding; tested).
         """
@@ -208,11 +239,15 @@ class FloatNetwork:
             steps -= 1
         base = drive + self.b
         o = self.out
+        after = self.nudge == "after-step"
         for _ in range(steps):
             h = self._affine(s, base)
             h.mul_(eps).add_(s, alpha=1.0 - eps)
             if beta != 0.0:
-                h[:, o].add_(s[:, o] - target, alpha=-2.0 * eps * beta)
+                if after:
+                    h[:, o].add_(target - h[:, o], alpha=2.0 * eps * beta)
+                else:
+                    h[:, o].add_(s[:, o] - target, alpha=-2.0 * eps * beta)
             s = h.clamp_(0.0, 1.0)
         return s
 

@@ -238,9 +238,11 @@ class GoldenNetwork:
     """
 
     def __init__(self, topology: Topology, num: Numerics, eps: float, beta: float, batch_size: int,
-                 rates: list[float]):
+                 rates: list[float], nudge: str = "eq5"):
         self.topology = topology
         self.num = num
+        _check(nudge in ("eq5", "after-step"), f"nudge: {nudge!r} is not eq5 or after-step")
+        self.nudge = nudge
         self.sizes = list(topology.sizes)
         self.N = sum(self.sizes)
         self.n_in = self.sizes[0]
@@ -290,8 +292,9 @@ class GoldenNetwork:
 
     # ------------------------------------------------------------ parameters
     @classmethod
-    def from_fixed_params(cls, topology, num, eps, beta, batch_size, rates, W_full_raw, b_full_raw):
-        g = cls(topology, num, eps, beta, batch_size, rates)
+    def from_fixed_params(cls, topology, num, eps, beta, batch_size, rates, W_full_raw, b_full_raw,
+                          nudge: str = "eq5"):
+        g = cls(topology, num, eps, beta, batch_size, rates, nudge)
         g.set_params(W_full_raw, b_full_raw)
         return g
 
@@ -393,8 +396,10 @@ class GoldenNetwork:
         _check(not stoch or event_base is not None, "relax: stochastic state rounding needs event_base")
         part = self.input_part(x)
         eps = pow2(-self.k)
-        # eps * 2 |beta| = 2^(1 + m - k): the weight of (s - t) in V (§4.4)
-        nudge_c = pow2(1 + self.m - self.k)
+        # eps * 2 |beta| = 2^(1 + m - k): the weight of (s - t) in V (§4.4), or
+        # of (t - V) after the energy step (nudge = after-step, §4.4')
+        g = 1 + self.m - self.k
+        nudge_c = pow2(g)
         d = self.fa + self.k - self.fS
         zero, one = self._state(0), self._state(1 << self.fS)
         traj = []
@@ -404,11 +409,18 @@ class GoldenNetwork:
                 acc = self.accumulator(i, part, s)
                 # V = s + eps (acc - s), at fraction fa + k
                 V = _add(s[i], _mul(_sub(acc, s[i]), eps), "V")
-                if beta_sign and i >= self.out_first:
+                if beta_sign and i >= self.out_first and self.nudge == "eq5":
                     err = _sub(s[i], t[i - self.out_first], "s - t")
                     n = _mul(err, nudge_c, "nudge")
                     V = _sub(V, n) if beta_sign > 0 else _add(V, n)
                 V = _realign(V, self.fa + self.k, "V alignment")
+                if beta_sign and i >= self.out_first and self.nudge == "after-step":
+                    # From the energy step's V: N = (t - V) 2^g, floored to V's fraction.
+                    n = _mul(_sub(t[i - self.out_first], V, "t - V"), nudge_c, "nudge")
+                    if g < 0:
+                        n = golden_round(n, -g, "floor")
+                    n = _realign(n, self.fa + self.k, "nudge alignment")
+                    V = _add(V, n, "V + nudge") if beta_sign > 0 else _sub(V, n, "V - nudge")
                 word = None
                 if stoch:
                     word = self.rng_state.word(event_base + step * self.n_s + (i - self.n_in))

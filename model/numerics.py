@@ -421,7 +421,10 @@ def check_config(num: Numerics, fan_in: int, eps: float, beta: float, batch_size
     m = power_of_two_exponent(beta, "beta")
     fa, fS = num.acc_frac, num.state.n_frac
     if fa - fS + 1 + m < 0:
-        raise NumericsError(f"beta: {beta} is too small for the accumulator's {fa} fraction bits")
+        raise NumericsError(
+            f"beta: {beta} is too small for the accumulator's {fa} fraction bits "
+            f"(the nudge of a one-LSB output error would vanish)"
+        )
     exact = num.acc_exact_bits(fan_in)
     if num.acc_bits and num.acc_bits < exact and num.acc_overflow == "error":
         raise NumericsError(

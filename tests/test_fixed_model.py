@@ -15,17 +15,18 @@ from eqprop.model.topology import layer_skipping, layered
 HIGH = {"state": "fxp-u24/23", "weight": "fxp-s24/20", "bias": "fxp-s24/20", "lr_bits": 10}
 
 
+@pytest.mark.parametrize("nudge", ["eq5", "after-step"])
 @pytest.mark.parametrize("topo", [layered([6, 5, 4, 3]), layer_skipping([6, 5, 4, 3], n_rewire=10, seed=2)])
-def test_high_precision_agrees_with_float(topo):
+def test_high_precision_agrees_with_float(topo, nudge):
     """24-bit states and weights: the fixed model tracks the float model on the same
     (quantized) parameters to within a bound derived from the formats' LSBs."""
     B = 3
     num = numerics_from_mapping(HIGH)
-    fx = FixedNetwork(topo, num, 0.5, 1.0, B, [0.05]).init_params(0, other=0.3)
+    fx = FixedNetwork(topo, num, 0.5, 1.0, B, [0.05], nudge=nudge).init_params(0, other=0.3)
     g = torch.Generator().manual_seed(1)
     fx.b = num.bias.quantize((torch.rand(fx.n_s, generator=g, dtype=torch.float64) - 0.5) * 0.4)
     fx._refresh()
-    fl = FloatNetwork(topo, dtype=torch.float64)
+    fl = FloatNetwork(topo, dtype=torch.float64, nudge=nudge)
     fl.set_full(*fx.full_float())  # identical parameters
     fl.set_rates([0.05])
     x = torch.rand(B, topo.sizes[0], generator=g, dtype=torch.float64)
@@ -77,6 +78,8 @@ def test_exact_matmul_splits_wide_weights():
         ({"rounding": "up"}, 0.5, 1.0, "rounding:"),
         ({"sate": 8}, 0.5, 1.0, "sate: unknown fixed-point key"),
         ({"state": "fxp-u30/29", "lr_bits": 16}, 0.5, 1.0, "batch_size"),
+        # fa - fS + 1 + m = 13 - 7 + 1 - 8 < 0: the nudge of a one-LSB error would vanish
+        ({}, 0.5, 2.0**-8, "beta: 0.00390625 is too small"),
     ],
 )
 def test_formats_that_cannot_hold_the_configuration_are_refused(fixed, eps, beta, needle):

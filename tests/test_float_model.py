@@ -58,10 +58,12 @@ def test_grad_equals_autograd_of_F(name, beta):
 
 
 @pytest.mark.parametrize("name", TOPOLOGIES)
-@pytest.mark.parametrize("beta", [0.0, -1.0])
+@pytest.mark.parametrize("beta", [0.0, -1.0, 0.7])
 @pytest.mark.parametrize("sparse", [True, False])
-def test_fused_relax_equals_eq5_steps(name, beta, sparse):
+@pytest.mark.parametrize("nudge", ["eq5", "after-step"])
+def test_fused_relax_equals_eq5_steps(name, beta, sparse, nudge):
     net = _net(TOPOLOGIES[name]())
+    net.nudge = nudge
     net.block_sparse = sparse and net.block_sparse
     x, t = _inputs(net, 4)
     drive = net.input_drive(x)
@@ -70,6 +72,57 @@ def test_fused_relax_equals_eq5_steps(name, beta, sparse):
     for _ in range(25):
         ref = net.step(ref, drive, 0.5, beta, t)
     torch.testing.assert_close(net.relax(s, drive, 25, 0.5, beta, t), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", TOPOLOGIES)
+@pytest.mark.parametrize("beta", [1.0, -1.0, 0.3])
+@pytest.mark.parametrize("eps", [0.5, 0.2])
+def test_after_step_nudge_is_energy_step_then_cost_step(name, beta, eps):
+    """nudge = after-step (the paper's code): an Euler step on E (autograd of eq. 2),
+    then one on beta C (autograd of section 3's cost) taken at that result, then the
+    clip; from states inside and outside [0, 1]."""
+    net = _net(TOPOLOGIES[name]())
+    net.nudge = "after-step"
+    x, t = _inputs(net, 5)
+    g = torch.Generator().manual_seed(11)
+    s = torch.rand(5, net.n_s, generator=g, dtype=D) * 1.4 - 0.2
+    W, b = net.full()
+    s_req = s.clone().requires_grad_(True)
+    (dE,) = torch.autograd.grad(energy.energy(torch.cat([x, s_req], 1), W, b).sum(), s_req)
+    mid = (s - eps * dE).detach()
+    y = mid[:, -net.n_out:].clone().requires_grad_(True)
+    (dC,) = torch.autograd.grad(beta * energy.cost(y, t).sum(), y)
+    ref = mid.clone()
+    ref[:, -net.n_out:] = y.detach() - eps * dC
+    ref = ref.clamp(0.0, 1.0)
+    torch.testing.assert_close(net.step(s, net.input_drive(x), eps, beta, t), ref, rtol=0, atol=1e-12)
+    # The hidden neurons see no nudge; eq5 differs from it on the outputs.
+    eq5 = FloatNetwork(net.topology, dtype=D, nudge="eq5")
+    eq5.set_full(W, b)
+    other = eq5.step(s, eq5.input_drive(x), eps, beta, t)
+    out = slice(net.n_s - net.n_out, net.n_s)
+    torch.testing.assert_close(other[:, : out.start], ref[:, : out.start], rtol=0, atol=1e-12)
+    assert float((other[:, out] - ref[:, out]).abs().max()) > 1e-3
+
+
+def test_after_step_with_half_eps_and_unit_beta_clamps_to_the_target():
+    """eps = 1/2, beta = +1: 2 eps beta = 1, so every weakly-clamped step sets the
+    outputs to the target (section 3's implementation); beta = -1 reflects them."""
+    net = _net(TOPOLOGIES["skip"]())
+    net.nudge = "after-step"
+    x, t = _inputs(net, 6)
+    drive = net.input_drive(x)
+    s0 = net.relax(net.zero_state(6), drive, 40, 0.5)
+    sb = net.relax(s0, drive, 3, 0.5, 1.0, t)
+    assert torch.equal(net.outputs(sb), t)
+    mid = (s0 - 0.5 * net.grad(s0, drive))[:, net.out]
+    sneg = net.step(s0, drive, 0.5, -1.0, t)
+    torch.testing.assert_close(net.outputs(sneg), (2 * mid - t).clamp(0, 1), rtol=0, atol=1e-12)
+
+
+def test_unknown_nudge_is_refused():
+    with pytest.raises(ValueError, match="nudge: 'late' is not one of after-step, eq5"):
+        FloatNetwork(TOPOLOGIES["layered"](), nudge="late")
 
 
 def test_block_sparse_and_dense_products_agree():

@@ -91,9 +91,9 @@ def test_random_word_unit_equals_model():
 
 
 # ------------------------------------------------------------ whole core
-def _setup(topo, fixed, P, n_free, n_nudged, rates=(0.5,), beta=1.0, seed=0):
+def _setup(topo, fixed, P, n_free, n_nudged, rates=(0.5,), beta=1.0, seed=0, nudge="eq5"):
     num = numerics_from_mapping(fixed)
-    params = CoreParams(topo, num, 0.5, beta, list(rates), P, n_free=n_free, n_nudged=n_nudged)
+    params = CoreParams(topo, num, 0.5, beta, list(rates), P, n_free=n_free, n_nudged=n_nudged, nudge=nudge)
     net = params.net.init_params(seed, other=0.3)
     g = torch.Generator().manual_seed(seed + 1)
     lo, hi = num.bias.min_raw // 8, num.bias.max_raw // 8
@@ -125,18 +125,19 @@ TOPOS = {
 }
 
 
-@pytest.mark.parametrize("topo_name,P,rounding", [
-    ("layered", 1, "nearest-even"),
-    ("skip", 2, "stochastic"),
-    ("skip", 3, "floor"),
-    ("skip-add", 4, "stochastic"),
-    ("layered", 2, "floor"),
+@pytest.mark.parametrize("topo_name,P,rounding,nudge", [
+    ("layered", 1, "nearest-even", "after-step"),
+    ("skip", 2, "stochastic", "after-step"),
+    ("skip", 2, "stochastic", "eq5"),
+    ("skip", 3, "floor", "eq5"),
+    ("skip-add", 4, "stochastic", "eq5"),
+    ("layered", 2, "floor", "after-step"),
 ])
-def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding):
+def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding, nudge):
     """Three training examples on chip: every state after each phase, every weight and
     bias after each update, equal to FixedNetwork (batch 1); cycles equal the model."""
     fixed = {"state": 8, "weight": 8, "bias": 12, "rounding": rounding}
-    params, net, g = _setup(TOPOS[topo_name](), fixed, P, n_free=5, n_nudged=3)
+    params, net, g = _setup(TOPOS[topo_name](), fixed, P, n_free=5, n_nudged=3, nudge=nudge)
     S = net.n_s
     n_in, n_out = params.layout.n_in, params.topology.sizes[-1]
     stride = (params.n_free + params.n_nudged) * S
@@ -177,16 +178,21 @@ def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding):
         assert r.cycles["total"] == cm["train_example"]
 
 
-@pytest.mark.parametrize("rounding", ["floor", "nearest-even", "stochastic"])
-@pytest.mark.parametrize("beta", [1.0, -1.0, 0.5])
-def test_one_step_neuron_update_from_random_states(rounding, beta):
+@pytest.mark.parametrize("rounding,beta,nudge", [
+    (r, b, "eq5") for r in ("floor", "nearest-even", "stochastic") for b in (1.0, -1.0, 0.5)
+] + [
+    # after-step: 2 eps |beta| = 2^g with g = 0 (a copy of the target for beta > 0),
+    # g = -1 (the floored shift) and g = 1 (overshoot), both signs
+    (r, b, "after-step") for r in ("floor", "stochastic") for b in (1.0, -1.0, 0.5, -0.5, 2.0, -2.0)
+])
+def test_one_step_neuron_update_from_random_states(rounding, beta, nudge):
     """The accumulator and neuron unit: one free step and one weakly-clamped step from
     random states in [0, 1] (every neuron, inside and at the bounds), with a wide
     weight store whose MAC weights saturate and a narrow saturating accumulator."""
     fixed = {"state": 8, "weight": "fxp-s6/4", "weight_store": "fxp-s10/7", "bias": 10, "rounding": rounding,
              "acc": 13, "acc_overflow": "saturate"}
     topo = layer_skipping([6, 5, 4, 3], n_rewire=6, seed=1)
-    params, net, g = _setup(topo, fixed, 2, n_free=1, n_nudged=1, beta=beta)
+    params, net, g = _setup(topo, fixed, 2, n_free=1, n_nudged=1, beta=beta, nudge=nudge)
     net.W_ss = (net.W_ss * 9) .clamp(params.num.weight_store.min_raw, params.num.weight_store.max_raw)
     net.W_ss = torch.triu(net.W_ss, 1) + torch.triu(net.W_ss, 1).T
     net._refresh()

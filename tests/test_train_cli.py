@@ -81,6 +81,40 @@ def test_short_run_learns(tmp_path):
     assert main(["eval", str(out)]) == 0
 
 
+def test_dead_output_diagnostic_hand_count():
+    """dead_outputs / dead_targets / outputs_at_0 of one batch, counted by hand."""
+    from eqprop.model.float_net import FloatNetwork
+    from eqprop.model.topology import layered
+    from eqprop.model.train import EpochAccumulator
+
+    net = FloatNetwork(layered([2, 3]), dtype=torch.float64)  # every non-input neuron is an output
+    s0 = torch.tensor([[0.0, 0.5, 1.0], [0.2, 0.0, 0.0]], dtype=torch.float64)
+    sb = torch.tensor([[0.0, 0.6, 1.0], [0.2, 0.0, 0.1]], dtype=torch.float64)
+    t = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    acc = EpochAccumulator(1)
+    # equal: (0,0) (0,2) (1,0) (1,1) -> 4 of 6; target units: (0,2) is at its target,
+    # (1,0) is dead at 0.2 -> 1 of 2; at 0 after the free phase: (0,0) (1,1) (1,2) -> 3 of 6
+    assert acc.outputs(net, s0, sb, t) == (4 / 6, 1 / 2)
+    assert acc.out0 == 3 / 6
+
+
+def test_report_tables_and_figures(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(run)]) == 0
+    m = _metrics(run)
+    assert all(0.0 <= r["dead_outputs"] <= 1.0 and 0.0 <= r["dead_targets"] <= 1.0 for r in m)
+    capsys.readouterr()
+    assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--names", "small"]) == 0
+    table = (tmp_path / "rep" / "errors.md").read_text()
+    for r in m:
+        assert f"| {r['epoch']} | {100 * r['train_error']:.2f}% / {100 * r['test_error']:.2f}%" in table
+    rows = (tmp_path / "rep" / "rms.csv").read_text().splitlines()
+    assert rows[0].startswith("run,") and len(rows) == 1 + 3  # 3 layer pairs x one block of 40 batches
+    assert (tmp_path / "rep" / "rms.png").stat().st_size > 5000
+    assert (tmp_path / "rep" / "small" / "metrics.jsonl").exists()
+    _bad(capsys, ["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], "metrics.jsonl")
+
+
 def test_eval_reproduces_last_test_error(tmp_path, capsys):
     out = tmp_path / "ev"
     assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 0
@@ -142,6 +176,8 @@ def _bad(capsys, argv, *needles, code=2):
         (["--eval-set", "train"], "eval_set"),
         (["--downsample", "13"], "downsample"),
         (["--dtype", "float16"], "dtype"),
+        (["--nudge", "late"], "nudge: 'late' is not one of after-step, eq5"),
+        (["--model", "fixed", "--beta", "0.00390625"], "beta: 0.00390625 is too small"),
     ],
 )
 def test_bad_flags(tmp_path, capsys, flags, needle):
@@ -158,6 +194,7 @@ def test_bad_flags(tmp_path, capsys, flags, needle):
         ("persistent = 1\n", "persistent: expected true or false"),
         ("sizes = [196, 24, 10\n", "not valid TOML"),
         ("[training]\nepochs = 1\n", "training: unknown configuration key"),
+        ("[train]\nnudge = 5\n", "nudge: expected a string"),
     ],
 )
 def test_bad_config_files(tmp_path, capsys, text, needle):
