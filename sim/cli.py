@@ -88,6 +88,7 @@ def cmd_sim(args) -> int:
     clock = cm["clock_mhz"]
     report = {
         "design": str(design), "simulator": args.simulator, "mode": "training" if args.train else "inference",
+        "nudge": p.nudge,
         "split": data.name, "examples": r["examples"], "mismatches": r["mismatch_count"],
         "first_mismatches": r["mismatches"][:5],
         "accuracy": {"rtl": acc(preds), "fixed": acc(fixed_preds), "float": acc(float_preds),
@@ -105,7 +106,8 @@ def cmd_sim(args) -> int:
     (Path(r["work"]) / "report.json").write_text(json.dumps(report, indent=1))
     a = report["accuracy"]
     print(f"{report['mode']} on {report['examples']} {data.name} images, {args.simulator}: "
-          f"{report['mismatches']} mismatches against the fixed-point model")
+          f"{report['mismatches']} mismatches against the fixed-point model"
+          + (f" (nudge {p.nudge})" if args.train else ""))
     print(f"accuracy: RTL {100 * a['rtl']:.2f}%  fixed {100 * a['fixed']:.2f}%  float {100 * a['float']:.2f}%"
           f"  (float - RTL {100 * (a['float'] - a['rtl']):+.2f} points)")
     print(f"float model with the design's MAC weights {100 * a['float']:.2f}%, with its stored weights "
