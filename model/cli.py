@@ -140,8 +140,17 @@ def cmd_eval(args) -> int:
     config_mod.validate(cfg)
     split = load_data(cfg, cfg.eval_set, cfg.eval_size)
     steps = cfg.eval_free_steps or cfg.free_steps
-    err, _ = evaluate(net, split, steps, cfg.eps, cfg.eval_batch_size)
-    print(f"{args.run_dir}: epoch {ck['epoch']}, {split.name} ({len(split)} examples): error {100 * err:.2f}%")
+    # eval_particles: start from the particles the run's last evaluation started from
+    # (reproduces its test_error), when the evaluation set is the run's own.
+    start = ck.get("eval_particles_in")
+    if not (cfg.eval_particles and start is not None and not args.eval_set and not args.eval_size
+            and start.shape[0] == len(split)):
+        start = None
+    err, _ = evaluate(net, split, steps, cfg.eps, cfg.eval_batch_size,
+                      None if start is None else start.clone())
+    how = "from the last evaluation's starting particles" if start is not None else "from the zero state"
+    print(f"{args.run_dir}: epoch {ck['epoch']}, {split.name} ({len(split)} examples, {how}): "
+          f"error {100 * err:.2f}%")
     return 0
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     eval_free_steps: int = 0  # 0 = free_steps
     lr: list = field(default_factory=lambda: [0.02])
     persistent: bool = True
+    eval_particles: bool = False  # evaluation examples keep their own persistent particles (the paper's code)
     shuffle: bool = False
     # run
     epochs: int = 1
@@ -99,7 +100,7 @@ _TYPES = {
     "eval_set": str, "model": str, "fixed": "table", "hdl": "table", "topology": str, "sizes": "ints", "p": float,
     "n_rewire": int, "init_adjacent": "glorot|float", "init_other": float, "init_bias": float,
     "eps": float, "beta": float, "random_beta_sign": bool, "nudge": str, "free_steps": int,
-    "nudged_steps": int, "eval_free_steps": int, "lr": "floats", "persistent": bool,
+    "nudged_steps": int, "eval_free_steps": int, "lr": "floats", "persistent": bool, "eval_particles": bool,
     "shuffle": bool, "epochs": int, "batch_size": int, "eval_batch_size": int, "seed": int,
     "device": str, "dtype": str, "out": str,
 }

@@ -124,8 +124,12 @@ def load_data(cfg: TrainConfig, split: str, size: int) -> Split:
     return load_split(cfg.dataset, split, size=size, downsample=cfg.downsample or None, data_dir=cfg.data_dir or None)
 
 
-def evaluate(net, split: Split, steps: int, eps: float, batch_size: int) -> tuple[float, torch.Tensor]:
-    """Error of free-phase predictions (argmax of the output neurons) from the zero state.
+def evaluate(net, split: Split, steps: int, eps: float, batch_size: int,
+             particles: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+    """Error of free-phase predictions (argmax of the output neurons) from the zero state,
+    or, with ``particles`` (one row per example, updated in place), from each example's
+    persistent particle: the state its previous evaluation ended in, as the paper's
+    code evaluates (``eval_particles``).
 
     Evaluation examples are numbered by their position in the set (state-rounding
     events of the fixed model, docs/numerics.md §5)."""
@@ -135,8 +139,14 @@ def evaluate(net, split: Split, steps: int, eps: float, batch_size: int) -> tupl
         for i in range(0, len(split), batch_size):
             x = net.prepare_inputs(torch.from_numpy(split.x[i : i + batch_size]))
             pos = torch.arange(i, i + x.shape[0], dtype=torch.int64)
-            s = net.relax(net.zero_state(x.shape[0]), net.input_drive(x), steps, eps,
-                          event_base=pos * steps * net.n_s)
+            if particles is None:
+                s = net.zero_state(x.shape[0])
+            else:
+                s = particles[i : i + x.shape[0]].to(net.device)
+                s = s if s.is_floating_point() else s.to(torch.int64)
+            s = net.relax(s, net.input_drive(x), steps, eps, event_base=pos * steps * net.n_s)
+            if particles is not None:
+                particles[i : i + x.shape[0]] = s.cpu().to(particles.dtype)
             p = net.outputs(s).argmax(1).cpu()
             preds.append(p)
             wrong += int((p != torch.from_numpy(split.y[i : i + batch_size])).sum())
@@ -231,6 +241,8 @@ class RunState:
     particles: torch.Tensor | None
     generator: torch.Generator
     history: list[dict]
+    eval_particles: torch.Tensor | None = None  # after the last evaluation (eval_particles = true)
+    eval_particles_in: torch.Tensor | None = None  # what the last evaluation started from
 
 
 # ---------------------------------------------------------------------- run
@@ -270,7 +282,13 @@ class Run:
             if not particles.is_floating_point():
                 particles = particles.to(torch.int32)
         gen = torch.Generator().manual_seed(cfg.seed + 1)
-        return RunState(0, particles, gen, [])
+        return RunState(0, particles, gen, [], self._zero_eval_particles())
+
+    def _zero_eval_particles(self):
+        if not self.cfg.eval_particles:
+            return None
+        p = self.net.zero_state(self.cfg.eval_size).cpu()
+        return p if p.is_floating_point() else p.to(torch.int32)
 
     def _load_state(self) -> RunState:
         try:
@@ -282,7 +300,11 @@ class Run:
         self.net.load_state_dict(ck["net"])
         gen = torch.Generator()
         gen.set_state(ck["generator"])
-        state = RunState(ck["epoch"], ck["particles"], gen, ck["history"])
+        state = RunState(ck["epoch"], ck["particles"], gen, ck["history"], ck.get("eval_particles"),
+                         ck.get("eval_particles_in"))
+        if self.cfg.eval_particles and (state.eval_particles is None
+                                        or state.eval_particles.shape[0] != self.cfg.eval_size):
+            state.eval_particles = self._zero_eval_particles()
         # Bring the logs in line with the checkpoint.
         _rewrite_jsonl(self.out / "metrics.jsonl", state.history)
         rows = [r for r in read_jsonl(self.out / "batches.jsonl") if r["epoch"] < state.epoch]
@@ -297,6 +319,8 @@ class Run:
                 "epoch": state.epoch,
                 "net": self.net.state_dict(),
                 "particles": state.particles,
+                "eval_particles": state.eval_particles,
+                "eval_particles_in": state.eval_particles_in,
                 "generator": state.generator.get_state(),
                 "history": state.history,
                 "last_batches": last_batches,
@@ -394,7 +418,9 @@ class Run:
                                         dead_targets=f"{100.0 * acc.dead_t / (k + 1):.0f}%")
             bar.close()
             eval_steps = cfg.eval_free_steps or cfg.free_steps
-            test_error, _ = evaluate(net, evalset, eval_steps, cfg.eps, cfg.eval_batch_size)
+            if state.eval_particles is not None:
+                state.eval_particles_in = state.eval_particles.clone()
+            test_error, _ = evaluate(net, evalset, eval_steps, cfg.eps, cfg.eval_batch_size, state.eval_particles)
             row = {"epoch": epoch, "train_error": acc.wrong / acc.seen, "test_error": test_error,
                    "eval_set": cfg.eval_set, **acc.summary(net, n_batches),
                    "seconds": time.perf_counter() - t0}

@@ -115,6 +115,42 @@ def test_report_tables_and_figures(tmp_path, capsys):
     _bad(capsys, ["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], "metrics.jsonl")
 
 
+def test_eval_particles_persist_across_evaluations(tmp_path, capsys):
+    """eval_particles (the paper's code): the first evaluation equals one from the zero
+    state; the second starts where the first ended; eqprop eval reproduces the last
+    test_error; resume after epoch 1 gives the uninterrupted run."""
+    from eqprop.model.train import evaluate, load_data, load_run
+
+    args = [*SMALL, "--eval-free-steps", "6"]
+    zero, pp, part = tmp_path / "zero", tmp_path / "pp", tmp_path / "part"
+    assert main(["train", *args, "--epochs", "2", "--out", str(zero)]) == 0
+    assert main(["train", *args, "--epochs", "2", "--eval-particles", "true", "--out", str(pp)]) == 0
+    mz, mp = _metrics(zero), _metrics(pp)
+    assert mz[0] == mp[0]  # particles start at zero: the first evaluation is the same
+    cfg, net, ck = load_run(pp)
+    start, end = ck["eval_particles_in"], ck["eval_particles"]
+    assert start.shape == end.shape == (200, net.n_s) and float(start.abs().sum()) > 0
+    # Independent recomputation: epoch-2 weights, from the particles epoch 1's evaluation left.
+    split = load_data(cfg, cfg.eval_set, cfg.eval_size)
+    p = start.clone()
+    err, _ = evaluate(net, split, 6, cfg.eps, cfg.eval_batch_size, p)
+    assert err == mp[1]["test_error"] and torch.equal(p, end)
+    # Training does not depend on how evaluation starts: the same weights, so the
+    # zero-state run's error is this network's error from the zero state.
+    err0, _ = evaluate(net, split, 6, cfg.eps, cfg.eval_batch_size)
+    assert err0 == mz[1]["test_error"]
+    assert mz[1]["train_error"] == mp[1]["train_error"]
+    capsys.readouterr()
+    assert main(["eval", str(pp)]) == 0
+    out = capsys.readouterr().out
+    assert f"error {100 * mp[1]['test_error']:.2f}%" in out and "last evaluation's starting particles" in out
+    assert main(["train", *args, "--epochs", "1", "--eval-particles", "true", "--out", str(part)]) == 0
+    assert main(["train", "--out", str(part), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    _same_run(pp, part)
+    ck_part = load_run(part)[2]
+    assert torch.equal(ck_part["eval_particles"], end) and torch.equal(ck_part["eval_particles_in"], start)
+
+
 def test_eval_reproduces_last_test_error(tmp_path, capsys):
     out = tmp_path / "ev"
     assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 0
