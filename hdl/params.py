@@ -89,9 +89,11 @@ class CoreParams:
         return self.net.mult[self.layout.pairs[p]]
 
     def weight_shift(self, p: int) -> int:
+        """Bits dropped from sigma * D * M: 2 fS + z - fWs (docs/numerics.md §6; z = Multiplier.E)."""
         return 2 * self.state.n_frac + self.pair_mult(p).E - self.num.weight_store.n_frac
 
     def bias_shift(self, p: int) -> int:
+        """fS + z - fB (§6)."""
         return self.state.n_frac + self.pair_mult(p).E - self.num.bias.n_frac
 
     def bias_pair(self, i: int) -> int:

@@ -187,7 +187,7 @@ class FixedNetwork:
 
     # ------------------------------------------------------------- inputs
     def prepare_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixels in [0, 1] -> raw state-format integers, nearest-even (§4.1)."""
+        """Pixels in [0, 1] -> raw state-format integers, nearest-even, saturated (§1)."""
         return self.num.state.quantize(x, "nearest-even").to(self.device)
 
     def prepare_targets(self, t: torch.Tensor) -> torch.Tensor:
@@ -285,7 +285,8 @@ class FixedNetwork:
         return D_in * self.mask_in, D_ss * self.mask_ss, D_b
 
     def learn(self, xq, s0, sb, beta: float, update_index: int) -> UpdateStats:
-        """Eqs. (7)-(8) in fixed point (§6): W_store <- sat(W_store + round(sign(beta) D M 2^-E))."""
+        """Eqs. (7)-(8) in fixed point (§6): W_store <- sat(W_store + round(sign(beta) D M 2^-z)),
+        z = Multiplier.E."""
         n = self.num
         sign = 1 if beta > 0 else -1
         D_in, D_ss, D_b = self.corrections(xq, s0, sb)

@@ -192,7 +192,10 @@ def shift_round(v: torch.Tensor, d: int, mode: str, words: torch.Tensor | None =
 # --------------------------------------------------------- rate multipliers (§6)
 @dataclass(frozen=True)
 class Multiplier:
-    """A positive constant c ~ M * 2^-E, M an unsigned integer of lr_bits bits."""
+    """A positive constant c ~ M * 2^-E, M an unsigned integer of lr_bits bits.
+
+    ``E`` is the rate exponent that docs/numerics.md §6 writes ``z`` (there the
+    letter E is the paper's energy only)."""
 
     M: int
     E: int
@@ -206,6 +209,13 @@ class Multiplier:
 
 
 def make_multiplier(c: float, mode: str, bits: int) -> Multiplier:
+    """c ~ M * 2^-E as §6 says.
+
+    multiplier: E = bits - 1 - floor(log2 c), M = round(c * 2^E), ties to even
+    (Python's round; c * 2^E is exact); if M reaches 2^bits, M is halved and E
+    lowered by one, so 2^(bits-1) <= M < 2^bits. shift: M = 1,
+    E = round(-log2 c), ties to even. c = 0 (a zero rate): M = 0, E = 0.
+    """
     if c <= 0:
         return Multiplier(0, 0)
     if mode == "shift":
@@ -373,7 +383,18 @@ def numerics_from_mapping(values: dict) -> Numerics:
         seed_update=_int("seed_update", values.get("seed_update", 0xACE1), 0, 0xFFFFFFFF),
         seed_state=_int("seed_state", values.get("seed_state", 0x5EED), 0, 0xFFFFFFFF),
     )
-    check_formats(num)
+    try:
+        check_formats(num)
+    except NumericsError as e:
+        # The bias default is a fixed fxp-s12/9 (§1): say so when narrow states and
+        # weights leave the accumulator fewer fraction bits than that.
+        if "bias" in values or not str(e).startswith("bias:"):
+            raise
+        fa = num.acc_frac
+        raise NumericsError(
+            f"bias: the default {num.bias} (no bias key given) has more fraction bits than the "
+            f"accumulator ({fa} = weight + state); give a bias, e.g. bias={fa + 3} (fxp-s{fa + 3}/{fa})"
+        ) from None
     return num
 
 
@@ -437,7 +458,8 @@ def check_config(num: Numerics, fan_in: int, eps: float, beta: float, batch_size
         raise NumericsError(f"acc: {acc_w}-bit accumulator with eps = {eps} exceeds 62-bit arithmetic")
     # Exact float64 products (§7): fan_in * 2^(wW-1) * 2^wS < 2^53.
     mac_bits = (num.weight.n_word - 1) + num.state.n_word + math.ceil(math.log2(max(fan_in, 2)))
-    # Correction sums: batch * 2^(2 fS) products of states.
+    # Correction sums (§7): |D| <= batch * (2^wS - 1)^2, a signed D of corr_bits bits;
+    # the rule is corr_bits <= 53.
     corr_bits = 2 * num.state.n_word + math.ceil(math.log2(max(batch_size, 2))) + 1
     if corr_bits > FLOAT64_EXACT_BITS:
         raise NumericsError(
