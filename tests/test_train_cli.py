@@ -267,3 +267,22 @@ def test_topology_command(capsys):
     assert main(["topology", "--sizes", "196-100-100-100-10", "--p", "0.0756"]) == 0
     assert "skip 196-100-100-100-10: 55450 connections" in capsys.readouterr().out
     assert main(["topology", "--sizes", "5,-3,2"]) == 2
+
+
+def test_shipped_configs_are_valid_and_use_the_papers_nudge():
+    """Every run config in configs/ loads and validates (fixed-point ones build their
+    numerics); the paper's runs and the demo use the paper's nudge ordering."""
+    from eqprop.model import config as config_mod
+    from eqprop.model.numerics import check_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(p for p in root.rglob("*.toml") if "studies" not in p.parts)
+    assert len(files) >= 7
+    for f in files:
+        cfg = config_mod.validate(config_mod.load_toml(f), data=f.parent.name != "hdl")
+        if cfg.model == "fixed":
+            check_config(config_mod.numerics(cfg), 8, cfg.eps, cfg.beta, cfg.batch_size)
+        if f.parent.name == "paper" or f.name == "demo.toml":
+            want = "eq5" if f.stem.endswith("-eq5") else "after-step"
+            assert cfg.nudge == want, f
+            assert "nudge" in f.read_text(), f  # said explicitly, not left to the default
