@@ -133,7 +133,8 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
                     "accumulator_register_bits": params.acc_exact_bits},
         "numerics": num.to_dict(),
         "dynamics": {"eps": params.eps, "eps_shift": params.k, "beta": params.beta, "beta_exponent": params.m,
-                     "nudge": params.nudge, "nudge_shift": params.nudge_shift if params.nudge == "eq5" else params.g,
+                     "nudge": params.nudge,
+                     **({"nudge_shift": params.nudge_shift} if params.nudge == "eq5" else {"after_step_g": params.g}),
                      "n_free": params.n_free, "n_nudged": params.n_nudged, "batch": 1,
                      "rates": list(params.rates),
                      "multipliers": {f"{a}-{b}": {"M": mu.M, "E": mu.E, "value": mu.value}

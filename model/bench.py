@@ -25,12 +25,13 @@ from .topology import from_spec
 def time_batches(topology, batches: int, batch_size: int, free: int, nudged: int, device: str, dtype,
                  numerics=None) -> float:
     if numerics is None:
-        net = FloatNetwork(topology, dtype=dtype, device=device).init_params(0)
+        net = FloatNetwork(topology, dtype=dtype, device=device, nudge="after-step").init_params(0)
         net.set_rates([0.02])
     else:
         from .fixed_net import FixedNetwork
 
-        net = FixedNetwork(topology, numerics, 0.5, 1.0, batch_size, [0.02], device=device).init_params(0)
+        net = FixedNetwork(topology, numerics, 0.5, 1.0, batch_size, [0.02], device=device,
+                           nudge="after-step").init_params(0)
     g = torch.Generator().manual_seed(0)
     x = net.prepare_inputs(torch.rand(batch_size, net.n_in, generator=g))
     t0 = torch.zeros(batch_size, net.n_out)

@@ -269,7 +269,21 @@ def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
             if k in data:
                 raise ConfigError(f"{k}: given twice (in {path})")
             data = {**data, k: v}
+    if is_run_config(path) and "nudge" not in data:
+        # A run directory's resolved config.toml holds every key; one without
+        # ``nudge`` was written before the option existed, when the nudge was eq. 5.
+        data = {**data, "nudge": LEGACY_NUDGE}
     return from_mapping(data, base, source=str(path))
+
+
+LEGACY_NUDGE = "eq5"  # runs and designs made before the nudge option
+
+
+def is_run_config(path: str | Path) -> bool:
+    """Whether ``path`` is a run directory's resolved config.toml (train.py writes it)."""
+    path = Path(path)
+    return path.name == "config.toml" and any(
+        (path.parent / f).exists() for f in ("metrics.jsonl", "checkpoint.pt", "topology.npz"))
 
 
 def _toml_value(v: Any) -> str:

@@ -84,6 +84,8 @@ def write_report(run_dirs: list[str], out: str, names: list[str] | None = None) 
     if names and len(names) != len(dirs):
         raise RunDirError(f"names: {len(names)} names for {len(dirs)} runs")
     names = names or [d.name for d in dirs]
+    if len(set(names)) != len(names):
+        raise RunDirError(f"names: runs share a name ({', '.join(names)}); give --names")
     runs = {n: load(d) for n, d in zip(names, dirs)}
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,10 @@ One run lives in one directory:
   configured eval set), rms_correction (per adjacent layer pair, the RMS of
   the applied alpha * Delta W over that pair's connections, averaged over the
   epoch's batches), dead_outputs (the fraction of output units whose free and
-  weakly-clamped states are equal: no learning signal), dead_targets (the
-  fraction of target units that are dead although not at their target: a
-  run whose target units all die stops learning), outputs_at_0 (output units at 0 after the free
+  weakly-clamped states are equal: no learning signal), dead_targets (in
+  batches with beta > 0, the fraction of target units that are dead although
+  not at their target: a run whose target units all die stops learning),
+  outputs_at_0 (output units at 0 after the free
   phase), free_residual (the largest |s - clip(s - dF/ds)| at the
   end of the free phase, averaged over batches: 0 at an exact equilibrium),
   seconds;
@@ -167,23 +168,30 @@ class EpochAccumulator:
         self.resid = 0.0
         self.at0 = self.at1 = 0.0
         self.dead = self.dead_t = self.out0 = 0.0
+        self.pos_batches = 0  # batches with beta > 0 (dead_targets)
 
-    def outputs(self, net, s0, sb, t) -> tuple[float, float]:
+    def outputs(self, net, s0, sb, t, beta: float) -> tuple[float, float | None]:
         """Dead-output diagnostic. ``dead``: the fraction of output units whose free
         and weakly-clamped states are equal (they carry no learning signal; a unit
-        already at its target is dead too). ``dead_targets``: the fraction of the
-        examples' target units (y_d = 1) that are dead although not at their
-        target: a wrong answer that cannot be corrected (the eq. 5 failure,
-        docs/numerics.md §4). Also counts output units at 0 after the free phase.
-        Returns the batch's two fractions."""
+        already at its target is dead too). ``dead_targets``, in batches with
+        beta > 0 only: the fraction of the examples' target units (y_d = 1) that
+        are dead although not at their target, i.e. a positive nudge cannot lift
+        a wrong answer (the eq. 5 failure, docs/numerics.md §4; with beta < 0 a
+        target unit at 0 is pushed away from the target and stays at 0 under
+        either ordering, so those batches would count healthy runs as dying).
+        Also counts output units at 0 after the free phase. Returns the batch's
+        two fractions (dead_targets None when beta < 0)."""
         y0, yb = net.outputs(s0), net.outputs(sb)
         same = y0 == yb
         dead = float(same.double().mean())
+        self.dead += dead
+        self.out0 += float((y0 == 0).double().mean())
+        if beta < 0:
+            return dead, None
         on = t == t.max()  # the target units (one-hot: the largest target value)
         dead_t = float((same & on & (y0 != t)).sum()) / max(int(on.sum()), 1)
-        self.dead += dead
         self.dead_t += dead_t
-        self.out0 += float((y0 == 0).double().mean())
+        self.pos_batches += 1
         return dead, dead_t
 
     def free_state(self, net, s0, drive):
@@ -207,7 +215,7 @@ class EpochAccumulator:
 
     def summary(self, net, n_batches: int) -> dict:
         out = {"rms_correction": [r / n_batches for r in self.rms],
-               "dead_outputs": self.dead / n_batches, "dead_targets": self.dead_t / n_batches,
+               "dead_outputs": self.dead / n_batches, "dead_targets": self.dead_t / max(self.pos_batches, 1),
                "outputs_at_0": self.out0 / n_batches}
         if not self.fixed:
             out["free_residual"] = self.resid / n_batches
@@ -263,6 +271,12 @@ class Run:
         if self.resume:
             if not self.ckpt_path.exists():
                 raise RunDirError(f"--resume: {self.ckpt_path} does not exist (nothing to resume)")
+            own = self.out / "config.toml"
+            if own.exists():
+                ran = config_mod.load_toml(own).nudge
+                if ran != cfg.nudge:
+                    raise RunDirError(f"nudge: the run in {self.out} was trained with nudge = {ran}; "
+                                      f"resuming it with {cfg.nudge} would change its dynamics mid-run")
             self.topology = Topology.load(self.out / "topology.npz")
         else:
             if self.ckpt_path.exists() or (self.out / "metrics.jsonl").exists():
@@ -302,9 +316,14 @@ class Run:
         gen.set_state(ck["generator"])
         state = RunState(ck["epoch"], ck["particles"], gen, ck["history"], ck.get("eval_particles"),
                          ck.get("eval_particles_in"))
-        if self.cfg.eval_particles and (state.eval_particles is None
-                                        or state.eval_particles.shape[0] != self.cfg.eval_size):
-            state.eval_particles = self._zero_eval_particles()
+        # Evaluation particles belong to one evaluation set: turned off, or another
+        # set or size than the checkpoint's, they start again from zero.
+        same_set = ck.get("eval_set") == self.cfg.eval_set
+        if not self.cfg.eval_particles:
+            state.eval_particles = state.eval_particles_in = None
+        elif (state.eval_particles is None or not same_set
+              or state.eval_particles.shape[0] != self.cfg.eval_size):
+            state.eval_particles, state.eval_particles_in = self._zero_eval_particles(), None
         # Bring the logs in line with the checkpoint.
         _rewrite_jsonl(self.out / "metrics.jsonl", state.history)
         rows = [r for r in read_jsonl(self.out / "batches.jsonl") if r["epoch"] < state.epoch]
@@ -320,6 +339,7 @@ class Run:
                 "net": self.net.state_dict(),
                 "particles": state.particles,
                 "eval_particles": state.eval_particles,
+                "eval_set": self.cfg.eval_set,
                 "eval_particles_in": state.eval_particles_in,
                 "generator": state.generator.get_state(),
                 "history": state.history,
@@ -400,9 +420,11 @@ class Run:
                     # Eqs. (7)-(8), averaged over the batch, then W += alpha Delta W.
                     st = net.learn(x, s0, sb, beta, (epoch - 1) * n_batches + k)
                     acc.update(st)
-                    dead, dead_t = acc.outputs(net, s0, sb, t)
+                    dead, dead_t = acc.outputs(net, s0, sb, t, beta)
                     row = {"epoch": epoch, "batch": k + 1, "beta_sign": int(signs[k]), "errors": bw, "rms": st.rms,
-                           "dead_outputs": dead, "dead_targets": dead_t}
+                           "dead_outputs": dead}
+                    if dead_t is not None:
+                        row["dead_targets"] = dead_t
                     if st.zero is not None:
                         row["zero"] = st.zero
                         row["nonzero_d"] = st.nonzero_d
@@ -415,7 +437,7 @@ class Run:
                         )
                     if k % 10 == 9 or k == n_batches - 1:
                         bar.set_postfix(err=f"{100.0 * acc.wrong / acc.seen:.2f}%",
-                                        dead_targets=f"{100.0 * acc.dead_t / (k + 1):.0f}%")
+                                        dead_targets=f"{100.0 * acc.dead_t / max(acc.pos_batches, 1):.0f}%")
             bar.close()
             eval_steps = cfg.eval_free_steps or cfg.free_steps
             if state.eval_particles is not None:

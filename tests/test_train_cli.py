@@ -94,8 +94,12 @@ def test_dead_output_diagnostic_hand_count():
     acc = EpochAccumulator(1)
     # equal: (0,0) (0,2) (1,0) (1,1) -> 4 of 6; target units: (0,2) is at its target,
     # (1,0) is dead at 0.2 -> 1 of 2; at 0 after the free phase: (0,0) (1,1) (1,2) -> 3 of 6
-    assert acc.outputs(net, s0, sb, t) == (4 / 6, 1 / 2)
+    assert acc.outputs(net, s0, sb, t, 1.0) == (4 / 6, 1 / 2)
     assert acc.out0 == 3 / 6
+    # beta < 0: dead outputs are counted, dead targets are not (pushed away, not lifted)
+    assert acc.outputs(net, s0, sb, t, -1.0) == (4 / 6, None)
+    row = acc.summary(net, 2)
+    assert row["dead_outputs"] == 4 / 6 and row["dead_targets"] == 1 / 2 and row["outputs_at_0"] == 3 / 6
 
 
 def test_report_tables_and_figures(tmp_path, capsys):
@@ -286,3 +290,36 @@ def test_shipped_configs_are_valid_and_use_the_papers_nudge():
             want = "eq5" if f.stem.endswith("-eq5") else "after-step"
             assert cfg.nudge == want, f
             assert "nudge" in f.read_text(), f  # said explicitly, not left to the default
+
+
+def test_run_made_before_the_nudge_option_resumes_as_eq5(tmp_path, capsys):
+    """A run directory whose config.toml has no nudge key (written before the option)
+    was trained with eq. 5: resume and eval read it so; changing it on resume is refused."""
+    from eqprop.model.train import load_run
+
+    run = tmp_path / "old"
+    assert main(["train", *SMALL, "--epochs", "1", "--nudge", "eq5", "--out", str(run)]) == 0
+    text = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(text.replace('nudge = "eq5"\n', ""))
+    assert load_run(run)[0].nudge == "eq5"
+    _bad(capsys, ["train", "--out", str(run), "--resume", "--epochs", "2", "--nudge", "after-step",
+                  "--no-progress"], "nudge: the run in", "was trained with nudge = eq5")
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert len(_metrics(run)) == 2
+
+
+def test_eval_particles_fixed_model_and_turned_off_on_resume(tmp_path):
+    """The fixed model keeps int32 evaluation particles; --resume --eval-particles false
+    drops them (evaluation from zero again)."""
+    from eqprop.model.train import load_run
+
+    args = ["--model", "fixed", "--bits", "state=8,weight=8,bias=12", "--eval-free-steps", "6", *SMALL]
+    run = tmp_path / "fx"
+    assert main(["train", *args, "--epochs", "1", "--eval-particles", "true", "--out", str(run)]) == 0
+    ck = load_run(run)[2]
+    assert ck["eval_particles"].dtype == torch.int32 and int(ck["eval_particles"].max()) > 0
+    assert ck["eval_set"] == "validation"
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--eval-particles", "false",
+                 "--no-progress"]) == 0
+    ck = load_run(run)[2]
+    assert ck["eval_particles"] is None and ck["eval_particles_in"] is None
