@@ -183,7 +183,7 @@ def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding, nudge):
 ] + [
     # after-step: 2 eps |beta| = 2^g with g = 0 (a copy of the target for beta > 0),
     # g = -1 (the floored shift) and g = 1 (overshoot), both signs
-    (r, b, "after-step") for r in ("floor", "stochastic") for b in (1.0, -1.0, 0.5, -0.5, 2.0, -2.0)
+    (r, b, "after-step") for r in ("floor", "nearest-even", "stochastic") for b in (1.0, -1.0, 0.5, -0.5, 2.0, -2.0)
 ])
 def test_one_step_neuron_update_from_random_states(rounding, beta, nudge):
     """The accumulator and neuron unit: one free step and one weakly-clamped step from
