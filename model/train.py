@@ -25,10 +25,24 @@ Order at an epoch end: checkpoint first, then the log lines. ``--resume``
 restores the checkpoint, brings the logs back in line with it (lines of an
 epoch the checkpoint does not hold are dropped, missing ones re-written from
 it) and continues, which gives the same metrics as an uninterrupted run.
+
+A run directory belongs to one training process at a time: ``.lock`` in it
+is held with ``flock`` (exclusive, non-blocking) on an open descriptor for
+the whole run, fresh or resumed, and holds the holder's PID. A second
+training into the directory is refused (RunDirError) before it writes
+anything. The operating system releases the lock when the process ends,
+however it ends (SIGKILL included), so a left-over ``.lock`` file means
+nothing by itself; it is never deleted (deleting it would let two processes
+lock two different files of the same name).
+
+Every reader of ``checkpoint.pt`` (resume, ``load_run``: eval, hdl generate,
+sim) goes through ``read_checkpoint``, which refuses an unreadable or
+foreign file with one line naming it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -45,6 +59,9 @@ from .topology import Topology, from_spec
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+# What every reader of a checkpoint needs (eval_particles, eval_set, ... are optional).
+CHECKPOINT_KEYS = ("epoch", "net", "particles", "generator", "history", "last_batches")
+LOCK = ".lock"
 
 
 class TrainingDiverged(RuntimeError):
@@ -97,6 +114,131 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def _rewrite_jsonl(path: Path, rows: list[dict]):
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+# ---------------------------------------------------------- run-directory lock
+class RunLock:
+    """An exclusive ``flock`` on RUN/.lock, held while this object lives (or until
+    :meth:`release`). The lock belongs to the open descriptor, so the operating
+    system drops it when the process ends in any way, SIGKILL included."""
+
+    def __init__(self, fd: int, path: Path):
+        self.fd: int | None = fd
+        self.path = path
+
+    @classmethod
+    def acquire(cls, run_dir: Path, create: bool = True) -> "RunLock | None":
+        """Lock ``run_dir``; RunDirError naming the directory and the holder's PID when
+        another process holds it. ``create=False``: None when there is no lock file."""
+        path = Path(run_dir) / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        except FileNotFoundError:
+            if create:
+                raise RunDirError(f"out: cannot create {path} (no such directory)") from None
+            return None
+        except OSError as e:
+            raise RunDirError(f"out: cannot open the lock file {path} ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise RunDirError(
+                f"out: {run_dir} is in use by another training process ({holder}, lock {path}); "
+                "wait for it to end or stop it, or use another --out"
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            raise RunDirError(f"out: cannot lock {path} ({e.strerror})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(fd, path)
+
+    def release(self, _close=os.close):  # bound early: usable from __del__ at interpreter exit
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            _close(fd)  # drops the flock; the file stays (see the module docstring)
+
+    def __del__(self):
+        self.release()
+
+
+def _holds_run(run_dir: Path) -> bool:
+    """A checkpoint or metrics: a run (a lock file alone is not one)."""
+    return (run_dir / CHECKPOINT).exists() or (run_dir / "metrics.jsonl").exists()
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    return f"PID {text}" if text.isdigit() else "PID unknown"
+
+
+# ------------------------------------------------------------- checkpoints
+def _reason(e: BaseException) -> str:
+    """An exception as one short line: its class and the first line of its message."""
+    lines = str(e).strip().splitlines()
+    msg = lines[0].strip() if lines else ""
+    if len(msg) > 80 and ". " in msg:  # torch's long messages: their first sentence
+        msg = msg[: msg.index(". ")]
+    if len(msg) > 120:
+        msg = msg[:117] + "..."
+    return f"{e.__class__.__name__}: {msg}" if msg else e.__class__.__name__
+
+
+def _file_kind(path: Path) -> str:
+    """What an unreadable checkpoint looks like, for its error message."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"cannot be opened ({e.strerror})"
+    if not head:
+        return "an empty file"
+    if head == b"PK\x03\x04":  # torch.save's zip archive
+        return "a truncated or damaged torch archive"
+    return "not a torch checkpoint"
+
+
+def read_checkpoint(path: Path, context: str = "") -> dict:
+    """Load ``path`` (a checkpoint written by Run._save) and check that it is one:
+    readable by torch.load, a dict of format CHECKPOINT_FORMAT with every key in
+    CHECKPOINT_KEYS. Anything else is a RunDirError of one line naming the file."""
+    path = Path(path)
+    pre = f"{context}: " if context else ""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets one message
+        raise RunDirError(f"{pre}{path} is unreadable: {_file_kind(path)} ({_reason(e)})") from None
+    if not isinstance(ck, dict):
+        raise RunDirError(f"{pre}{path} is not an eqprop checkpoint (it holds a {type(ck).__name__}, not a dict)")
+    if ck.get("format") != CHECKPOINT_FORMAT:
+        raise RunDirError(f"{pre}{path} has checkpoint format {ck.get('format')!r}; "
+                          f"this version reads format {CHECKPOINT_FORMAT}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    if missing:
+        raise RunDirError(f"{pre}{path} is incomplete: no {', '.join(missing)}")
+    if not isinstance(ck["net"], dict):
+        raise RunDirError(f"{pre}{path} is not an eqprop checkpoint (net is a {type(ck['net']).__name__})")
+    return ck
+
+
+def restore_net(net, ck: dict, path: Path, context: str = ""):
+    """Load a checkpoint's parameters into ``net`` (built from the run's config.toml
+    and topology.npz); RunDirError when they do not fit that network."""
+    pre = f"{context}: " if context else ""
+    want = net.state_dict()
+    for k, v in want.items():
+        got = ck["net"].get(k)
+        if not isinstance(got, torch.Tensor):
+            raise RunDirError(f"{pre}{path} is not an eqprop checkpoint (net has no tensor {k})")
+        if got.shape != v.shape:
+            raise RunDirError(f"{pre}{path} does not fit the run's network: {k} is {tuple(got.shape)}, "
+                              f"the network's (config.toml, topology.npz) is {tuple(v.shape)}")
+    net.load_state_dict(ck["net"])
 
 
 # ------------------------------------------------------------------- helpers
@@ -271,6 +413,8 @@ class Run:
         if self.resume:
             if not self.ckpt_path.exists():
                 raise RunDirError(f"--resume: {self.ckpt_path} does not exist (nothing to resume)")
+            # Locked before the logs are brought in line with the checkpoint.
+            self._lock = RunLock.acquire(self.out)
             own = self.out / "config.toml"
             if own.exists():
                 ran = config_mod.load_toml(own).nudge
@@ -279,9 +423,20 @@ class Run:
                                       f"resuming it with {cfg.nudge} would change its dynamics mid-run")
             self.topology = Topology.load(self.out / "topology.npz")
         else:
-            if self.ckpt_path.exists() or (self.out / "metrics.jsonl").exists():
+            # A directory with a lock file: refused while another process holds it
+            # (whatever the directory holds); a lock file alone is not a run.
+            self._lock = RunLock.acquire(self.out, create=False) if self.out.is_dir() else None
+            if _holds_run(self.out):
+                if self._lock is not None:
+                    self._lock.release()
                 raise RunDirError(f"out: {self.out} already holds a run; use --resume or another --out")
-            self.out.mkdir(parents=True, exist_ok=True)
+            if self._lock is None:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self._lock = RunLock.acquire(self.out)
+                if _holds_run(self.out):  # another training got here between the check and the lock
+                    self._lock.release()
+                    raise RunDirError(f"out: {self.out} already holds a run; use --resume or another --out")
+            # Locked before anything is written.
             self.topology = build_topology(cfg)
             self.topology.save(self.out / "topology.npz")
             atomic_write_bytes(self.out / "config.toml", config_mod.dumps_toml(cfg).encode())
@@ -305,15 +460,14 @@ class Run:
         return p if p.is_floating_point() else p.to(torch.int32)
 
     def _load_state(self) -> RunState:
-        try:
-            ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets one message
-            raise RunDirError(f"--resume: {self.ckpt_path} is unreadable ({e.__class__.__name__})") from None
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise RunDirError(f"--resume: {self.ckpt_path} has checkpoint format {ck.get('format')}")
-        self.net.load_state_dict(ck["net"])
+        ck = read_checkpoint(self.ckpt_path, "--resume")
+        restore_net(self.net, ck, self.ckpt_path, "--resume")
         gen = torch.Generator()
-        gen.set_state(ck["generator"])
+        try:
+            gen.set_state(ck["generator"])
+        except (RuntimeError, TypeError) as e:
+            raise RunDirError(f"--resume: {self.ckpt_path} holds no usable random-generator state "
+                              f"({_reason(e)})") from None
         state = RunState(ck["epoch"], ck["particles"], gen, ck["history"], ck.get("eval_particles"),
                          ck.get("eval_particles_in"))
         # Evaluation particles belong to one evaluation set: turned off, or another
@@ -462,10 +616,10 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, object, dict]:
     ck_path = run_dir / CHECKPOINT
     if not ck_path.exists():
         raise RunDirError(f"{ck_path}: no checkpoint (the run has not finished an epoch)")
+    ck = read_checkpoint(ck_path)
     topo = Topology.load(run_dir / "topology.npz")
     net = make_network(cfg, topo)
-    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
-    net.load_state_dict(ck["net"])
+    restore_net(net, ck, ck_path)
     return cfg, net, ck
 
 
@@ -476,5 +630,6 @@ __all__ = [
     "ConfigError",
     "evaluate",
     "load_run",
+    "read_checkpoint",
     "build_topology",
 ]
