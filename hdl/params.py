@@ -131,10 +131,11 @@ class CoreParams:
         d = Path(design_dir)
         man = json.loads((d / "manifest.json").read_text())
         dyn = man["dynamics"]
-        # Designs generated before the nudge option were eq5.
+        from eqprop.model.config import LEGACY_NUDGE
+
         return cls(Topology.load(d / "topology.npz"), numerics_from_mapping(man["numerics"]), dyn["eps"],
                    dyn["beta"], dyn["rates"], man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"],
-                   dyn.get("nudge", "eq5"))
+                   dyn.get("nudge", LEGACY_NUDGE))
 
     def to_dict(self) -> dict:
         return {

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 PAPER_P = 0.0756
+# Where the weakly-clamped phase's nudge enters (docs/numerics.md §4 step 4);
+# the one list the models and the configuration check.
+NUDGES = ("after-step", "eq5")
+LEGACY_NUDGE = "eq5"  # runs and designs made before the nudge option
 
 
 class ConfigError(ValueError):
@@ -91,7 +95,7 @@ _CHOICES = {
     "model": ("float", "fixed"),
     "topology": ("layered", "skip", "skip-add"),
     "dtype": ("float32", "float64"),
-    "nudge": ("after-step", "eq5"),
+    "nudge": NUDGES,
 }
 _POSITIVE_INT = ("train_size", "eval_size", "epochs", "batch_size", "eval_batch_size")
 _NONNEG_INT = ("free_steps", "nudged_steps", "eval_free_steps", "seed")
@@ -274,9 +278,6 @@ def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
         # ``nudge`` was written before the option existed, when the nudge was eq. 5.
         data = {**data, "nudge": LEGACY_NUDGE}
     return from_mapping(data, base, source=str(path))
-
-
-LEGACY_NUDGE = "eq5"  # runs and designs made before the nudge option
 
 
 def is_run_config(path: str | Path) -> bool:

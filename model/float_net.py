@@ -39,10 +39,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import NUDGES
 from .energy import rho, rho_prime
 from .topology import Topology
-
-NUDGES = ("after-step", "eq5")
 
 
 def check_nudge(nudge: str) -> str:

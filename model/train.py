@@ -336,6 +336,11 @@ class EpochAccumulator:
         self.pos_batches += 1
         return dead, dead_t
 
+    @property
+    def dead_targets(self) -> float:
+        """Mean dead_targets over the batches with beta > 0 so far."""
+        return self.dead_t / max(self.pos_batches, 1)
+
     def free_state(self, net, s0, drive):
         if getattr(net, "is_fixed", False):
             one = net.num.state.one()
@@ -357,7 +362,7 @@ class EpochAccumulator:
 
     def summary(self, net, n_batches: int) -> dict:
         out = {"rms_correction": [r / n_batches for r in self.rms],
-               "dead_outputs": self.dead / n_batches, "dead_targets": self.dead_t / max(self.pos_batches, 1),
+               "dead_outputs": self.dead / n_batches, "dead_targets": self.dead_targets,
                "outputs_at_0": self.out0 / n_batches}
         if not self.fixed:
             out["free_residual"] = self.resid / n_batches
@@ -445,19 +450,17 @@ class Run:
     def _fresh_state(self, n_train: int) -> RunState:
         cfg = self.cfg
         self.net.init_params(cfg.seed, cfg.init_adjacent, cfg.init_other, cfg.init_bias)
-        particles = None
-        if cfg.persistent:  # fixed-point particles are kept as int32 on the host
-            particles = self.net.zero_state(n_train).cpu()
-            if not particles.is_floating_point():
-                particles = particles.to(torch.int32)
+        particles = self._zero_particles(n_train) if cfg.persistent else None
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         return RunState(0, particles, gen, [], self._zero_eval_particles())
 
-    def _zero_eval_particles(self):
-        if not self.cfg.eval_particles:
-            return None
-        p = self.net.zero_state(self.cfg.eval_size).cpu()
+    def _zero_particles(self, n: int) -> torch.Tensor:
+        """n zero states on the host (fixed-point particles are kept as int32)."""
+        p = self.net.zero_state(n).cpu()
         return p if p.is_floating_point() else p.to(torch.int32)
+
+    def _zero_eval_particles(self):
+        return self._zero_particles(self.cfg.eval_size) if self.cfg.eval_particles else None
 
     def _load_state(self) -> RunState:
         ck = read_checkpoint(self.ckpt_path, "--resume")
@@ -591,7 +594,7 @@ class Run:
                         )
                     if k % 10 == 9 or k == n_batches - 1:
                         bar.set_postfix(err=f"{100.0 * acc.wrong / acc.seen:.2f}%",
-                                        dead_targets=f"{100.0 * acc.dead_t / max(acc.pos_batches, 1):.0f}%")
+                                        dead_targets=f"{100.0 * acc.dead_targets:.0f}%")
             bar.close()
             eval_steps = cfg.eval_free_steps or cfg.free_steps
             if state.eval_particles is not None:
