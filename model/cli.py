@@ -146,11 +146,11 @@ def cmd_eval(args) -> int:
     if not (cfg.eval_particles and start is not None and not args.eval_set and not args.eval_size
             and start.shape[0] == len(split)):
         start = None
-    err, _ = evaluate(net, split, steps, cfg.eps, cfg.eval_batch_size,
-                      None if start is None else start.clone())
+    err, _, taken = evaluate(net, split, steps, cfg.eps, cfg.eval_batch_size,
+                             None if start is None else start.clone(), config_mod.settle_rule(cfg))
     how = "from the last evaluation's starting particles" if start is not None else "from the zero state"
     print(f"{args.run_dir}: epoch {ck['epoch']}, {split.name} ({len(split)} examples, {how}): "
-          f"error {100 * err:.2f}%")
+          f"error {100 * err:.2f}%, free steps {float(taken.double().mean()):.1f} mean, {int(taken.max())} max")
     return 0
 
 

@@ -24,6 +24,7 @@ PAPER_P = 0.0756
 # the one list the models and the configuration check.
 NUDGES = ("after-step", "eq5")
 LEGACY_NUDGE = "eq5"  # runs and designs made before the nudge option
+LEGACY_SETTLE = False  # runs made before the settle rule ran every free step
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,11 @@ class TrainConfig:
     free_steps: int = 500
     nudged_steps: int = 8
     eval_free_steps: int = 0  # 0 = free_steps
+    # The settle rule (docs/numerics.md §4a): a free phase (training or evaluation) ends
+    # once no state changed by more than settle_tol for settle_steps consecutive steps.
+    settle: bool = True
+    settle_tol: float = 0.0  # fixed: whole state LSBs; float: a real change
+    settle_steps: int = 1
     lr: list = field(default_factory=lambda: [0.02])
     persistent: bool = True
     eval_particles: bool = False  # evaluation examples keep their own persistent particles (the paper's code)
@@ -99,12 +105,13 @@ _CHOICES = {
 }
 _POSITIVE_INT = ("train_size", "eval_size", "epochs", "batch_size", "eval_batch_size")
 _NONNEG_INT = ("free_steps", "nudged_steps", "eval_free_steps", "seed")
+
 _TYPES = {
     "dataset": str, "data_dir": str, "downsample": int, "train_size": int, "eval_size": int,
     "eval_set": str, "model": str, "fixed": "table", "hdl": "table", "topology": str, "sizes": "ints", "p": float,
     "n_rewire": int, "init_adjacent": "glorot|float", "init_other": float, "init_bias": float,
     "eps": float, "beta": float, "random_beta_sign": bool, "nudge": str, "free_steps": int,
-    "nudged_steps": int, "eval_free_steps": int, "lr": "floats", "persistent": bool, "eval_particles": bool,
+    "nudged_steps": int, "eval_free_steps": int, "settle": bool, "settle_tol": float, "settle_steps": int, "lr": "floats", "persistent": bool, "eval_particles": bool,
     "shuffle": bool, "epochs": int, "batch_size": int, "eval_batch_size": int, "seed": int,
     "device": str, "dtype": str, "out": str,
 }
@@ -217,17 +224,51 @@ def validate(cfg: TrainConfig, data: bool = True) -> TrainConfig:
         raise ConfigError(f"eval_size: {cfg.eval_size} exceeds the 10,000 {cfg.eval_set} examples")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device: {cfg.device!r} is not cpu or cuda[:N]")
+    _validate_settle(cfg)
     if cfg.fixed or cfg.model == "fixed":
         from .numerics import NumericsError, numerics_from_mapping, power_of_two_exponent
 
         try:
-            numerics_from_mapping(cfg.fixed)
+            num = numerics_from_mapping(cfg.fixed)
+            if cfg.model == "fixed" and cfg.settle_tol >= num.state.one():
+                raise ConfigError(f"settle_tol: {int(cfg.settle_tol)} LSB is the whole state range "
+                                  f"(state {num.state}): every step would count as settled")
             if cfg.model == "fixed":
                 power_of_two_exponent(cfg.eps, "eps")
                 power_of_two_exponent(cfg.beta, "beta")
         except NumericsError as e:
             raise ConfigError(str(e)) from None
     return cfg
+
+
+def _validate_settle(cfg: TrainConfig):
+    """The settle rule's keys (docs/numerics.md §4a), checked whether or not it is on."""
+    if cfg.settle_tol < 0:
+        raise ConfigError(f"settle_tol: must be >= 0, got {cfg.settle_tol}")
+    if cfg.settle_steps < 1:
+        raise ConfigError(f"settle_steps: must be >= 1, got {cfg.settle_steps}")
+    if cfg.model == "fixed" and cfg.settle_tol != int(cfg.settle_tol):
+        raise ConfigError(f"settle_tol: the fixed-point model counts whole state LSBs, got {cfg.settle_tol}")
+    if cfg.model == "float" and cfg.settle_tol >= 1.0:
+        raise ConfigError(f"settle_tol: {cfg.settle_tol} is the whole state range [0, 1]: every step would "
+                          "count as settled")
+    if not cfg.settle:
+        return
+    for key in ("free_steps", "eval_free_steps"):
+        n = getattr(cfg, key)
+        if n > 0 and cfg.settle_steps > n:
+            raise ConfigError(f"settle_steps: {cfg.settle_steps} quiet steps can never end a phase of "
+                              f"{key} = {n} steps (set settle = false, or fewer settle_steps)")
+
+
+def settle_rule(cfg: TrainConfig):
+    """The run's SettleRule, or None when the rule is off."""
+    if not cfg.settle:
+        return None
+    from .settle import SettleRule
+
+    tol = int(cfg.settle_tol) if cfg.model == "fixed" else cfg.settle_tol
+    return SettleRule(tol, cfg.settle_steps)
 
 
 def numerics(cfg: TrainConfig):
@@ -277,6 +318,8 @@ def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
         # A run directory's resolved config.toml holds every key; one without
         # ``nudge`` was written before the option existed, when the nudge was eq. 5.
         data = {**data, "nudge": LEGACY_NUDGE}
+    if is_run_config(path) and "settle" not in data:
+        data = {**data, "settle": LEGACY_SETTLE}  # written before the settle rule existed
     return from_mapping(data, base, source=str(path))
 
 

@@ -25,6 +25,7 @@ from .numerics import (
     random_words,
     shift_round,
 )
+from .settle import SettleRule, relax_until_settled
 from .topology import Topology
 
 I64 = torch.int64
@@ -252,22 +253,34 @@ class FixedNetwork:
         out = shift_round(V, fa + self.k - fS, n.state_rounding, words)
         return out.clamp_(0, n.state.one())
 
-    def relax(self, s, drive, steps: int, eps: float = None, beta: float = 0.0, target=None, event_base=None):
+    def relax(self, s, drive, steps: int, eps: float = None, beta: float = 0.0, target=None, event_base=None,
+              settle: SettleRule | None = None):
         """``steps`` steps of §4 (free phase: beta = 0). ``event_base``: (B,) index of
-        each example's first state-rounding event of this phase (§5)."""
+        each example's first state-rounding event of this phase (§5). ``settle``: end
+        each example's free phase when it has settled (§4a; free phase only).
+        ``self.last_steps`` holds each example's step count afterwards."""
         if eps is not None and eps != self.eps:
             raise NumericsError(f"eps: the network was built for {self.eps}, not {eps}")
         if beta and abs(beta) != self.beta_abs:
             raise NumericsError(f"beta: the network was built for |beta| = {self.beta_abs}, not {abs(beta)}")
+        if settle is not None and beta:
+            raise NumericsError("settle: the weakly-clamped phase keeps its fixed step count (§4a)")
         sign = 0 if not beta else (1 if beta > 0 else -1)
         col = None
         if self.num.state_rounding == "stochastic":
             if event_base is None:
                 raise NumericsError("state_rounding: stochastic rounding needs the examples' event indices")
             col = event_base.to(self.device)[:, None] + torch.arange(self.n_s, device=self.device)[None, :]
+        if settle is not None:
+            def one(t, s_, d_, c_):
+                return self.step(s_, d_, 0, None, None if c_ is None else c_ + t * self.n_s)
+
+            s, self.last_steps = relax_until_settled(one, s, [drive, col], steps, settle)
+            return s
         for t in range(steps):
             ev = None if col is None else col + t * self.n_s
             s = self.step(s, drive, sign, target, ev)
+        self.last_steps = torch.full((s.shape[0],), max(steps, 0), dtype=I64)
         return s
 
     # ------------------------------------------------------------- learning (§6)

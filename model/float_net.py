@@ -41,6 +41,7 @@ import torch
 
 from .config import NUDGES
 from .energy import rho, rho_prime
+from .settle import SettleRule, relax_until_settled
 from .topology import Topology
 
 
@@ -220,8 +221,12 @@ class FloatNetwork:
         mid[:, self.out] += 2.0 * eps * beta * (target - mid[:, self.out])
         return mid.clamp_(0.0, 1.0)
 
-    def relax(self, s, drive, steps: int, eps: float, beta: float = 0.0, target=None, event_base=None):
+    def relax(self, s, drive, steps: int, eps: float, beta: float = 0.0, target=None, event_base=None,
+              settle: SettleRule | None = None):
         """Free phase (beta = 0) or weakly-clamped phase (beta != 0): ``steps`` steps of eq. (5).
+        ``settle``: end each example's free phase when it has settled (max |s_t+1 - s_t|
+        <= settle.tol for settle.steps steps, docs/numerics.md §4a); ``self.last_steps``
+        holds each example's step count afterwards.
 
         Hot path: once s lies in [0, 1] (after any step, since each step clips),
         rho(s) = s and rho'(s) = 1, so a step is
@@ -231,24 +236,40 @@ class FloatNetwork:
         computed with one fused multiply-add per layer block. It is ``step``
         with its terms reordered (equal up to float rounding; tested).
         """
+        if settle is not None and beta != 0.0:
+            raise ValueError("settle: the weakly-clamped phase keeps its fixed step count (docs/numerics.md §4a)")
         if target is not None:
             target = target.to(self.dtype)
-        if steps > 0 and not bool(((s >= 0) & (s <= 1)).all()):
+        # The first step is the plain one while s is outside [0, 1] (not yet clipped).
+        plain = steps > 0 and not bool(((s >= 0) & (s <= 1)).all())
+        if settle is not None:
+            def one(t, s_, d_):
+                if t == 0 and plain:
+                    return self.step(s_, d_, eps)
+                return self._fused_step(s_, d_ + self.b, eps, 0.0, None)
+
+            s, self.last_steps = relax_until_settled(one, s, [drive], steps, settle)
+            return s
+        self.last_steps = torch.full((s.shape[0],), max(steps, 0), dtype=torch.int64)
+        if plain:
             s = self.step(s, drive, eps, beta, target)
             steps -= 1
         base = drive + self.b
-        o = self.out
-        after = self.nudge == "after-step"
         for _ in range(steps):
-            h = self._affine(s, base)
-            h.mul_(eps).add_(s, alpha=1.0 - eps)
-            if beta != 0.0:
-                if after:
-                    h[:, o].add_(target - h[:, o], alpha=2.0 * eps * beta)
-                else:
-                    h[:, o].add_(s[:, o] - target, alpha=-2.0 * eps * beta)
-            s = h.clamp_(0.0, 1.0)
+            s = self._fused_step(s, base, eps, beta, target)
         return s
+
+    def _fused_step(self, s, base, eps: float, beta: float, target):
+        """One step of the hot path (``relax``): base = rho(x) W_in + b."""
+        h = self._affine(s, base)
+        h.mul_(eps).add_(s, alpha=1.0 - eps)
+        if beta != 0.0:
+            o = self.out
+            if self.nudge == "after-step":
+                h[:, o].add_(target - h[:, o], alpha=2.0 * eps * beta)
+            else:
+                h[:, o].add_(s[:, o] - target, alpha=-2.0 * eps * beta)
+        return h.clamp_(0.0, 1.0)
 
     def _affine(self, s, base):
         """base + s W_ss for s in [0, 1] (rho(s) = s), dense or by layer blocks."""

@@ -376,8 +376,10 @@ class GoldenNetwork:
         return acc
 
     def relax(self, x_raw, s_raw, steps: int, beta_sign: int = 0, target_raw=None, event_base: int | None = None,
-              trajectory: bool = False):
-        """``steps`` steps of §4 for one example.
+              trajectory: bool = False, settle=None):
+        """``steps`` steps of §4 for one example; with ``settle`` (a SettleRule, free
+        phase only), until the example has settled (§4a). ``self.last_steps``: the
+        steps taken.
 
         x_raw: the n_in raw inputs; s_raw: the n_s raw states (non-input
         neurons); target_raw: the n_out raw targets (weakly-clamped phase);
@@ -402,7 +404,10 @@ class GoldenNetwork:
         nudge_c = pow2(g)
         d = self.fa + self.k - self.fS
         zero, one = self._state(0), self._state(1 << self.fS)
+        _check(settle is None or not beta_sign, "relax: the weakly-clamped phase has no settle rule (§4a)")
         traj = []
+        quiet = 0
+        self.last_steps = max(steps, 0)
         for step in range(steps):
             new = [None] * self.N
             for i in range(self.n_in, self.N):
@@ -430,9 +435,16 @@ class GoldenNetwork:
                 elif r > one:
                     r = one
                 new[i] = self._state(raw(r))
+            # §4a: the largest change of any state in this step, in LSBs.
+            change = max((abs(raw(a) - raw(b)) for a, b in zip(new[self.n_in:], s[self.n_in:])), default=0)
             s = new
             if trajectory:
                 traj.append([raw(v) for v in s[self.n_in:]])
+            if settle is not None:
+                quiet = quiet + 1 if change <= settle.tol else 0
+                if quiet >= settle.steps:
+                    self.last_steps = step + 1
+                    break
         return traj if trajectory else [raw(v) for v in s[self.n_in:]]
 
     # ------------------------------------------------------------ update (§6)

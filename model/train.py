@@ -268,16 +268,17 @@ def load_data(cfg: TrainConfig, split: str, size: int) -> Split:
 
 
 def evaluate(net, split: Split, steps: int, eps: float, batch_size: int,
-             particles: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+             particles: torch.Tensor | None = None, settle=None) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Error of free-phase predictions (argmax of the output neurons) from the zero state,
     or, with ``particles`` (one row per example, updated in place), from each example's
     persistent particle: the state its previous evaluation ended in, as the paper's
-    code evaluates (``eval_particles``).
+    code evaluates (``eval_particles``). ``settle``: the settle rule (docs/numerics.md
+    §4a) or None. Returns the error, the predictions and each example's free steps.
 
     Evaluation examples are numbered by their position in the set (state-rounding
     events of the fixed model, docs/numerics.md §5)."""
     wrong = 0
-    preds = []
+    preds, taken = [], []
     with torch.no_grad():
         for i in range(0, len(split), batch_size):
             x = net.prepare_inputs(torch.from_numpy(split.x[i : i + batch_size]))
@@ -287,13 +288,14 @@ def evaluate(net, split: Split, steps: int, eps: float, batch_size: int,
             else:
                 s = particles[i : i + x.shape[0]].to(net.device)
                 s = s if s.is_floating_point() else s.to(torch.int64)
-            s = net.relax(s, net.input_drive(x), steps, eps, event_base=pos * steps * net.n_s)
+            s = net.relax(s, net.input_drive(x), steps, eps, event_base=pos * steps * net.n_s, settle=settle)
+            taken.append(net.last_steps)
             if particles is not None:
                 particles[i : i + x.shape[0]] = s.cpu().to(particles.dtype)
             p = net.outputs(s).argmax(1).cpu()
             preds.append(p)
             wrong += int((p != torch.from_numpy(split.y[i : i + batch_size])).sum())
-    return wrong / len(split), torch.cat(preds)
+    return wrong / len(split), torch.cat(preds), torch.cat(taken)
 
 
 class EpochAccumulator:
@@ -311,6 +313,14 @@ class EpochAccumulator:
         self.at0 = self.at1 = 0.0
         self.dead = self.dead_t = self.out0 = 0.0
         self.pos_batches = 0  # batches with beta > 0 (dead_targets)
+        self.steps_sum = 0  # free steps taken, summed over the examples (settle rule, §4a)
+        self.steps_max = 0
+
+    def free_steps(self, taken: torch.Tensor) -> float:
+        """Record the examples' free-phase step counts; the batch's mean."""
+        self.steps_sum += int(taken.sum())
+        self.steps_max = max(self.steps_max, int(taken.max()) if taken.numel() else 0)
+        return float(taken.double().mean()) if taken.numel() else 0.0
 
     def outputs(self, net, s0, sb, t, beta: float) -> tuple[float, float | None]:
         """Dead-output diagnostic. ``dead``: the fraction of output units whose free
@@ -362,6 +372,7 @@ class EpochAccumulator:
 
     def summary(self, net, n_batches: int) -> dict:
         out = {"rms_correction": [r / n_batches for r in self.rms],
+               "free_steps_mean": self.steps_sum / max(self.seen, 1), "free_steps_max": self.steps_max,
                "dead_outputs": self.dead / n_batches, "dead_targets": self.dead_targets,
                "outputs_at_0": self.out0 / n_batches}
         if not self.fixed:
@@ -384,6 +395,8 @@ def format_epoch(row: dict) -> str:
     )
     if "dead_outputs" in row:
         text += f"  dead out {100 * row['dead_outputs']:.0f}% (targets {100 * row.get('dead_targets', 0):.0f}%)"
+    if "free_steps_mean" in row:
+        text += f"  free steps {row['free_steps_mean']:.1f} (max {row['free_steps_max']})"
     if "zero_corrections" in row:
         text += "  zero dW " + " ".join(f"{100 * z:.0f}%" for z in row["zero_corrections"])
         text += f"  sat {row['weight_saturations']}"
@@ -422,10 +435,18 @@ class Run:
             self._lock = RunLock.acquire(self.out)
             own = self.out / "config.toml"
             if own.exists():
-                ran = config_mod.load_toml(own).nudge
-                if ran != cfg.nudge:
-                    raise RunDirError(f"nudge: the run in {self.out} was trained with nudge = {ran}; "
+                ran = config_mod.load_toml(own)
+                if ran.nudge != cfg.nudge:
+                    raise RunDirError(f"nudge: the run in {self.out} was trained with nudge = {ran.nudge}; "
                                       f"resuming it with {cfg.nudge} would change its dynamics mid-run")
+                # The settle rule and the epoch count may change on resume (a faster free
+                # phase, a longer run); config.toml records what the run goes on with.
+                keys = ("settle", "settle_tol", "settle_steps", "epochs")
+                # (written once the checkpoint has loaded: a refused resume changes nothing)
+                if any(getattr(ran, k) != getattr(cfg, k) for k in keys):
+                    for k in keys:
+                        setattr(ran, k, getattr(cfg, k))
+                    self._record_config = (own, ran)
             self.topology = Topology.load(self.out / "topology.npz")
         else:
             # A directory with a lock file: refused while another process holds it
@@ -516,6 +537,9 @@ class Run:
         train = load_data(cfg, "train", cfg.train_size)
         evalset = load_data(cfg, cfg.eval_set, cfg.eval_size)
         state = self._load_state() if self.resume else self._fresh_state(len(train))
+        if getattr(self, "_record_config", None):
+            own, ran = self._record_config
+            atomic_write_bytes(own, config_mod.dumps_toml(ran).encode())
         if self.resume and state.epoch >= cfg.epochs:
             log(f"{self.out}: already trained for {state.epoch} epochs (epochs = {cfg.epochs})")
             return state.history
@@ -530,6 +554,7 @@ class Run:
         n_batches = (n + B - 1) // B
         S = net.n_s
         stride = (cfg.free_steps + cfg.nudged_steps) * S  # state-rounding events per example (§5)
+        settle = config_mod.settle_rule(cfg)  # None: every free phase runs all its steps
 
         while state.epoch < cfg.epochs:
             epoch = state.epoch + 1
@@ -562,7 +587,8 @@ class Run:
                     e = (epoch - 1) * n + k * B + torch.arange(len(idx), dtype=torch.int64)
                     drive = net.input_drive(x)
                     # Free phase (beta = 0) from the persistent particle.
-                    s0 = net.relax(s, drive, cfg.free_steps, cfg.eps, event_base=e * stride)
+                    s0 = net.relax(s, drive, cfg.free_steps, cfg.eps, event_base=e * stride, settle=settle)
+                    steps_b = acc.free_steps(net.last_steps)
                     acc.free_state(net, s0, drive)
                     pred = net.outputs(s0).argmax(1).cpu()
                     bw = int((pred != Y[idx]).sum())
@@ -579,7 +605,7 @@ class Run:
                     acc.update(st)
                     dead, dead_t = acc.outputs(net, s0, sb, t, beta)
                     row = {"epoch": epoch, "batch": k + 1, "beta_sign": int(signs[k]), "errors": bw, "rms": st.rms,
-                           "dead_outputs": dead}
+                           "dead_outputs": dead, "free_steps": steps_b}
                     if dead_t is not None:
                         row["dead_targets"] = dead_t
                     if st.zero is not None:
@@ -594,14 +620,17 @@ class Run:
                         )
                     if k % 10 == 9 or k == n_batches - 1:
                         bar.set_postfix(err=f"{100.0 * acc.wrong / acc.seen:.2f}%",
-                                        dead_targets=f"{100.0 * acc.dead_targets:.0f}%")
+                                        dead_targets=f"{100.0 * acc.dead_targets:.0f}%",
+                                        steps=f"{acc.steps_sum / acc.seen:.1f}")
             bar.close()
             eval_steps = cfg.eval_free_steps or cfg.free_steps
             if state.eval_particles is not None:
                 state.eval_particles_in = state.eval_particles.clone()
-            test_error, _ = evaluate(net, evalset, eval_steps, cfg.eps, cfg.eval_batch_size, state.eval_particles)
+            test_error, _, eval_taken = evaluate(net, evalset, eval_steps, cfg.eps, cfg.eval_batch_size,
+                                                 state.eval_particles, settle)
             row = {"epoch": epoch, "train_error": acc.wrong / acc.seen, "test_error": test_error,
                    "eval_set": cfg.eval_set, **acc.summary(net, n_batches),
+                   "eval_steps_mean": float(eval_taken.double().mean()), "eval_steps_max": int(eval_taken.max()),
                    "seconds": time.perf_counter() - t0}
             state.history.append(row)
             state.epoch = epoch

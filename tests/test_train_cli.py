@@ -137,11 +137,11 @@ def test_eval_particles_persist_across_evaluations(tmp_path, capsys):
     # Independent recomputation: epoch-2 weights, from the particles epoch 1's evaluation left.
     split = load_data(cfg, cfg.eval_set, cfg.eval_size)
     p = start.clone()
-    err, _ = evaluate(net, split, 6, cfg.eps, cfg.eval_batch_size, p)
+    err, _, _ = evaluate(net, split, 6, cfg.eps, cfg.eval_batch_size, p)
     assert err == mp[1]["test_error"] and torch.equal(p, end)
     # Training does not depend on how evaluation starts: the same weights, so the
     # zero-state run's error is this network's error from the zero state.
-    err0, _ = evaluate(net, split, 6, cfg.eps, cfg.eval_batch_size)
+    err0, _, _ = evaluate(net, split, 6, cfg.eps, cfg.eval_batch_size)
     assert err0 == mz[1]["test_error"]
     assert mz[1]["train_error"] == mp[1]["train_error"]
     capsys.readouterr()
