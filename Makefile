@@ -26,7 +26,7 @@ test: setup
 
 # Speed of the float model at the paper's size (not part of the tests).
 bench: setup
-	$(PYTHON) -m eqprop.model.bench
+	$(PYTHON) -m eqprop.model.bench --settle 1e-4
 
 # Co-simulation at 8, 6 and 4 bits (docs/cosim.md): the demo network trained in
 # float and quantized to each depth, and trained in fixed point at 6 and 4 bits;
