@@ -15,9 +15,11 @@ One run lives in one directory:
   outputs_at_0 (output units at 0 after the free
   phase), free_residual (the largest |s - clip(s - dF/ds)| at the
   end of the free phase, averaged over batches: 0 at an exact equilibrium),
-  seconds;
+  free_steps_mean / free_steps_max and eval_steps_mean / eval_steps_max (the
+  free steps each example took, under the settle rule of docs/numerics.md
+  §4a: all of them without it), seconds;
 * ``batches.jsonl``  per batch: the per-layer RMS corrections (the paper's
-  Figure 4), beta's sign, the batch's free-phase errors;
+  Figure 4), beta's sign, the batch's free-phase errors, its mean free steps;
 * ``checkpoint.pt``  written atomically at each epoch end (parameters,
   persistent particles, random-generator state, metric history).
 
