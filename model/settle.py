@@ -77,3 +77,73 @@ def relax_until_settled(step: Callable, s: torch.Tensor, rows: list, n: int, rul
                 return out, taken
     out[live] = cur
     return out, taken
+
+
+# ------------------------------------------------------------------ the probe
+def probe(run_dir, examples: int = 100, tols=(0.0, 1e-6, 1e-5, 1e-4, 1e-3), full_steps: int | None = None,
+          log=print) -> list[dict]:
+    """How a trained run's persistent particles settle: for ``examples`` training
+    examples spread over the set, the free phase from the checkpoint's particles
+    under each tolerance, against the full phase (``full_steps``, default the
+    run's free_steps): mean / median / max steps, the largest state difference,
+    the fraction of equal predictions and the seconds. A measurement, not a test."""
+    import time
+
+    from .train import load_data, load_run
+
+    cfg, net, ck = load_run(run_dir)
+    if ck["particles"] is None:
+        raise ValueError(f"{run_dir}: the run keeps no persistent particles")
+    train = load_data(cfg, "train", cfg.train_size)
+    n = min(examples, len(train))
+    idx = torch.linspace(0, len(train) - 1, n).round().to(torch.int64)
+    x = net.prepare_inputs(torch.from_numpy(train.x[idx.numpy()]))
+    start = ck["particles"][idx].to(net.device)
+    start = start if start.is_floating_point() else start.to(torch.int64)
+    drive = net.input_drive(x)
+    steps = full_steps or cfg.free_steps
+    stride = (cfg.free_steps + cfg.nudged_steps) * net.n_s
+    ev = idx * stride
+    is_fixed = getattr(net, "is_fixed", False)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        full = net.relax(start.clone(), drive, steps, cfg.eps, event_base=ev)
+        t_full = time.perf_counter() - t0
+        rows = [{"tol": "off", "steps_mean": float(steps), "steps_median": float(steps), "steps_max": steps,
+                 "max_diff": 0.0, "same_pred": 1.0, "seconds": t_full}]
+        for tol in tols:
+            rule = SettleRule(int(tol) if is_fixed else tol, 1)
+            t0 = time.perf_counter()
+            s = net.relax(start.clone(), drive, steps, cfg.eps, event_base=ev, settle=rule)
+            dt = time.perf_counter() - t0
+            c = net.last_steps.double()
+            diff = (net.states_float(s) - net.states_float(full)).abs().max()
+            same = (net.outputs(s).argmax(1) == net.outputs(full).argmax(1)).double().mean()
+            rows.append({"tol": tol, "steps_mean": float(c.mean()), "steps_median": float(c.median()),
+                         "steps_max": int(c.max()), "max_diff": float(diff), "same_pred": float(same),
+                         "seconds": dt})
+    log(f"{run_dir}: epoch {ck['epoch']}, {n} training examples from their particles, at most {steps} steps")
+    log("| settle_tol | mean steps | median | max | max abs(s - s_full) | same prediction | seconds |")
+    log("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        log(f"| {r['tol']} | {r['steps_mean']:.1f} | {r['steps_median']:.0f} | {r['steps_max']} | "
+            f"{r['max_diff']:.1e} | {100 * r['same_pred']:.0f}% | {r['seconds']:.1f} |")
+    return rows
+
+
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m eqprop.model.settle",
+                                 description="How a run's persistent particles settle (docs/settle.md).")
+    ap.add_argument("run_dir")
+    ap.add_argument("--examples", type=int, default=100)
+    ap.add_argument("--tols", default="0,1e-6,1e-5,1e-4,1e-3")
+    ap.add_argument("--full-steps", type=int, default=None)
+    a = ap.parse_args(argv)
+    torch.set_flush_denormal(True)
+    probe(a.run_dir, a.examples, [float(t) for t in a.tols.split(",")], a.full_steps)
+
+
+if __name__ == "__main__":
+    main()
