@@ -8,6 +8,14 @@ Phases (the paper's section 5.1 and Figure 6, docs/numerics.md §4-§6):
 
 Every relaxation step starts all lanes together and waits until every lane
 has written its last neuron (synchronous semantics, double-buffered states).
+A free phase (training or inference) ends early under the settle rule
+(docs/numerics.md §4a): after each step the controller ORs the lanes'
+``moved`` flags (some state changed by more than ``settle_tol``), counts
+consecutive quiet steps and stops when the count reaches ``settle_steps``
+(0: off, always ``n_free`` steps); ``free_steps`` holds the steps the last
+example's free phase took. The weakly-clamped phase keeps its ``n_nudged``
+steps and its events start at the example's base + n_free * S (§5), wherever
+the free phase stopped.
 The host talks to the core through ``HOST_BUS``, a plain synchronous
 register/memory bus (address, write data, write enable, read enable; read
 data returns one cycle after the read enable). The memory map and the cycle
@@ -42,11 +50,15 @@ REGIONS = {"reg": R_REG, "input": R_INPUT, "target": R_TARGET, "state": R_STATE,
            "final": R_FINAL, "weight": R_WEIGHT, "bias": R_BIAS}
 # Registers (region 0, word offsets).
 REG_CTRL, REG_STATUS, REG_BETA_NEG, REG_EXAMPLE, REG_UPDATE, REG_PRED, REG_CYC_FREE, REG_CYC_NUDGED, \
-    REG_CYC_UPDATE, REG_N_FREE, REG_N_NUDGED, REG_CYC_TOTAL = range(12)
+    REG_CYC_UPDATE, REG_N_FREE, REG_N_NUDGED, REG_CYC_TOTAL, REG_SETTLE_TOL, REG_SETTLE_STEPS, \
+    REG_FREE_STEPS = range(15)
 REGISTERS = {"ctrl": REG_CTRL, "status": REG_STATUS, "beta_neg": REG_BETA_NEG, "example": REG_EXAMPLE,
              "update": REG_UPDATE, "pred": REG_PRED, "cycles_free": REG_CYC_FREE,
              "cycles_nudged": REG_CYC_NUDGED, "cycles_update": REG_CYC_UPDATE, "n_free": REG_N_FREE,
-             "n_nudged": REG_N_NUDGED, "cycles_total": REG_CYC_TOTAL}
+             "n_nudged": REG_N_NUDGED, "cycles_total": REG_CYC_TOTAL,
+             # the settle rule (docs/numerics.md §4a): tolerance in state LSBs, quiet steps that
+             # end a free phase (0: off), and the steps the last free phase took (read-only)
+             "settle_tol": REG_SETTLE_TOL, "settle_steps": REG_SETTLE_STEPS, "free_steps": REG_FREE_STEPS}
 CTRL_START = 1  # bit 0: start
 CTRL_INFER = 2  # bit 1: inference only (free phase, then arg-max)
 
@@ -104,6 +116,10 @@ class Core(wiring.Component):
         update_no = Signal(32)
         n_free = Signal(16, init=p.n_free)
         n_nudged = Signal(16, init=p.n_nudged)
+        # settle rule (§4a): reset values from the design's rule; settle_steps = 0 is off
+        settle_tol = Signal(p.state.n_word, init=p.settle.tol if p.settle is not None else 0)
+        settle_steps = Signal(16, init=p.settle.steps if p.settle is not None else 0)
+        free_steps = Signal(16)  # steps the last free phase took
         cyc_free, cyc_nudged, cyc_update, cyc_total = (Signal(32, name=n) for n in
                                                        ("cyc_free", "cyc_nudged", "cyc_update", "cyc_total"))
         busy = Signal()
@@ -117,21 +133,28 @@ class Core(wiring.Component):
         rd_buf, wr_buf = Signal(2), Signal(2)
         f_buf, n_buf = Signal(2), Signal(2)  # where s^0 and the final state are
         ev_base = Signal(32)
+        # The weakly-clamped phase's first event, example base + n_free * S (§5), with the design's
+        # n_free like the example stride (a constant: no multiplier for the register n_free).
+        nudge_base = Signal(32)
         launch = Signal()  # pulse: start every lane
         lane_mode = Signal()
-        settle = Signal()  # one cycle after a launch, before busy can be read
+        launched = Signal()  # one cycle after a launch, before busy can be read
         any_busy = Signal()
         m.d.comb += any_busy.eq(Cat(*[ln.busy for ln in lanes]).any())
+        any_moved = Signal()  # §4a: some state of the step just finished changed by more than settle_tol
+        m.d.comb += any_moved.eq(Cat(*[ln.moved for ln in lanes]).any())
+        quiet = Signal(16)  # consecutive quiet free steps so far
         stride_train = (p.n_free + p.n_nudged) * S
         stride_infer = p.n_free * S
 
         for ln in lanes:
             m.d.comb += [ln.start.eq(launch), ln.mode.eq(lane_mode), ln.nudge.eq(phase == NUDGED),
                          ln.beta_neg.eq(beta_neg), ln.rd_buf.eq(rd_buf), ln.wr_buf.eq(wr_buf),
-                         ln.s0_buf.eq(f_buf), ln.sb_buf.eq(n_buf), ln.ev_base.eq(ev_base)]
+                         ln.s0_buf.eq(f_buf), ln.sb_buf.eq(n_buf), ln.ev_base.eq(ev_base),
+                         ln.settle_tol.eq(settle_tol)]
 
         start_cmd = bus.we & (region == R_REG) & (off == REG_CTRL) & bus.wdata[0] & ~busy
-        m.d.sync += [launch.eq(0), settle.eq(launch)]
+        m.d.sync += [launch.eq(0), launched.eq(launch)]
         m.d.comb += busy.eq(phase != IDLE)
         with m.If(busy):
             m.d.sync += cyc_total.eq(cyc_total + 1)
@@ -139,10 +162,11 @@ class Core(wiring.Component):
             with m.Case(IDLE):
                 with m.If(start_cmd):
                     infer_v = bus.wdata[1]
+                    ex_base = (example * Mux(infer_v, stride_infer, stride_train))[:32]
                     m.d.sync += [infer.eq(infer_v), done.eq(0), step.eq(0), rd_buf.eq(0), wr_buf.eq(1),
                                  f_buf.eq(0), n_buf.eq(0), cyc_free.eq(0), cyc_nudged.eq(0),
-                                 cyc_update.eq(0), cyc_total.eq(0),
-                                 ev_base.eq((example * Mux(infer_v, stride_infer, stride_train))[:32])]
+                                 cyc_update.eq(0), cyc_total.eq(0), quiet.eq(0), free_steps.eq(0),
+                                 ev_base.eq(ex_base), nudge_base.eq((ex_base + p.n_free * S)[:32])]
                     with m.If(n_free > 0):
                         m.d.sync += [phase.eq(FREE), launch.eq(1), lane_mode.eq(MODE_RELAX)]
                     with m.Elif(infer_v):
@@ -154,13 +178,18 @@ class Core(wiring.Component):
                     m.d.sync += cyc_free.eq(cyc_free + 1)
                 with m.Else():
                     m.d.sync += cyc_nudged.eq(cyc_nudged + 1)
-                with m.If(~launch & ~settle & ~any_busy):
+                with m.If(~launch & ~launched & ~any_busy):
                     # step finished (or no step in this phase)
                     nsteps = Mux(phase == FREE, n_free, n_nudged)
                     ran = Mux(phase == FREE, n_free > 0, n_nudged > 0)
                     last_written = wr_buf
                     step_next = step + 1
-                    with m.If(ran & (step_next < nsteps)):
+                    # §4a: a free step is quiet when no lane saw a change above settle_tol;
+                    # settle_steps quiet steps in a row end the free phase.
+                    quiet_next = Mux(any_moved, 0, quiet + 1)
+                    settled = (phase == FREE) & (settle_steps != 0) & (quiet_next >= settle_steps)
+                    m.d.sync += quiet.eq(quiet_next)
+                    with m.If(ran & (step_next < nsteps) & ~settled):
                         m.d.sync += [step.eq(step_next), ev_base.eq(ev_base + S), launch.eq(1)]
                         with m.If(phase == FREE):
                             m.d.sync += [rd_buf.eq(wr_buf), wr_buf.eq(rd_buf)]
@@ -169,7 +198,10 @@ class Core(wiring.Component):
                     with m.Else():
                         with m.If(phase == FREE):
                             fbv = Mux(n_free > 0, last_written, 0)
-                            m.d.sync += [f_buf.eq(fbv), n_buf.eq(fbv), ev_base.eq(ev_base + Mux(n_free > 0, S, 0))]
+                            # the nudged phase's events start at base + n_free * S (§5), also
+                            # when the settle rule ended the free phase early (§4a)
+                            m.d.sync += [f_buf.eq(fbv), n_buf.eq(fbv), ev_base.eq(nudge_base),
+                                         free_steps.eq(Mux(n_free > 0, step_next, 0))]
                             with m.If(infer):
                                 m.d.sync += phase.eq(ARGMAX)
                             with m.Else():
@@ -182,11 +214,11 @@ class Core(wiring.Component):
                                          ev_base.eq((update_no * (lay.n_edges + S))[:32])]
             with m.Case(UPDATE):
                 m.d.sync += cyc_update.eq(cyc_update + 1)
-                with m.If(~launch & ~settle & ~any_busy):
+                with m.If(~launch & ~launched & ~any_busy):
                     m.d.sync += [phase.eq(IDLE), done.eq(1), lane_mode.eq(MODE_RELAX)]
         # In the nudged phase the buffers alternate so that s^0 (in f_buf) is kept:
         # the next step writes the buffer that is neither the one just written nor f_buf.
-        with m.If((phase == NUDGED) & ~launch & ~settle & ~any_busy & (step + 1 < n_nudged)):
+        with m.If((phase == NUDGED) & ~launch & ~launched & ~any_busy & (step + 1 < n_nudged)):
             m.d.sync += wr_buf.eq(3 - wr_buf - f_buf)
 
         # ------------------------------------------------------- arg-max
@@ -265,6 +297,10 @@ class Core(wiring.Component):
                     m.d.sync += n_free.eq(bus.wdata)
                 with m.Case(REG_N_NUDGED):
                     m.d.sync += n_nudged.eq(bus.wdata)
+                with m.Case(REG_SETTLE_TOL):
+                    m.d.sync += settle_tol.eq(bus.wdata)
+                with m.Case(REG_SETTLE_STEPS):
+                    m.d.sync += settle_steps.eq(bus.wdata)
         # Reads: one cycle of latency.
         rq_region = Signal(4)
         rq_off = Signal(REGION_SHIFT)
@@ -276,7 +312,8 @@ class Core(wiring.Component):
                               (REG_EXAMPLE, example), (REG_UPDATE, update_no), (REG_PRED, best_k),
                               (REG_CYC_FREE, cyc_free), (REG_CYC_NUDGED, cyc_nudged),
                               (REG_CYC_UPDATE, cyc_update), (REG_N_FREE, n_free), (REG_N_NUDGED, n_nudged),
-                              (REG_CYC_TOTAL, cyc_total)):
+                              (REG_CYC_TOTAL, cyc_total), (REG_SETTLE_TOL, settle_tol),
+                              (REG_SETTLE_STEPS, settle_steps), (REG_FREE_STEPS, free_steps)):
                 with m.Case(name):
                     m.d.comb += reg_val.eq(val)
         lane_rdata = Array(ln.host.rdata for ln in lanes)
@@ -291,7 +328,13 @@ class Core(wiring.Component):
 
 
 def cycle_model(p: CoreParams) -> dict:
-    """Cycles per step, phase and example, as formulas and numbers (the manifest's)."""
+    """Cycles per step, phase and example, as formulas and numbers (the manifest's).
+
+    ``free``, ``train_example`` and ``inference_example`` are for a full free phase
+    (n_free steps). Under the settle rule (docs/numerics.md §4a) an example whose free
+    phase took t steps (the ``free_steps`` register) costs ``t x step`` free cycles and
+    ``t x step + train_rest`` (training) or ``t x step + inference_rest`` (inference) in
+    all: :func:`example_cycles`."""
     lay = p.layout
     depth = lay.lane_depth
     step = depth + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD
@@ -300,16 +343,28 @@ def cycle_model(p: CoreParams) -> dict:
     update = max(upd_lane) + UPDATE_OVERHEAD
     free = p.n_free * step
     nudged = p.n_nudged * step
+    argmax = len(range(lay.out_first, lay.S)) + 2
     return {
         "step": step,
         "step_formula": f"max lane entries ({depth}) + MAC latency ({MAC_LATENCY}) + neuron latency "
                         f"({NEURON_LATENCY}) + controller ({STEP_OVERHEAD})",
         "free": free,
+        "free_formula": f"t x step, t = the free phase's steps: n_free ({p.n_free}), or fewer under the "
+                        f"settle rule (numerics.md §4a; register free_steps)",
         "nudged": nudged,
         "update": update,
         "update_formula": f"max over lanes of {UPDATE_CYCLES_PER_ENTRY} x entries + {UPDATE_CYCLES_PER_BIAS} x neurons"
                           f" + controller ({UPDATE_OVERHEAD})",
         "train_example": free + nudged + update,
-        "inference_example": free + len(range(lay.out_first, lay.S)) + 2,
+        "inference_example": free + argmax,
+        "train_rest": nudged + update,
+        "inference_rest": argmax,
+        "example_formula": "training: t x step + train_rest (nudged + update); inference: t x step + "
+                           "inference_rest (arg-max: n_out + 2); t = n_free without the settle rule",
         "mac_utilisation": lay.total_macs / (lay.P * step),
     }
+
+
+def example_cycles(cm: dict, free_steps: int, infer: bool) -> int:
+    """Cycles of one example whose free phase took ``free_steps`` steps (``cm``: cycle_model)."""
+    return free_steps * cm["step"] + cm["inference_rest" if infer else "train_rest"]

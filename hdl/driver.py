@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .core import CTRL_INFER, CTRL_START, cycle_model
+from eqprop.model.settle import SettleRule
+
+from .core import CTRL_INFER, CTRL_START, cycle_model, example_cycles
 from .memory_map import MemoryMap
 from .params import CoreParams
 
@@ -29,6 +31,7 @@ class ExampleResult:
     final: list  # state after the weakly-clamped phase (= s0 for inference)
     pred: int
     cycles: dict
+    free_steps: int = 0  # steps the free phase took (n_free, or fewer under the settle rule, §4a)
 
 
 class CoreDriver:
@@ -39,6 +42,13 @@ class CoreDriver:
         self.read = read
         self.tick = tick
         self.cycles = cycle_model(params)
+        self.settle = params.settle  # the rule in the core's registers (their reset values until set_settle)
+
+    async def set_settle(self, rule: SettleRule | None):
+        """Write the settle rule's registers (docs/numerics.md §4a); None: off (settle_steps = 0)."""
+        await self.write(self.map.reg("settle_tol"), 0 if rule is None else int(rule.tol))
+        await self.write(self.map.reg("settle_steps"), 0 if rule is None else int(rule.steps))
+        self.settle = rule
 
     async def load_params(self, W_in: torch.Tensor, W_ss: torch.Tensor, b: torch.Tensor):
         """Stored weights (raw) into every lane copy, biases into their lanes."""
@@ -71,13 +81,16 @@ class CoreDriver:
         """Start a training example (free, weakly-clamped, update) or an inference, wait
         for ``done`` and read back s^0, the final state, the cycle counters and the
         arg-max. With a ``tick(n)`` coroutine the driver first sleeps the cycle
-        model's count instead of polling every cycle."""
+        model's count instead of polling every cycle (under the settle rule the count
+        of the shortest free phase the rule allows, §4a)."""
         await self.write(self.map.reg("example"), example)
         await self.write(self.map.reg("update"), update)
         await self.write(self.map.reg("beta_neg"), int(beta_neg))
         await self.write(self.map.reg("ctrl"), CTRL_START | (CTRL_INFER if infer else 0))
         if self.tick is not None:
-            await self.tick(self.cycles["inference_example" if infer else "train_example"] - 2)
+            n_free = self.p.n_free
+            least = n_free if self.settle is None else min(n_free, self.settle.steps)
+            await self.tick(example_cycles(self.cycles, least, infer) - 2)
         for _ in range(max_polls):
             st = await self.read(self.map.reg("status"))
             if st & 2 and not st & 1:
@@ -90,7 +103,8 @@ class CoreDriver:
         final = list(s0) if infer else [await self.read(self.map.state(i, "final")) for i in range(S)]
         cycles = {k: await self.read(self.map.reg(f"cycles_{k}")) for k in ("free", "nudged", "update", "total")}
         pred = await self.read(self.map.reg("pred"))
-        return ExampleResult(s0, final, pred, cycles)
+        free_steps = await self.read(self.map.reg("free_steps"))
+        return ExampleResult(s0, final, pred, cycles, free_steps)
 
 
 class AmaranthBus:

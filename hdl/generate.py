@@ -34,7 +34,7 @@ from eqprop.model.config import ConfigError
 
 from .core import Core, cycle_model
 from .memory_map import MemoryMap
-from .params import CoreParams
+from .params import CoreParams, settle_to_dict
 from .serial import FRAME_BITS, SerialCore
 
 HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "device": str, "package": str, "clock_mhz": (int, float)}
@@ -68,7 +68,7 @@ def build(cfg, opts: dict):
     else:
         topo = build_topology(cfg)
     params = CoreParams(topo, config_mod.numerics(cfg), cfg.eps, cfg.beta, cfg.lr, opts["lanes"],
-                        cfg.free_steps, cfg.nudged_steps, cfg.nudge)
+                        cfg.free_steps, cfg.nudged_steps, cfg.nudge, config_mod.settle_rule(cfg))
     fx = params.net
     if ck:
         fixed = getattr(net, "is_fixed", False)
@@ -136,6 +136,8 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
                      "nudge": params.nudge,
                      **({"nudge_shift": params.nudge_shift} if params.nudge == "eq5" else {"after_step_g": params.g}),
                      "n_free": params.n_free, "n_nudged": params.n_nudged, "batch": 1,
+                     # the settle rule's register reset values (docs/numerics.md §4a); null: off
+                     "settle": settle_to_dict(params.settle),
                      "rates": list(params.rates),
                      "multipliers": {f"{a}-{b}": {"M": mu.M, "E": mu.E, "value": mu.value}
                                      for (a, b), mu in params.net.mult.items()}},

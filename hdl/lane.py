@@ -12,8 +12,12 @@ cycle through a 4-stage pipeline
 
 and a 3-stage neuron unit (bias, eps step, nudge, rounding, clip) that
 writes the new state into the next-state buffer of every lane's copy of its
-bank. In the update phase (§6) a small state machine walks the same entries,
-6 cycles each, then the lane's biases, 5 cycles each.
+bank. The neuron unit also compares each new state with the neuron's old one
+and raises ``moved``, a flag that stays set until the next step starts, when
+a state changed by more than ``settle_tol`` LSBs (the settle rule,
+docs/numerics.md §4a; the controller ORs the lanes' flags). In the update
+phase (§6) a small state machine walks the same entries, 6 cycles each, then
+the lane's biases, 5 cycles each.
 
 State memories: each lane keeps a copy of every lane's states ("banks": bank
 w holds the neurons of lane w, written only by lane w, read only by this
@@ -87,7 +91,9 @@ class Lane(wiring.Component):
             "s0_buf": In(2),
             "sb_buf": In(2),
             "ev_base": In(32),  # state stream: example base + t * S; update stream: u * (E + S)
+            "settle_tol": In(params.state.n_word),  # §4a: largest change (LSBs) that still counts as quiet
             "busy": Out(1),
+            "moved": Out(1),  # §4a: some state of this step changed by more than settle_tol (sticky)
             "result": Out(bank_write_signature(params)),  # this lane's new states, to every lane
             "bank_in": In(bank_write_signature(params)).array(lay.P),  # writes into this lane's copies
             "host": In(host_lane_signature(params)),
@@ -202,6 +208,8 @@ class Lane(wiring.Component):
         n2 = Signal()
         n2_V = Signal(signed(vbits))
         n2_loc = Signal.like(n0_loc)
+        n2_old = Signal(S_fmt.n_word)  # the neuron's old state (read in N1), for the settle rule (§4a)
+        moved = Signal()
         res_en = Signal()
         res_addr = Signal(self.bank_bits)
         res_data = Signal(S_fmt.n_word)
@@ -263,11 +271,20 @@ class Lane(wiring.Component):
             dev = T - V
             nud = dev << p.g if p.g >= 0 else dev >> -p.g
             V_n = Mux(self.nudge & n1_out, Mux(self.beta_neg, V - nud, V + nud), V)
-        m.d.sync += [n2.eq(n1), n2_V.eq(V_n), n2_loc.eq(n1_loc)]
+        m.d.sync += [n2.eq(n1), n2_V.eq(V_n), n2_loc.eq(n1_loc), n2_old.eq(s_cur)]
         # N2: round, clip to [0, 1], write into every lane's bank `ell`
         r = round_shift(n2_V, p.state_shift, num.state_rounding, rng_state.word)
         s_new = Mux(r < 0, 0, Mux(r > one, one, r))
         m.d.sync += [res_en.eq(n2), res_addr.eq(offset(self.wr_buf, ell) + n2_loc), res_data.eq(s_new[:S_fmt.n_word])]
+        # Settle rule (§4a): |s_new - s_old| > settle_tol raises the sticky flag, which the
+        # start of the next relaxation step clears (both in [0, 2^fS]: unsigned words).
+        s_w = s_new[:S_fmt.n_word]
+        change = Mux(s_w >= n2_old, s_w - n2_old, n2_old - s_w)
+        with m.If(self.start & (self.mode == MODE_RELAX)):
+            m.d.sync += moved.eq(0)
+        with m.Elif(n2 & (change > self.settle_tol)):
+            m.d.sync += moved.eq(1)
+        m.d.comb += self.moved.eq(moved)
 
         # ---------------------------------------------------------- update
         U_ISSUE, U_FIELDS, U_S0, U_SB, U_MUL, U_RND, B_ISSUE, B_S0, B_SB, B_MUL, B_RND = range(1, 12)

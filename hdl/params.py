@@ -15,6 +15,7 @@ import torch
 
 from eqprop.model.fixed_net import FixedNetwork
 from eqprop.model.numerics import Format, Multiplier, Numerics
+from eqprop.model.settle import SettleRule
 from eqprop.model.topology import Topology
 
 from .layout import Layout, build_layout
@@ -23,6 +24,15 @@ from .layout import Layout, build_layout
 def bits_for(n: int) -> int:
     """Address bits for n entries (at least 1)."""
     return max(1, math.ceil(math.log2(max(n, 2))))
+
+
+def settle_to_dict(rule: SettleRule | None) -> dict | None:
+    """The settle rule as the manifest keeps it (None: off)."""
+    return None if rule is None else {"tol": int(rule.tol), "steps": int(rule.steps)}
+
+
+def settle_from_dict(d: dict | None) -> SettleRule | None:
+    return None if d is None else SettleRule(int(d["tol"]), int(d["steps"]))
 
 
 @dataclass
@@ -36,13 +46,29 @@ class CoreParams:
     n_free: int
     n_nudged: int
     nudge: str = "eq5"  # where the weakly-clamped nudge enters (docs/numerics.md §4, step 4)
+    # The settle rule (docs/numerics.md §4a): the reset values of the core's settle_tol and
+    # settle_steps registers; None = off (settle_steps = 0, every free phase runs n_free steps).
+    settle: SettleRule | None = None
     layout: Layout = field(init=False)
     net: FixedNetwork = field(init=False, repr=False)
 
     def __post_init__(self):
+        self.settle = self.checked_settle(self.settle)
         # The hardware updates after every example: batch 1 (docs/numerics.md §6).
         self.net = FixedNetwork(self.topology, self.num, self.eps, self.beta, 1, self.rates, nudge=self.nudge)
         self.layout = build_layout(self.topology, self.P)
+
+    def checked_settle(self, rule: SettleRule | None) -> SettleRule | None:
+        """A settle rule the core's registers can hold (whole LSBs), or ValueError."""
+        if rule is None:
+            return None
+        tol = rule.tol
+        if tol != int(tol) or not 0 <= tol < self.num.state.one():
+            raise ValueError(f"settle_tol: {tol} is not a whole number of state LSBs below "
+                             f"{self.num.state.one()} (state {self.num.state}, docs/numerics.md §4a)")
+        if not 1 <= rule.steps < 2**16:
+            raise ValueError(f"settle_steps: {rule.steps} does not fit the 16-bit register")
+        return SettleRule(int(tol), int(rule.steps))
 
     # ---- formats and shifts (docs/numerics.md §1-§4)
     @property
@@ -133,14 +159,15 @@ class CoreParams:
         dyn = man["dynamics"]
         from eqprop.model.config import LEGACY_NUDGE
 
+        rule = dyn.get("settle")  # absent: a design made before the settle rule (off)
         return cls(Topology.load(d / "topology.npz"), numerics_from_mapping(man["numerics"]), dyn["eps"],
                    dyn["beta"], dyn["rates"], man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"],
-                   dyn.get("nudge", LEGACY_NUDGE))
+                   dyn.get("nudge", LEGACY_NUDGE), settle_from_dict(rule))
 
     def to_dict(self) -> dict:
         return {
             "sizes": list(self.topology.sizes), "kind": self.topology.kind, "P": self.P,
             "n_free": self.n_free, "n_nudged": self.n_nudged, "eps": self.eps, "beta": self.beta,
-            "nudge": self.nudge,
+            "nudge": self.nudge, "settle": settle_to_dict(self.settle),
             "rates": list(self.rates), "numerics": self.num.to_dict(),
         }

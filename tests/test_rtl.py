@@ -6,11 +6,13 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.sim import Simulator
 
 from eqprop.hdl.arith import round_shift, saturate
-from eqprop.hdl.core import Core, cycle_model
+from eqprop.hdl.core import Core, cycle_model, example_cycles
 from eqprop.hdl.driver import AmaranthBus, CoreDriver
 from eqprop.hdl.params import CoreParams
 from eqprop.hdl.rng import RandomWord
+from eqprop.model.golden import GoldenNetwork
 from eqprop.model.numerics import Format, numerics_from_mapping, random_words, shift_round
+from eqprop.model.settle import SettleRule
 from eqprop.model.topology import layer_skipping, layered
 
 I64 = torch.int64
@@ -91,9 +93,10 @@ def test_random_word_unit_equals_model():
 
 
 # ------------------------------------------------------------ whole core
-def _setup(topo, fixed, P, n_free, n_nudged, rates=(0.5,), beta=1.0, seed=0, nudge="eq5"):
+def _setup(topo, fixed, P, n_free, n_nudged, rates=(0.5,), beta=1.0, seed=0, nudge="eq5", settle=None):
     num = numerics_from_mapping(fixed)
-    params = CoreParams(topo, num, 0.5, beta, list(rates), P, n_free=n_free, n_nudged=n_nudged, nudge=nudge)
+    params = CoreParams(topo, num, 0.5, beta, list(rates), P, n_free=n_free, n_nudged=n_nudged, nudge=nudge,
+                        settle=settle)
     net = params.net.init_params(seed, other=0.3)
     g = torch.Generator().manual_seed(seed + 1)
     lo, hi = num.bias.min_raw // 8, num.bias.max_raw // 8
@@ -241,3 +244,182 @@ def test_inference_mode_and_argmax():
         assert r.cycles["update"] == 0 and r.cycles["total"] == cm["inference_example"]
     ws, b = out["params"]
     assert ws == params.lane_weights(net.W_in, net.W_ss) and b == net.b.tolist()  # inference learns nothing
+
+
+# ------------------------------------------------------------ the settle rule (docs/numerics.md §4a)
+def _golden(net, beta):
+    """The golden twin with the fast model's current parameters."""
+    N, n_in = net.topology.n, net.n_in
+    W = torch.zeros(N, N, dtype=I64)
+    W[:n_in, n_in:] = net.W_in
+    W[n_in:, :n_in] = net.W_in.T
+    W[n_in:, n_in:] = net.W_ss
+    b = torch.zeros(N, dtype=I64)
+    b[n_in:] = net.b
+    return GoldenNetwork.from_fixed_params(net.topology, net.num, net.eps, beta, 1, net.rates, W.tolist(),
+                                           b.tolist(), net.nudge)
+
+
+SETTLE_FIXED = {"state": 6, "weight": 8, "bias": 12}  # 6-bit states: most examples settle within 12 steps
+SETTLE_N_FREE = 12
+
+
+def _settle_training_examples(params, net, g, rule, n):
+    """n training examples through FixedNetwork with the settle rule (the golden twin's free
+    phase checked against it): inputs, start states, targets, expected states, step counts
+    and parameters after each update."""
+    S, one = net.n_s, params.num.state.one()
+    n_in, n_out = params.layout.n_in, params.topology.sizes[-1]
+    stride = (params.n_free + params.n_nudged) * S
+    examples = []
+    for e in range(n):
+        x = torch.randint(0, one + 1, (1, n_in), generator=g, dtype=I64)
+        s_init = torch.randint(0, one + 1, (1, S), generator=g, dtype=I64) if e else net.zero_state(1)
+        target = int(torch.randint(0, n_out, (1,), generator=g))
+        beta = 1.0 if e % 2 == 0 else -1.0
+        t = net.prepare_targets(torch.nn.functional.one_hot(torch.tensor([target]), n_out).float())
+        d = net.input_drive(x)
+        s0 = net.relax(s_init, d, params.n_free, event_base=torch.tensor([e * stride]), settle=rule)
+        taken = int(net.last_steps[0])
+        gold = _golden(net, params.beta)
+        g0 = gold.relax(x[0].tolist(), s_init[0].tolist(), params.n_free, event_base=e * stride, settle=rule)
+        assert g0 == s0[0].tolist() and gold.last_steps == taken, f"example {e}: golden twin"
+        sb = net.relax(s0, d, params.n_nudged, 0.5, beta, t,
+                       event_base=torch.tensor([e * stride + params.n_free * S]))
+        net.learn(x, s0, sb, beta, e)
+        examples.append(dict(x=x[0].tolist(), s_init=s_init[0].tolist(), target=target, beta=beta,
+                             s0=s0[0].tolist(), sb=sb[0].tolist(), steps=taken,
+                             weights=params.lane_weights(net.W_in, net.W_ss), b=net.b.tolist()))
+    return examples
+
+
+# n_free and seed chosen so that each case has examples that settle early and ones that do not
+@pytest.mark.parametrize("topo_name,P,rounding,tol,steps,nudge,n_free,seed", [
+    ("skip", 2, "floor", 0, 1, "after-step", 12, 0),
+    ("skip", 3, "nearest-even", 0, 2, "eq5", 10, 0),
+    ("skip", 2, "stochastic", 0, 1, "after-step", 10, 0),
+    ("skip", 2, "stochastic", 1, 1, "after-step", 8, 0),
+    ("skip", 1, "stochastic", 1, 2, "eq5", 10, 1),
+    ("layered", 2, "nearest-even", 1, 2, "after-step", 12, 0),
+])
+def test_settle_rule_trains_a_sequence_bit_exact(topo_name, P, rounding, tol, steps, nudge, n_free, seed):
+    """Four training examples on chip with the settle rule on: each free phase stops after
+    the step FixedNetwork and the golden twin stop after (register free_steps), with their
+    state; the weakly-clamped phase after an early exit rounds with the events of §5
+    (base + n_free * S), and every weight and bias after the update is the model's. The
+    cycles are the cycle model's for the step count. Examples that settle early and ones
+    that run all n_free steps are both among them."""
+    rule = SettleRule(tol, steps)
+    fixed = {**SETTLE_FIXED, "rounding": rounding}
+    params, net, g = _setup(TOPOS[topo_name](), fixed, P, n_free=n_free, n_nudged=3, nudge=nudge, settle=rule,
+                            seed=seed)
+    W_in0, W_ss0, b0 = net.W_in.clone(), net.W_ss.clone(), net.b.clone()
+    examples = _settle_training_examples(params, net, g, rule, 4)
+    counts = [ex["steps"] for ex in examples]
+    assert min(counts) < params.n_free and max(counts) == params.n_free, counts  # both cases covered
+
+    async def body(drv, out):
+        await drv.load_params(W_in0, W_ss0, b0)
+        out["runs"] = []
+        for e, ex in enumerate(examples):
+            await drv.load_example(ex["x"], ex["s_init"], ex["target"])
+            r = await drv.run(False, example=e, update=e, beta_neg=ex["beta"] < 0)
+            out["runs"].append((r, await drv.read_params()))
+
+    out = _simulate(params, body)
+    cm = cycle_model(params)
+    for e, (ex, (r, (ws, b))) in enumerate(zip(examples, out["runs"])):
+        assert r.free_steps == ex["steps"], f"example {e}: free step count"
+        assert r.s0 == ex["s0"], f"example {e}: free state"
+        assert r.final == ex["sb"], f"example {e}: weakly-clamped state"
+        assert ws == ex["weights"] and b == ex["b"], f"example {e}: parameters after the update"
+        assert r.cycles["free"] == ex["steps"] * cm["step"] and r.cycles["nudged"] == cm["nudged"]
+        assert r.cycles["total"] == example_cycles(cm, ex["steps"], False)
+
+
+def test_settle_registers_switch_the_rule():
+    """settle_steps = 0 written by the host gives the full free phase of a design built
+    with the rule; other tolerances and quiet counts written at run time are obeyed; a
+    design built without the rule runs it once the registers say so."""
+    fixed = {**SETTLE_FIXED, "rounding": "stochastic"}
+    rule = SettleRule(1, 1)
+    params, net, g = _setup(TOPOS["skip"](), fixed, 2, n_free=SETTLE_N_FREE, n_nudged=2, nudge="after-step",
+                            settle=rule)
+    S, one, n_in = net.n_s, params.num.state.one(), params.layout.n_in
+    xs = [torch.randint(0, one + 1, (1, n_in), generator=g, dtype=I64) for _ in range(3)]
+    runs = [(0, None), (0, rule), (1, SettleRule(0, 1)), (1, SettleRule(2, 3)), (2, None), (2, rule)]
+    stride = params.n_free * S
+
+    async def body(drv, out):
+        await drv.load_params(net.W_in, net.W_ss, net.b)
+        out["init"] = [await drv.read(drv.map.reg(k)) for k in ("settle_tol", "settle_steps")]
+        out["r"] = []
+        for e, r in runs:
+            await drv.set_settle(r)
+            await drv.load_example(xs[e][0].tolist(), [0] * S, None)
+            out["r"].append(await drv.run(True, example=e))
+
+    out = _simulate(params, body)
+    assert out["init"] == [1, 1]  # the registers' reset values are the design's rule
+    cm = cycle_model(params)
+    for (e, r), got in zip(runs, out["r"]):
+        s = net.relax(net.zero_state(1), net.input_drive(xs[e]), params.n_free,
+                      event_base=torch.tensor([e * stride]), settle=r)
+        taken = int(net.last_steps[0])
+        assert got.s0 == s[0].tolist() and got.free_steps == taken, (e, r)
+        assert got.cycles["total"] == example_cycles(cm, taken, True)
+        if r is None:
+            assert taken == params.n_free and got.cycles["free"] == cm["free"]
+    assert any(got.free_steps < params.n_free for got in out["r"])
+
+    # A design built without the rule: registers at 0, the full phase, until the host sets them.
+    plain, *_ = _setup(TOPOS["skip"](), fixed, 2, n_free=SETTLE_N_FREE, n_nudged=2, nudge="after-step")
+    plain.net.W_in, plain.net.W_ss, plain.net.b = net.W_in, net.W_ss, net.b
+
+    async def body2(drv, out):
+        await drv.load_params(net.W_in, net.W_ss, net.b)
+        out["init"] = [await drv.read(drv.map.reg(k)) for k in ("settle_tol", "settle_steps")]
+        out["r"] = []
+        for r in (None, rule):
+            if r is not None:
+                await drv.set_settle(r)
+            await drv.load_example(xs[0][0].tolist(), [0] * S, None)
+            out["r"].append(await drv.run(True, example=0))
+
+    out = _simulate(plain, body2)
+    assert out["init"] == [0, 0]
+    for r, got in zip((None, rule), out["r"]):
+        s = net.relax(net.zero_state(1), net.input_drive(xs[0]), params.n_free, event_base=torch.tensor([0]),
+                      settle=r)
+        assert got.s0 == s[0].tolist() and got.free_steps == int(net.last_steps[0])
+
+
+@pytest.mark.parametrize("rounding,tol", [("nearest-even", 0), ("stochastic", 1)])
+def test_settle_rule_inference_and_argmax(rounding, tol):
+    """Inference (free phase, arg-max) under the rule: states, step counts, predictions and
+    cycles equal the model's, and the prediction is read from the state the phase kept."""
+    fixed = {**SETTLE_FIXED, "rounding": rounding}
+    rule = SettleRule(tol, 1)
+    params, net, g = _setup(TOPOS["skip-add"](), fixed, 2, n_free=SETTLE_N_FREE, n_nudged=3, seed=4,
+                            settle=rule)
+    S, one, n_in = net.n_s, params.num.state.one(), params.layout.n_in
+    xs = [torch.randint(0, one + 1, (1, n_in), generator=g, dtype=I64) for _ in range(4)]
+
+    async def body(drv, out):
+        await drv.load_params(net.W_in, net.W_ss, net.b)
+        out["r"] = []
+        for e, x in enumerate(xs):
+            await drv.load_example(x[0].tolist(), [0] * S, None)
+            out["r"].append(await drv.run(True, example=e))
+
+    out = _simulate(params, body)
+    cm = cycle_model(params)
+    counts = []
+    for e, (x, r) in enumerate(zip(xs, out["r"])):
+        s = net.relax(net.zero_state(1), net.input_drive(x), params.n_free,
+                      event_base=torch.tensor([e * params.n_free * S]), settle=rule)
+        counts.append(int(net.last_steps[0]))
+        assert r.free_steps == counts[-1] and r.s0 == s[0].tolist() == r.final
+        assert r.pred == int(net.outputs(s).argmax(1))
+        assert r.cycles["total"] == example_cycles(cm, counts[-1], True)
+    assert min(counts) < params.n_free, counts
