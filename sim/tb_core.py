@@ -7,9 +7,12 @@ expectations; the results go to ``EQPROP_COSIM_RESULTS``. The driver is
 monitor reads back every state after each example's phases and every weight
 and bias after each update; the scoreboard compares them with the model and
 records each mismatch exactly (example, phase, neuron or connection,
-expected, actual). ``EQPROP_COSIM_PROFILE=FILE`` writes a cProfile of the
-bench's Python side (driver, monitor, scoreboard) to FILE: the rest of the
-wall time is the simulator's.
+expected, actual), the free phase's step count (the core's ``free_steps``
+register against the model's, docs/numerics.md §4a) included. The job's
+settle rule is written into the core's registers before the first example.
+``EQPROP_COSIM_PROFILE=FILE`` writes a cProfile of the bench's Python side
+(driver, monitor, scoreboard) to FILE: the rest of the wall time is the
+simulator's.
 """
 
 import gc
@@ -24,7 +27,7 @@ from cocotb.triggers import ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
 from eqprop.hdl.driver import CoreDriver
-from eqprop.hdl.params import CoreParams
+from eqprop.hdl.params import CoreParams, settle_from_dict
 
 CLOCK_NS = 10
 
@@ -69,6 +72,11 @@ class Scoreboard:
         for i, (a, b) in enumerate(zip(expected, actual)):
             if a != b:
                 self._add({"example": example, "phase": phase, "neuron": i, "expected": a, "actual": b})
+
+    def steps(self, example: int, expected: int, actual: int):
+        """The free phase's step count (settle rule, docs/numerics.md §4a)."""
+        if expected != actual:
+            self._add({"example": example, "phase": "free steps", "expected": expected, "actual": actual})
 
     def weights(self, example: int, expected: list, actual: list):
         for ell, (we, wa) in enumerate(zip(expected, actual)):
@@ -127,6 +135,8 @@ async def cosim(dut):
         await RisingEdge(dut.clk)
 
     drv = CoreDriver(params, bus.write, bus.read, tick)
+    if "settle" in job:  # the job's rule into the registers (null: off, the full free phase)
+        await drv.set_settle(settle_from_dict(job["settle"]))
     board = Scoreboard(params)
     prof = None
     if os.environ.get("EQPROP_COSIM_PROFILE"):
@@ -135,13 +145,16 @@ async def cosim(dut):
         prof.enable()
     t_wall = time.perf_counter()
     t_sim0 = get_sim_time("ns")
-    out = {"examples": 0, "preds": [], "labels": [], "cycles": []}
+    out = {"examples": 0, "preds": [], "labels": [], "cycles": [], "free_steps": [],
+           "settle": job.get("settle")}
     for ex in job["examples"]:
         await drv.load_example(ex["x"], ex["s_init"], ex["target"])
         r = await drv.run(not job["train"], example=ex["example"], update=ex.get("update", 0),
                           beta_neg=ex.get("beta_neg", False))
         exp = ex["expect"]
         board.vec(ex["example"], "free", exp["s0"], r.s0)
+        if "free_steps" in exp:
+            board.steps(ex["example"], exp["free_steps"], r.free_steps)
         if job["train"]:
             board.vec(ex["example"], "weakly-clamped", exp["final"], r.final)
             got = backdoor_params(dut, params) if job.get("backdoor", True) else None
@@ -159,6 +172,7 @@ async def cosim(dut):
         out["preds"].append(r.pred)
         out["labels"].append(ex["label"])
         out["cycles"].append(r.cycles)
+        out["free_steps"].append(r.free_steps)
     sim_ns = get_sim_time("ns") - t_sim0
     if prof is not None:
         prof.disable()

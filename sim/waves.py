@@ -78,14 +78,19 @@ def neuron_trajectories(vcd_path: str, design: str) -> dict[int, list[tuple[int,
 
 
 def model_trajectories(design: str, job_path: str, example: int = 0) -> dict[int, list[int]]:
-    """The fixed-point model's state after every step of one example of a job."""
+    """The fixed-point model's state after every step of one example of a job: the free
+    steps the settle rule lets it take (docs/numerics.md §4a; the job's rule), then the
+    weakly-clamped ones, whose events start at step n_free (§5) wherever the free phase
+    stopped."""
     import torch
 
+    from eqprop.hdl.params import settle_from_dict
     from eqprop.sim.job import design_network
 
     p = design_network(design)
     job = json.loads(Path(job_path).read_text())
     ex = job["examples"][example]
+    rule = settle_from_dict(job["settle"]) if "settle" in job else p.settle
     net = p.net
     x = torch.tensor([ex["x"]])
     s = torch.tensor([ex["s_init"]])
@@ -93,11 +98,13 @@ def model_trajectories(design: str, job_path: str, example: int = 0) -> dict[int
     steps = p.n_free + (p.n_nudged if job["train"] else 0)
     base = ex["example"] * steps * S
     d = net.input_drive(x)
+    net.relax(s, d, p.n_free, event_base=torch.tensor([base]), settle=rule)
+    n_taken = int(net.last_steps[0])  # free steps this example takes
     out: dict[int, list[int]] = {i: [] for i in range(S)}
     t = None
     if job["train"]:
         t = net.prepare_targets(torch.nn.functional.one_hot(torch.tensor([ex["target"]]), p.topology.sizes[-1]).float())
-    for k in range(steps):
+    for k in list(range(n_taken)) + list(range(p.n_free, steps)):
         nudged = k >= p.n_free
         beta = (-1 if ex.get("beta_neg") else 1) * p.beta if nudged else 0.0
         s = net.relax(s, d, 1, p.eps, beta, t if nudged else None, event_base=torch.tensor([base + k * S]))

