@@ -13,7 +13,9 @@
 Every configuration key of ``TrainConfig`` is a flag (``free_steps`` is
 ``--free-steps``); flags override the TOML file. Bad input gets one line on
 stderr naming the key, file or value, and exit status 2; a run that diverges
-(NaN/inf) exits with status 3 and keeps its last good checkpoint.
+(NaN/inf) exits with status 3 and keeps its last good checkpoint; Ctrl-C exits
+with 130 and says whether a checkpoint was kept. docs/failures.md lists the
+promises and the failures they cover.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from .config import ConfigError, TrainConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what it left behind (the message main prints)."""
 
 
 def _parse_bool(s: str) -> bool:
@@ -118,7 +125,14 @@ def cmd_train(args) -> int:
         cfg.out = out
     run = Run(cfg, Path(out), resume=args.resume)
     print(f"run directory: {out}")
-    history = run.train(progress=None if not args.no_progress else False)
+    try:
+        history = run.train(progress=None if not args.no_progress else False)
+    except KeyboardInterrupt:
+        if run.ckpt_path.exists():
+            raise Interrupted(f"interrupted; the last checkpoint {run.ckpt_path} is kept "
+                              "(continue with --resume)") from None
+        raise Interrupted(f"interrupted before the first epoch ended: no checkpoint was written in {out} "
+                          "(nothing to resume; start the run again)") from None
     print(f"topology: {run.topology.summary()}")
     if history:
         last = history[-1]
@@ -135,7 +149,7 @@ def cmd_eval(args) -> int:
     cfg, net, ck = load_run(args.run_dir)
     if args.eval_set:
         cfg.eval_set = args.eval_set
-    if args.eval_size:
+    if args.eval_size is not None:
         cfg.eval_size = args.eval_size
     config_mod.validate(cfg)
     split = load_data(cfg, cfg.eval_set, cfg.eval_size)
@@ -143,7 +157,7 @@ def cmd_eval(args) -> int:
     # eval_particles: start from the particles the run's last evaluation started from
     # (reproduces its test_error), when the evaluation set is the run's own.
     start = ck.get("eval_particles_in")
-    if not (cfg.eval_particles and start is not None and not args.eval_set and not args.eval_size
+    if not (cfg.eval_particles and start is not None and not args.eval_set and args.eval_size is None
             and start.shape[0] == len(split)):
         start = None
     err, _, taken = evaluate(net, split, steps, cfg.eps, cfg.eval_batch_size,
@@ -164,7 +178,10 @@ def cmd_topology(args) -> int:
     if cfg.topology != "layered":
         print(f"N_o = {n0}; p = {100 * p_from_n(topo.n_rewire, n0):.4f}% <-> n = {n_from_p(p_from_n(topo.n_rewire, n0), n0)}")
     if args.save:
-        topo.save(args.save)
+        try:
+            topo.save(args.save)  # atomic: a failed write leaves no file behind
+        except OSError as e:
+            raise ConfigError(f"save: cannot write {args.save} ({config_mod.os_reason(e, args.save)})") from None
         print(f"saved {args.save}")
     return 0
 
@@ -305,9 +322,9 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:
         print(f"eqprop: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
-    except KeyboardInterrupt:
-        print("eqprop: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"eqprop: {e if isinstance(e, Interrupted) else 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

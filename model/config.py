@@ -13,7 +13,9 @@ with p = 7.56%.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,11 @@ PAPER_P = 0.0756
 NUDGES = ("after-step", "eq5")
 LEGACY_NUDGE = "eq5"  # runs and designs made before the nudge option
 LEGACY_SETTLE = False  # runs made before the settle rule ran every free step
+# seed + 1 seeds the run's torch generator and topology.npz stores the seed as int64.
+MAX_SEED = 2**63 - 2
+# The float model's rates are float32 tensors (and the fixed model's come from float32-
+# sized products): a larger rate overflows before the first batch.
+MAX_LR = 3.4028234663852886e38
 
 
 class ConfigError(ValueError):
@@ -182,6 +189,9 @@ def validate(cfg: TrainConfig, data: bool = True) -> TrainConfig:
     for key in _NONNEG_INT:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key}: must be >= 0, got {getattr(cfg, key)}")
+    if cfg.seed > MAX_SEED:
+        raise ConfigError(f"seed: {cfg.seed} is too large (at most 2^63 - 2 = {MAX_SEED}: seed + 1 seeds a "
+                          "64-bit random generator)")
     if cfg.downsample not in (0, 14, 7):
         raise ConfigError(f"downsample: {cfg.downsample} is not 0 (28x28), 14 or 7")
     if len(cfg.sizes) < 2:
@@ -189,6 +199,12 @@ def validate(cfg: TrainConfig, data: bool = True) -> TrainConfig:
     for i, n in enumerate(cfg.sizes):
         if n < 1:
             raise ConfigError(f"sizes: layer {i} has size {n}")
+    from .topology import TopologyError, check_dense_size
+
+    try:
+        check_dense_size(cfg.sizes)  # before anything allocates the N x N mask
+    except TopologyError as e:
+        raise ConfigError(str(e)) from None
     if data and cfg.sizes[0] != cfg.input_size:
         raise ConfigError(
             f"sizes: input layer {cfg.sizes[0]} does not match the {cfg.input_size} pixels of "
@@ -210,6 +226,8 @@ def validate(cfg: TrainConfig, data: bool = True) -> TrainConfig:
         )
     if any(a < 0 for a in cfg.lr):
         raise ConfigError(f"lr: rates must be >= 0, got {cfg.lr}")
+    if any(a > MAX_LR for a in cfg.lr):
+        raise ConfigError(f"lr: {max(cfg.lr):g} overflows float32 (the largest rate is {MAX_LR:.7g})")
     if not cfg.eps > 0:
         raise ConfigError(f"eps: must be > 0, got {cfg.eps}")
     if cfg.beta == 0:
@@ -222,8 +240,7 @@ def validate(cfg: TrainConfig, data: bool = True) -> TrainConfig:
         raise ConfigError(f"train_size: {cfg.train_size} exceeds the 50,000 training examples")
     if cfg.eval_size > 10000:
         raise ConfigError(f"eval_size: {cfg.eval_size} exceeds the 10,000 {cfg.eval_set} examples")
-    if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
-        raise ConfigError(f"device: {cfg.device!r} is not cpu or cuda[:N]")
+    _validate_device(cfg.device)
     _validate_settle(cfg)
     if cfg.fixed or cfg.model == "fixed":
         from .numerics import NumericsError, numerics_from_mapping, power_of_two_exponent
@@ -239,6 +256,32 @@ def validate(cfg: TrainConfig, data: bool = True) -> TrainConfig:
         except NumericsError as e:
             raise ConfigError(str(e)) from None
     return cfg
+
+
+def _validate_device(device: str):
+    """cpu, or cuda[:N] on a torch that has that GPU."""
+    if device == "cpu":
+        return
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not m:
+        raise ConfigError(f"device: {device!r} is not cpu or cuda[:N]")
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "this torch has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+        raise ConfigError(f"device: {device} is not available ({why}); use --device cpu")
+    index = int(m.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {device} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
+
+
+def cuda_available(device: str) -> bool:
+    """Whether ``device`` (a validated name) can be used here."""
+    try:
+        _validate_device(device)
+    except ConfigError:
+        return False
+    return True
 
 
 def _validate_settle(cfg: TrainConfig):
@@ -355,3 +398,20 @@ def dumps_toml(cfg: TrainConfig) -> str:
     if hdl:
         lines += ["", "[hdl]"] + [f"{k} = {_toml_value(v)}" for k, v in hdl.items()]
     return "\n".join(lines) + "\n"
+
+
+def os_reason(e: OSError, path: str | Path) -> str:
+    """Why writing ``path`` failed, in a few words (for one-line messages)."""
+    path = Path(path)
+    if isinstance(e, NotADirectoryError) or e.errno == errno.ENOTDIR:
+        for parent in path.parents:
+            if parent.exists() and not parent.is_dir():
+                return f"{parent} is a file, not a directory"
+        return "a part of the path is not a directory"
+    if isinstance(e, FileExistsError) and path.exists() and not path.is_dir():
+        return "it is a file, not a directory"
+    if isinstance(e, IsADirectoryError):
+        return "it is a directory"
+    if isinstance(e, FileNotFoundError):
+        return f"no such directory {path.parent}"
+    return e.strerror or e.__class__.__name__

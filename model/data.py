@@ -48,7 +48,6 @@ _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_ALL_FILES = _FILES["train"] + _FILES["test"]
 _HEX_PREFIX = 16
 
 # resolved path -> ((mtime_ns, size), decoded read-only uint8 array)
@@ -306,10 +305,12 @@ def one_hot(labels, n_classes=10, dtype=np.float32) -> np.ndarray:
 
 
 def verify(dataset="mnist", data_dir=None) -> list[str]:
-    """Load and checksum-verify all four files; return one summary line each."""
+    """Load and checksum-verify all four files, with the checks training makes (image
+    and label dimensions, one label per image, labels 0-9); one summary line each."""
     directory = _dataset_dir(_check_dataset(dataset), data_dir)
     lines = []
-    for name in _ALL_FILES:
-        arr = load_idx(_find_file(directory, name))
-        lines.append(f"{name}: {'x'.join(str(d) for d in arr.shape)} ok")
+    for part in ("train", "test"):
+        images, labels, ip, lp = _load_pair(directory, part)
+        for path, arr in ((ip, images), (lp, labels)):
+            lines.append(f"{_base_name(path)}: {'x'.join(str(d) for d in arr.shape)} ok")
     return lines

@@ -334,7 +334,13 @@ def _fmt(kind: str, v) -> Format:
         n = int(v)
         if not 2 <= n <= 48:
             raise NumericsError(f"{kind}: {n} bits; 2 to 48 are supported")
-        return default_format(kind, n)
+        f = default_format(kind, n)
+        if f.n_frac < 0:  # bias: fxp-sN/(N-3) needs N >= 3
+            d = n - f.n_frac
+            raise NumericsError(
+                f"{kind}: {n} bits give {f}, a format with {f.n_frac} fraction bits (a bare {kind} count N "
+                f"is fxp-{'s' if f.signed else 'u'}N/(N-{d})); give at least {d} bits or a format like fxp-s8/5")
+        return f
     if isinstance(v, str):
         return Format.parse(v, kind)
     raise NumericsError(f"{kind}: expected a bit count or a format like fxp-s8/6, got {v!r}")

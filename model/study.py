@@ -55,6 +55,9 @@ def load_study(path: str | Path) -> tuple[dict, config_mod.TrainConfig, dict]:
     for name, over in networks.items():
         cfg = config_mod.from_mapping(over, base, source=f"{path} [networks.{name}]")
         config_mod.validate(cfg)
+    for seed in study["seeds"]:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= config_mod.MAX_SEED:
+            raise ConfigError(f"seeds: {seed!r} is not a seed (an integer in 0..2^63-2) (in {path})")
     for b in study["bits"]:
         if not isinstance(b, int) or not 3 <= b <= 24:
             raise ConfigError(f"bits: {b!r} is not a bit depth in 3..24 (in {path})")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import zipfile
 from dataclasses import dataclass
 
@@ -38,12 +39,18 @@ __all__ = [
     "n_from_p",
     "from_spec",
     "KINDS",
+    "check_dense_size",
+    "MAX_DENSE_BYTES",
 ]
 
 KINDS = ("layered", "skip", "skip-add")
 _MODE_TO_KIND = {"replace": "skip", "add": "skip-add"}
 _FORMAT_VERSION = 1
 _BLOCK = 1 << 18  # random draws per block in the rewiring loop
+# The connection mask is a dense N x N bool array (and the models hold N x N weight,
+# rate and mask matrices of 4 to 8 bytes per entry): refuse a network whose mask
+# alone exceeds this, before anything is allocated. 2^30 bytes: N <= 32768.
+MAX_DENSE_BYTES = 1 << 30
 
 
 class TopologyError(ValueError):
@@ -77,7 +84,23 @@ def _check_sizes(sizes) -> tuple[int, ...]:
             raise TopologyError(f"sizes: layer {k} has non-integer size {s!r}")
         if s <= 0:
             raise TopologyError(f"sizes: layer {k} has size {s}")
+    check_dense_size(sizes)
     return tuple(int(s) for s in sizes)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_dense_size(sizes) -> None:
+    """TopologyError naming ``sizes`` when the dense N x N mask would exceed MAX_DENSE_BYTES."""
+    n = sum(int(s) for s in sizes)
+    if n * n > MAX_DENSE_BYTES:
+        limit = math.isqrt(MAX_DENSE_BYTES)
+        raise TopologyError(
+            f"sizes: {n} neurons need a dense {n} x {n} connection mask of {_gib(n * n)} (and the network "
+            f"several times that for its weight matrices); at most {limit} neurons ({_gib(MAX_DENSE_BYTES)} "
+            "of mask) are supported")
 
 
 def _offsets(sizes: tuple[int, ...]) -> tuple[int, ...]:
@@ -296,20 +319,33 @@ class Topology:
 
     # ---- I/O ---------------------------------------------------------------
     def save(self, path) -> None:
-        """Write a compressed .npz (sizes, edge list, kind, n_rewire, seed) to exactly ``path``."""
+        """Write a compressed .npz (sizes, edge list, kind, n_rewire, seed) to exactly ``path``,
+        atomically: a failed write (OSError) leaves ``path`` as it was and no ``.tmp`` file."""
         i, j = self.edges()
         dt = np.uint16 if self.n <= 0xFFFF else np.uint32 if self.n <= 0xFFFFFFFF else np.int64
-        with open(path, "wb") as fh:
-            np.savez_compressed(
-                fh,
-                format_version=np.int64(_FORMAT_VERSION),
-                sizes=np.asarray(self.sizes, dtype=np.int64),
-                i=i.astype(dt),
-                j=j.astype(dt),
-                kind=np.array(self.kind),
-                n_rewire=np.int64(self.n_rewire),
-                seed=np.int64(-1 if self.seed is None else self.seed),
-            )
+        path = os.fspath(path)
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(
+                    fh,
+                    format_version=np.int64(_FORMAT_VERSION),
+                    sizes=np.asarray(self.sizes, dtype=np.int64),
+                    i=i.astype(dt),
+                    j=j.astype(dt),
+                    kind=np.array(self.kind),
+                    n_rewire=np.int64(self.n_rewire),
+                    seed=np.int64(-1 if self.seed is None else self.seed),
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
     @classmethod
     def load(cls, path) -> "Topology":

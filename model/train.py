@@ -45,6 +45,7 @@ foreign file with one line naming it.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -75,22 +76,36 @@ class RunDirError(RuntimeError):
 
 
 # --------------------------------------------------------------------- files
-def atomic_write_bytes(path: Path, data: bytes):
+def _atomic_write(path: Path, write):
+    """``write(f)`` into PATH.tmp, then rename it over ``path``. On any failure (a full
+    disk, an interrupt) the temporary file is removed and ``path`` is left as it was."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes):
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_torch_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _write_error(path: Path, e: OSError, what: str = "") -> RunDirError:
+    """A failed write of a run-directory file as one line naming it."""
+    return RunDirError(f"{path}: cannot write{' ' + what if what else ''} "
+                       f"({config_mod.os_reason(e, path)})")
 
 
 def append_jsonl(path: Path, rows: list[dict]):
@@ -103,14 +118,30 @@ def append_jsonl(path: Path, rows: list[dict]):
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The rows (JSON objects with an integer ``epoch``) of a log file. A bad last line is a
+    line cut by a kill and is dropped (it is re-written from the checkpoint); a bad line
+    before it is damage that resume cannot repair: RunDirError naming the file and line."""
     if not path.exists():
         return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: cannot read ({_reason(e)})") from None
     rows = []
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut by a kill: everything after it is re-written
+            row = json.loads(line)
+            ok = isinstance(row, dict) and type(row.get("epoch")) is int
+            bad = None if ok else "not a JSON object with an epoch"
+        except json.JSONDecodeError as e:
+            bad = f"not valid JSON ({e.msg})"
+        if bad is None:
+            rows.append(row)
+        elif n == len(lines):
+            break  # the last line, cut by a kill: re-written from the checkpoint
+        else:
+            raise RunDirError(f"{path}: line {n} of {len(lines)} is {bad}; the log is damaged before its last "
+                              "line (repair or remove that line, then resume again)")
     return rows
 
 
@@ -169,6 +200,17 @@ class RunLock:
 def _holds_run(run_dir: Path) -> bool:
     """A checkpoint or metrics: a run (a lock file alone is not one)."""
     return (run_dir / CHECKPOINT).exists() or (run_dir / "metrics.jsonl").exists()
+
+
+def _check_out_path(out: Path):
+    """RunDirError when ``out`` or a directory above it is a file (checked before the
+    network is built; mkdir reports the rest, e.g. a read-only file system)."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                why = "it is a file, not a directory" if p == out else f"{p} is a file, not a directory"
+                raise RunDirError(f"out: cannot create the run directory {out} ({why})")
+            return
 
 
 def _lock_holder(fd: int) -> str:
@@ -241,6 +283,101 @@ def restore_net(net, ck: dict, path: Path, context: str = ""):
             raise RunDirError(f"{pre}{path} does not fit the run's network: {k} is {tuple(got.shape)}, "
                               f"the network's (config.toml, topology.npz) is {tuple(v.shape)}")
     net.load_state_dict(ck["net"])
+
+
+# ---------------------------------------------------------- what a run is
+# The keys that make a run what it is: its data, network, numerics and training
+# procedure. ``--resume`` refuses a change to any of them (RunDirError naming the
+# key), and eval refuses a config.toml that differs from the checkpoint in one.
+# ``fixed`` (model = fixed) is compared as the resolved formats, key by key.
+RUN_KEYS = ("dataset", "downsample", "train_size", "model", "topology", "sizes", "p", "n_rewire", "seed",
+            "init_adjacent", "init_other", "init_bias", "eps", "beta", "random_beta_sign", "nudge",
+            "free_steps", "nudged_steps", "persistent", "shuffle", "batch_size", "dtype")
+# The keys that may change on resume (a longer run, another rate, a faster free phase,
+# another evaluation, another machine); config.toml records the values it goes on with.
+RESUMABLE_KEYS = ("epochs", "lr", "settle", "settle_tol", "settle_steps", "eval_size", "eval_set",
+                  "eval_free_steps", "eval_batch_size", "eval_particles", "device", "data_dir", "hdl")
+# out is where the run is, not what it is.
+assert set(RUN_KEYS) | set(RESUMABLE_KEYS) | {"fixed", "out"} == set(config_mod._TYPES)
+
+
+def topology_digest(topology: Topology) -> str:
+    """SHA-256 of a topology's sizes and connection list (which network, exactly)."""
+    i, j = topology.edges()
+    h = hashlib.sha256(json.dumps(list(topology.sizes)).encode())
+    h.update(i.astype("<i8").tobytes())
+    h.update(j.astype("<i8").tobytes())
+    return h.hexdigest()
+
+
+def run_identity(cfg: TrainConfig, topology: Topology | None = None) -> dict:
+    """What Run._save stores in a checkpoint to check it against later: RUN_KEYS, the
+    resolved fixed-point formats (None for the float model), the input size and the
+    topology's digest."""
+    ident = {k: getattr(cfg, k) for k in RUN_KEYS}
+    ident["fixed"] = config_mod.numerics(cfg).to_dict() if cfg.model == "fixed" else None
+    ident["input_size"] = cfg.input_size
+    if topology is not None:
+        ident["topology_digest"] = topology_digest(topology)
+    return ident
+
+
+def checkpoint_identity(ck: dict) -> dict:
+    """A checkpoint's identity; for checkpoints written before it was stored, what its
+    ``config`` (TrainConfig.to_dict, in every format-1 checkpoint) tells of RUN_KEYS
+    (the formats are not compared there: that table was stored unresolved)."""
+    ident = ck.get("identity")
+    if isinstance(ident, dict):
+        return ident
+    old = ck.get("config")
+    if not isinstance(old, dict):
+        return {}
+    ident = {k: old[k] for k in RUN_KEYS if k in old}
+    ident.setdefault("p", None)  # to_dict leaves out None values
+    ident.setdefault("n_rewire", None)
+    ident.setdefault("nudge", config_mod.LEGACY_NUDGE)  # written before the nudge option
+    return ident
+
+
+def _show(v) -> str:
+    if v is None:
+        return "(not set)"
+    if isinstance(v, list):
+        return "[" + ", ".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+def identity_differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(key, a's value, b's value) for each run key both identities hold and differ in."""
+    out = []
+    for k in RUN_KEYS + ("fixed",):
+        if k not in a or k not in b:
+            continue
+        x, y = a[k], b[k]
+        if k == "fixed" and isinstance(x, dict) and isinstance(y, dict):
+            out += [(f"fixed.{f}", x.get(f), y.get(f)) for f in sorted(set(x) | set(y)) if x.get(f) != y.get(f)]
+        elif (list(x) if isinstance(x, (list, tuple)) else x) != (list(y) if isinstance(y, (list, tuple)) else y):
+            out.append((k, "(float model)" if k == "fixed" and x is None else x,
+                        "(float model)" if k == "fixed" and y is None else y))
+    return out
+
+
+def check_run_files(cfg: TrainConfig, cfg_path: Path, ck: dict, ck_path: Path, topology: Topology,
+                    topo_path: Path, context: str = ""):
+    """config.toml, checkpoint.pt and topology.npz describe one run, or RunDirError
+    naming the first key (or file) in which they differ."""
+    pre = f"{context}: " if context else ""
+    held = checkpoint_identity(ck)
+    for k, says, was in identity_differences(run_identity(cfg), held):
+        raise RunDirError(f"{pre}{k}: {cfg_path} says {k} = {_show(says)}, but {ck_path} was trained with "
+                          f"{k} = {_show(was)} (config.toml edited, or files from two runs)")
+    digest = held.get("topology_digest")
+    if digest is not None and topology_digest(topology) != digest:
+        raise RunDirError(f"{pre}{topo_path} does not match {ck_path}: other connections than the run "
+                          "was trained with (files from two runs?)")
+    if list(topology.sizes) != list(cfg.sizes):
+        raise RunDirError(f"{pre}{topo_path} has sizes {'-'.join(map(str, topology.sizes))}, but {cfg_path} "
+                          f"says sizes = {_show(cfg.sizes)}")
 
 
 # ------------------------------------------------------------------- helpers
@@ -429,27 +566,36 @@ class Run:
         return self.out / CHECKPOINT
 
     def _prepare(self):
+        """Lock the run directory and check everything that can be refused before
+        anything in it is written: a refused run changes nothing."""
         cfg = self.cfg
+        topo_path = self.out / "topology.npz"
         if self.resume:
             if not self.ckpt_path.exists():
                 raise RunDirError(f"--resume: {self.ckpt_path} does not exist (nothing to resume)")
             # Locked before the logs are brought in line with the checkpoint.
             self._lock = RunLock.acquire(self.out)
+            self._ck = read_checkpoint(self.ckpt_path, "--resume")
             own = self.out / "config.toml"
-            if own.exists():
-                ran = config_mod.load_toml(own)
-                if ran.nudge != cfg.nudge:
-                    raise RunDirError(f"nudge: the run in {self.out} was trained with nudge = {ran.nudge}; "
-                                      f"resuming it with {cfg.nudge} would change its dynamics mid-run")
-                # The settle rule and the epoch count may change on resume (a faster free
-                # phase, a longer run); config.toml records what the run goes on with.
-                keys = ("settle", "settle_tol", "settle_steps", "epochs")
-                # (written once the checkpoint has loaded: a refused resume changes nothing)
-                if any(getattr(ran, k) != getattr(cfg, k) for k in keys):
-                    for k in keys:
-                        setattr(ran, k, getattr(cfg, k))
+            ran = config_mod.load_toml(own) if own.exists() else None
+            if ran is not None:
+                # A flag (or another --config) that changes what the run is: refused.
+                for k, was, now in identity_differences(run_identity(ran), run_identity(cfg)):
+                    raise RunDirError(
+                        f"{k}: the run in {self.out} was trained with {k} = {_show(was)}; resuming it with "
+                        f"{k} = {_show(now)} would change what the run is (on resume only epochs, lr, settle*, "
+                        "eval*, device, data_dir and hdl may change); use another --out for a new run")
+                # The others may change on resume (a longer run, another rate, a faster free
+                # phase); config.toml records what the run goes on with (written once the
+                # checkpoint has loaded: a refused resume changes nothing).
+                changed = [k for k in RESUMABLE_KEYS if getattr(ran, k) != getattr(cfg, k)]
+                for k in changed:
+                    setattr(ran, k, getattr(cfg, k))
+                if changed:
                     self._record_config = (own, ran)
-            self.topology = Topology.load(self.out / "topology.npz")
+            self.topology = Topology.load(topo_path)
+            check_run_files(cfg, own if ran is not None else Path("the configuration"), self._ck,
+                            self.ckpt_path, self.topology, topo_path, "--resume")
         else:
             # A directory with a lock file: refused while another process holds it
             # (whatever the directory holds); a lock file alone is not a run.
@@ -458,17 +604,32 @@ class Run:
                 if self._lock is not None:
                     self._lock.release()
                 raise RunDirError(f"out: {self.out} already holds a run; use --resume or another --out")
+            _check_out_path(self.out)
+            # The network is built (its formats checked against its fan-in) before the
+            # directory is made or written.
+            self.topology = build_topology(cfg)
+            self.net = make_network(cfg, self.topology)
             if self._lock is None:
-                self.out.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.out.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise RunDirError(f"out: cannot create the run directory {self.out} "
+                                      f"({config_mod.os_reason(e, self.out)})") from None
                 self._lock = RunLock.acquire(self.out)
                 if _holds_run(self.out):  # another training got here between the check and the lock
                     self._lock.release()
                     raise RunDirError(f"out: {self.out} already holds a run; use --resume or another --out")
             # Locked before anything is written.
-            self.topology = build_topology(cfg)
-            self.topology.save(self.out / "topology.npz")
-            atomic_write_bytes(self.out / "config.toml", config_mod.dumps_toml(cfg).encode())
-        self.net = make_network(cfg, self.topology)
+            for path, write in ((topo_path, self.topology.save),
+                                (self.out / "config.toml",
+                                 lambda p: atomic_write_bytes(p, config_mod.dumps_toml(cfg).encode()))):
+                try:
+                    write(path)
+                except OSError as e:
+                    raise _write_error(path, e) from None
+        self._identity = run_identity(cfg, self.topology)
+        if self.resume:
+            self.net = make_network(cfg, self.topology)
 
     def _fresh_state(self, n_train: int) -> RunState:
         cfg = self.cfg
@@ -486,7 +647,7 @@ class Run:
         return self._zero_particles(self.cfg.eval_size) if self.cfg.eval_particles else None
 
     def _load_state(self) -> RunState:
-        ck = read_checkpoint(self.ckpt_path, "--resume")
+        ck = self._ck
         restore_net(self.net, ck, self.ckpt_path, "--resume")
         gen = torch.Generator()
         try:
@@ -504,10 +665,14 @@ class Run:
         elif (state.eval_particles is None or not same_set
               or state.eval_particles.shape[0] != self.cfg.eval_size):
             state.eval_particles, state.eval_particles_in = self._zero_eval_particles(), None
-        # Bring the logs in line with the checkpoint.
-        _rewrite_jsonl(self.out / "metrics.jsonl", state.history)
+        # Bring the logs in line with the checkpoint (read first: a damaged log is
+        # refused before anything is rewritten).
         rows = [r for r in read_jsonl(self.out / "batches.jsonl") if r["epoch"] < state.epoch]
-        _rewrite_jsonl(self.out / "batches.jsonl", rows + ck["last_batches"])
+        for name, content in (("metrics.jsonl", state.history), ("batches.jsonl", rows + ck["last_batches"])):
+            try:
+                _rewrite_jsonl(self.out / name, content)
+            except OSError as e:
+                raise _write_error(self.out / name, e) from None
         return state
 
     def _save(self, state: RunState, last_batches: list[dict]):
@@ -515,6 +680,7 @@ class Run:
             {
                 "format": CHECKPOINT_FORMAT,
                 "config": self.cfg.to_dict(),
+                "identity": self._identity,  # what the run is (checked by resume and load_run)
                 "epoch": state.epoch,
                 "net": self.net.state_dict(),
                 "particles": state.particles,
@@ -541,7 +707,10 @@ class Run:
         state = self._load_state() if self.resume else self._fresh_state(len(train))
         if getattr(self, "_record_config", None):
             own, ran = self._record_config
-            atomic_write_bytes(own, config_mod.dumps_toml(ran).encode())
+            try:
+                atomic_write_bytes(own, config_mod.dumps_toml(ran).encode())
+            except OSError as e:
+                raise _write_error(own, e) from None
         if self.resume and state.epoch >= cfg.epochs:
             log(f"{self.out}: already trained for {state.epoch} epochs (epochs = {cfg.epochs})")
             return state.history
@@ -636,9 +805,20 @@ class Run:
                    "seconds": time.perf_counter() - t0}
             state.history.append(row)
             state.epoch = epoch
-            self._save(state, batch_rows)
-            append_jsonl(self.out / "batches.jsonl", batch_rows)
-            append_jsonl(self.out / "metrics.jsonl", [row])
+            try:
+                self._save(state, batch_rows)
+            except OSError as e:
+                kept = (f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1
+                        else "no checkpoint yet (this was the first epoch)")
+                raise RunDirError(f"{self.ckpt_path}: cannot write the checkpoint of epoch {epoch} "
+                                  f"({config_mod.os_reason(e, self.ckpt_path)}); {kept}") from None
+            for name, rows in (("batches.jsonl", batch_rows), ("metrics.jsonl", [row])):
+                try:
+                    append_jsonl(self.out / name, rows)
+                except OSError as e:
+                    raise RunDirError(f"{self.out / name}: cannot write ({config_mod.os_reason(e, self.out / name)}); "
+                                      f"the checkpoint of epoch {epoch} is kept and --resume re-writes the "
+                                      "logs from it") from None
             log(format_epoch(row))
         return state.history
 
@@ -646,12 +826,18 @@ class Run:
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, object, dict]:
     """Configuration, network (checkpoint parameters) and checkpoint of a run."""
     run_dir = Path(run_dir)
-    cfg = config_mod.validate(config_mod.load_toml(run_dir / "config.toml"))
+    cfg_path = run_dir / "config.toml"
+    cfg = config_mod.load_toml(cfg_path)
+    if cfg.device.startswith("cuda") and not config_mod.cuda_available(cfg.device):
+        cfg.device = "cpu"  # a run trained on a GPU is read (evaluated, exported) on this machine's CPU
+    cfg = config_mod.validate(cfg)
     ck_path = run_dir / CHECKPOINT
     if not ck_path.exists():
         raise RunDirError(f"{ck_path}: no checkpoint (the run has not finished an epoch)")
     ck = read_checkpoint(ck_path)
-    topo = Topology.load(run_dir / "topology.npz")
+    topo_path = run_dir / "topology.npz"
+    topo = Topology.load(topo_path)
+    check_run_files(cfg, cfg_path, ck, ck_path, topo, topo_path)
     net = make_network(cfg, topo)
     restore_net(net, ck, ck_path)
     return cfg, net, ck
@@ -665,5 +851,8 @@ __all__ = [
     "evaluate",
     "load_run",
     "read_checkpoint",
+    "restore_net",
+    "run_identity",
+    "checkpoint_identity",
     "build_topology",
 ]

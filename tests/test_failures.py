@@ -4,8 +4,21 @@
   a second ``eqprop train`` into it is refused and changes nothing.
 * An unreadable checkpoint is one line naming checkpoint.pt for every
   command that reads it (eval, train --resume, hdl generate --checkpoint).
+* Resume and eval check the run directory: a flag that changes what the run
+  is, or a config.toml edited away from its checkpoint, is refused; a flag that
+  may change is applied and recorded in config.toml.
+* Output paths and a failing checkpoint write: one line naming the path, the
+  last good checkpoint intact, no ``.tmp`` litter.
+* Values that validate but cannot run are refused up front.
+* The smaller ones: data verify checks label values, Ctrl-C in the first epoch
+  says no checkpoint exists, eval --eval-size 0, damaged log lines.
+
+docs/failures.md lists the fault classes and the test of each.
 """
 
+import errno
+import gzip
+import hashlib
 import io
 import json
 import os
@@ -38,7 +51,7 @@ def _one_line_error(capsys, argv, *needles, code=2):
     assert main(argv) == code
     err = capsys.readouterr().err.strip()
     assert "\n" not in err, err
-    assert err.startswith("eqprop: error: "), err
+    assert err.startswith("eqprop: interrupted" if code == 130 else "eqprop: error: "), err
     for n in needles:
         assert n in err, (n, err)
     return err
@@ -163,3 +176,298 @@ def test_unreadable_checkpoint_is_one_line_everywhere(tiny_fixed_run, tmp_path, 
         err = _one_line_error(capsys, argv, "checkpoint.pt", needle)
         assert str(ck) in err, (name, err)
         assert _snapshot(run, skip=(".lock",)) == before, name
+
+
+# ------------------------------------------------------- resume and eval (item 2)
+def _copy(run, tmp_path, name="run") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(run, dst)
+    return dst
+
+
+def _resume(run, *flags):
+    return ["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress", *flags]
+
+
+@pytest.mark.parametrize("flags,key", [
+    pytest.param(["--model", "float"], "model", id="model"),
+    pytest.param(["--sizes", "49-8-10"], "sizes", id="sizes"),
+    pytest.param(["--topology", "layered"], "topology", id="topology"),
+    pytest.param(["--n-rewire", "3"], "n_rewire", id="n_rewire"),
+    pytest.param(["--downsample", "14", "--sizes", "196-6-10"], "downsample", id="downsample"),
+    pytest.param(["--dataset", "fashion-mnist"], "dataset", id="dataset"),
+    pytest.param(["--train-size", "50"], "train_size", id="train_size"),
+    pytest.param(["--batch-size", "2"], "batch_size", id="batch_size"),
+    pytest.param(["--eps", "0.25"], "eps", id="eps"),
+    pytest.param(["--beta", "0.5"], "beta", id="beta"),
+    pytest.param(["--bits", "weight=fxp-s8/5"], "fixed.weight", id="bits"),
+    pytest.param(["--rounding", "stochastic"], "fixed.rounding", id="rounding"),
+    pytest.param(["--nudge", "eq5"], "nudge", id="nudge"),
+])
+def test_resume_refuses_a_flag_that_changes_the_run(tiny_fixed_run, tmp_path, capsys, flags, key):
+    run = _copy(tiny_fixed_run, tmp_path)
+    before = _snapshot(run, skip=(".lock",))
+    err = _one_line_error(capsys, _resume(run, *flags), f"{key}: the run in {run}", "was trained with")
+    assert "--out" in err
+    assert _snapshot(run, skip=(".lock",)) == before
+
+
+def test_resume_applies_and_records_the_keys_that_may_change(tiny_fixed_run, tmp_path):
+    from eqprop.model.config import load_toml
+
+    run = _copy(tiny_fixed_run, tmp_path)
+    ck1 = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert main(_resume(run, "--lr", "0.05", "--eval-size", "40", "--settle", "false",
+                        "--eval-free-steps", "3")) == 0
+    cfg = load_toml(run / "config.toml")
+    assert (cfg.lr, cfg.epochs, cfg.eval_size, cfg.settle, cfg.eval_free_steps) == ([0.05], 2, 40, False, 3)
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0] == ck1["history"][0]  # the first epoch's line is kept as it was
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ck["identity"]["sizes"] == [49, 6, 10] and ck["identity"]["fixed"]["weight"] == "fxp-s8/6"
+    # the recorded configuration is the run's own again: a plain resume changes nothing in it
+    text = (run / "config.toml").read_text()
+    assert main(_resume(run, "--epochs", "2")) == 0
+    assert (run / "config.toml").read_text() == text
+
+
+def _edit_config(run, old, new):
+    cfg = run / "config.toml"
+    text = cfg.read_text()
+    assert old in text, (old, text)
+    cfg.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("old,new,key", [
+    pytest.param("sizes = [49, 6, 10]", "sizes = [49, 8, 10]", "sizes", id="sizes"),
+    pytest.param('model = "fixed"', 'model = "float"', "model", id="model"),
+    pytest.param("eps = 0.5", "eps = 0.25", "eps", id="eps"),
+    pytest.param("downsample = 7", "downsample = 14", "downsample", id="downsample"),
+    pytest.param('weight = "fxp-s8/6"', 'weight = "fxp-s8/5"', "fixed.weight", id="formats"),
+])
+def test_eval_and_resume_refuse_a_config_toml_edited_away_from_the_checkpoint(
+        tiny_fixed_run, tmp_path, capsys, old, new, key):
+    run = _copy(tiny_fixed_run, tmp_path)
+    _edit_config(run, old, new)
+    if key == "downsample":
+        _edit_config(run, "sizes = [49, 6, 10]", "sizes = [196, 6, 10]")
+    before = _snapshot(run, skip=(".lock",))
+    for argv in (["eval", str(run)], _resume(run)):
+        _one_line_error(capsys, argv, f"{key}: {run / 'config.toml'} says", str(run / "checkpoint.pt"))
+        assert _snapshot(run, skip=(".lock",)) == before
+
+
+def test_eval_refuses_a_topology_from_another_run(tiny_fixed_run, tmp_path, capsys):
+    run = _copy(tiny_fixed_run, tmp_path)
+    other = tmp_path / "other.npz"
+    assert main(["topology", "--sizes", "49-6-10", "--seed", "5", "--save", str(other)]) == 0
+    shutil.copy(other, run / "topology.npz")
+    before = _snapshot(run, skip=(".lock",))
+    for argv in (["eval", str(run)], _resume(run)):
+        _one_line_error(capsys, argv, str(run / "topology.npz"), "does not match")
+        assert _snapshot(run, skip=(".lock",)) == before
+
+
+def test_checkpoint_without_identity_still_resumes_and_evaluates(tiny_fixed_run, tmp_path, capsys):
+    """A checkpoint written before it carried its identity (and, older, before the nudge
+    option): eval and resume work; its stored config still catches an edited config.toml."""
+    run = _copy(tiny_fixed_run, tmp_path)
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    del ck["identity"]
+    torch.save(ck, run / "checkpoint.pt")
+    assert main(["eval", str(run)]) == 0
+    bad = _copy(run, tmp_path, "edited")
+    _edit_config(bad, "sizes = [49, 6, 10]", "sizes = [49, 8, 10]")
+    _one_line_error(capsys, ["eval", str(bad)], f"sizes: {bad / 'config.toml'} says")
+    assert main(_resume(run)) == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["identity"]["model"] == "fixed"
+
+
+def test_eval_of_a_run_trained_on_a_gpu_falls_back_to_the_cpu(tiny_fixed_run, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    run = _copy(tiny_fixed_run, tmp_path)
+    _edit_config(run, 'device = "cpu"', 'device = "cuda"')
+    assert main(["eval", str(run)]) == 0
+    # resuming there asks for --device cpu (allowed on resume, and recorded)
+    _one_line_error(capsys, _resume(run), "device: cuda is not available", "--device cpu")
+    assert main(_resume(run, "--device", "cpu")) == 0
+    assert 'device = "cpu"' in (run / "config.toml").read_text()
+
+
+# ------------------------------------------------------------ output paths (item 4)
+def _train_tiny(out, *flags):
+    return ["train", *TINY_FIXED, "--out", str(out), *flags]
+
+
+def _readonly_mkdir(monkeypatch):
+    def refuse(self, *a, **k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+
+
+@pytest.mark.parametrize("case", ["a-file", "under-a-file", "read-only"])
+def test_train_out_that_cannot_be_a_run_directory(tmp_path, capsys, monkeypatch, case):
+    f = tmp_path / "f"
+    f.write_text("mine\n")
+    out = {"a-file": f, "under-a-file": f / "run", "read-only": tmp_path / "ro" / "run"}[case]
+    reason = {"a-file": "is a file", "under-a-file": f"{f} is a file", "read-only": "Read-only file system"}[case]
+    if case == "read-only":
+        _readonly_mkdir(monkeypatch)
+    _one_line_error(capsys, _train_tiny(out), f"out: cannot create the run directory {out}", reason)
+    assert f.read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+@pytest.mark.parametrize("case", ["a-directory", "under-a-file", "read-only"])
+def test_topology_save_that_cannot_be_written(tmp_path, capsys, monkeypatch, case):
+    import eqprop.model.topology as topology_mod
+
+    f = tmp_path / "f"
+    f.write_text("mine\n")
+    (tmp_path / "d").mkdir()
+    path = {"a-directory": tmp_path / "d", "under-a-file": f / "t.npz", "read-only": tmp_path / "t.npz"}[case]
+    reason = {"a-directory": "is a directory", "under-a-file": f"{f} is a file",
+              "read-only": "Read-only file system"}[case]
+    if case == "read-only":
+        def refuse(path, *a, **k):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+        monkeypatch.setattr(topology_mod, "open", refuse, raising=False)
+    _one_line_error(capsys, ["topology", "--sizes", "49-6-10", "--save", str(path)],
+                    f"save: cannot write {path}", reason)
+    assert f.read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"] and not any((tmp_path / "d").iterdir())
+
+
+def _nothing_lost(before: dict, run: Path):
+    """After a resume that stopped mid-epoch: the checkpoint untouched, the logs (re-written
+    in line with it) and the topology with the same bytes, no .tmp litter; config.toml
+    records the keys the resume changed."""
+    after = _snapshot(run, skip=(".lock",))
+    assert sorted(after) == sorted(before)
+    assert after["checkpoint.pt"] == before["checkpoint.pt"]
+    for name in ("metrics.jsonl", "batches.jsonl", "topology.npz"):
+        assert after[name][0] == before[name][0], name
+
+
+def test_full_disk_at_a_checkpoint_keeps_the_last_good_one(tiny_fixed_run, tmp_path, capsys, monkeypatch):
+    run = _copy(tiny_fixed_run, tmp_path)
+    before = _snapshot(run, skip=(".lock",))
+    real = torch.save
+
+    def full(obj, f, *a, **k):
+        if not hasattr(f, "write"):
+            return real(obj, f, *a, **k)
+        f.write(b"PK\x03\x04 the first bytes of a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    _one_line_error(capsys, _resume(run), str(run / "checkpoint.pt"), "No space left on device",
+                    "epoch 1 is kept")
+    _nothing_lost(before, run)
+    monkeypatch.undo()
+    assert main(_resume(run)) == 0  # once there is room, the run goes on from epoch 1
+
+
+# ----------------------------------------------- values that cannot run (item 5)
+@pytest.mark.parametrize("flags,needle", [
+    pytest.param(["--lr", "1e300"], "lr: 1e+300 overflows float32", id="lr"),
+    pytest.param(["--seed", str(2**63)], f"seed: {2**63} is too large", id="seed"),
+    pytest.param(["--sizes", "49-100000-10"], "sizes: 100059 neurons need a dense", id="sizes"),
+    pytest.param(["--bits", "bias=2"], "bias: 2 bits give fxp-s2/-1", id="bits"),
+    pytest.param(["--device", "cuda"], "device: cuda is not available", id="device"),
+])
+def test_values_that_validate_but_cannot_run(tmp_path, capsys, flags, needle):
+    if "cuda" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    _one_line_error(capsys, _train_tiny(out, *flags), needle)
+    assert time.perf_counter() - t0 < 5  # refused up front, nothing allocated
+    assert not out.exists()
+    if "--bits" in flags or "--sizes" in flags:  # the commands that only print a configuration, too
+        cmd = "numerics" if "--bits" in flags else "topology"
+        _one_line_error(capsys, [cmd, "--downsample", "7", "--sizes", "49-6-10", *flags], needle)
+
+
+def test_study_with_a_seed_that_is_not_one(tmp_path, capsys):
+    f = tmp_path / "s.toml"
+    f.write_text('[study]\nseeds = ["a"]\n[train]\ndownsample = 7\nsizes = [49, 6, 10]\n'
+                 '[networks.a]\ntopology = "layered"\n')
+    out = tmp_path / "study"
+    _one_line_error(capsys, ["study", "bitdepth", "--config", str(f), "--out", str(out)], "seeds", "'a'", str(f))
+    assert not out.exists()
+
+
+# ------------------------------------------------------------ smaller ones (item 8)
+def test_data_verify_checks_label_values(tmp_path, capsys):
+    from eqprop.model.data import CHECKSUM_FILE, MNIST_DIR
+
+    for p in MNIST_DIR.iterdir():
+        shutil.copy(p, tmp_path / p.name)
+    name = "t10k-labels-idx1-ubyte"
+    raw = bytearray(gzip.decompress((tmp_path / f"{name}.gz").read_bytes()))
+    raw[8 + 17] = 12  # the 18th label
+    (tmp_path / f"{name}.gz").unlink()
+    (tmp_path / name).write_bytes(bytes(raw))
+    sums = [l for l in (tmp_path / CHECKSUM_FILE).read_text().splitlines() if not l.endswith(name)]
+    sums.append(f"{hashlib.sha256(raw).hexdigest()}  {name}")
+    (tmp_path / CHECKSUM_FILE).write_text("\n".join(sums) + "\n")
+    _one_line_error(capsys, ["data", "verify", "--data-dir", str(tmp_path)], str(tmp_path / name), "label 12")
+
+
+def _interrupt_at_evaluation(monkeypatch):
+    import eqprop.model.train as train_mod
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "evaluate", interrupted)
+
+
+def test_ctrl_c_says_whether_a_checkpoint_was_kept(tiny_fixed_run, tmp_path, capsys, monkeypatch):
+    _interrupt_at_evaluation(monkeypatch)
+    out = tmp_path / "new"
+    err = _one_line_error(capsys, _train_tiny(out), "no checkpoint was written", str(out), code=130)
+    assert "kept" not in err
+    assert not (out / "checkpoint.pt").exists()
+    run = _copy(tiny_fixed_run, tmp_path)
+    before = _snapshot(run, skip=(".lock",))
+    _one_line_error(capsys, _resume(run), f"the last checkpoint {run / 'checkpoint.pt'} is kept", code=130)
+    _nothing_lost(before, run)
+    monkeypatch.undo()
+    # the first run's directory takes a fresh run (it holds no run yet)
+    assert main(_train_tiny(out)) == 0
+
+
+def test_eval_size_zero_is_refused(tiny_fixed_run, capsys):
+    _one_line_error(capsys, ["eval", str(tiny_fixed_run), "--eval-size", "0"], "eval_size", "0")
+
+
+@pytest.mark.parametrize("where,line,ok", [
+    pytest.param("middle", "{not json", False, id="bad-middle-line"),
+    pytest.param("middle", "[1, 2]", False, id="non-object-middle-line"),
+    pytest.param("last", '{"epo', True, id="cut-last-line"),
+    pytest.param("last", "7", True, id="non-object-last-line"),
+])
+def test_damaged_batch_log_on_resume(tiny_fixed_run, tmp_path, capsys, where, line, ok):
+    run = _copy(tiny_fixed_run, tmp_path)
+    log = run / "batches.jsonl"
+    lines = log.read_text().splitlines()
+    good = list(lines)
+    if where == "middle":
+        lines.insert(5, line)
+    else:
+        lines.append(line)
+    log.write_text("\n".join(lines) + ("\n" if where == "middle" else ""))
+    if not ok:
+        before = _snapshot(run, skip=(".lock",))
+        _one_line_error(capsys, _resume(run), f"{log}: line 6 of {len(lines)}")
+        assert _snapshot(run, skip=(".lock",)) == before
+        return
+    assert main(_resume(run)) == 0
+    rows = log.read_text().splitlines()
+    assert rows[: len(good)] == good and all(json.loads(r)["epoch"] == 2 for r in rows[len(good):])
