@@ -40,6 +40,13 @@ lock two different files of the same name).
 Every reader of ``checkpoint.pt`` (resume, ``load_run``: eval, hdl generate,
 sim) goes through ``read_checkpoint``, which refuses an unreadable or
 foreign file with one line naming it.
+
+A checkpoint carries its run's identity (``run_identity``: the RUN_KEYS, the
+resolved fixed-point formats, the input size, a digest of topology.npz).
+``--resume`` refuses a flag that changes one of them and records the
+RESUMABLE_KEYS it changes in config.toml; resume and ``load_run`` refuse a
+config.toml or topology.npz that no longer fits the checkpoint
+(``check_run_files``). docs/failures.md states these promises.
 """
 
 from __future__ import annotations
