@@ -88,9 +88,7 @@ class CoreDriver:
         await self.write(self.map.reg("beta_neg"), int(beta_neg))
         await self.write(self.map.reg("ctrl"), CTRL_START | (CTRL_INFER if infer else 0))
         if self.tick is not None:
-            n_free = self.p.n_free
-            least = n_free if self.settle is None else min(n_free, self.settle.steps)
-            await self.tick(example_cycles(self.cycles, least, infer) - 2)
+            await self._sleep(infer)
         for _ in range(max_polls):
             st = await self.read(self.map.reg("status"))
             if st & 2 and not st & 1:
@@ -105,6 +103,32 @@ class CoreDriver:
         pred = await self.read(self.map.reg("pred"))
         free_steps = await self.read(self.map.reg("free_steps"))
         return ExampleResult(s0, final, pred, cycles, free_steps)
+
+
+    async def _sleep(self, infer: bool):
+        """Sleep (``tick``) until about when the example is done: the cycle model's count, or
+        under the settle rule (§4a) the count of the shortest free phase the rule allows,
+        then one step at a time while the free phase runs (``cycles_free`` still counting),
+        then the fixed rest (weakly-clamped phase and update, or the arg-max)."""
+        cm = self.cycles
+        n_free = self.p.n_free
+        least = n_free if self.settle is None else min(n_free, self.settle.steps)
+        await self.tick(example_cycles(cm, least, infer) - 2)
+        if least == n_free:
+            return
+        step = cm["step"]
+        while True:
+            st = await self.read(self.map.reg("status"))
+            if st & 2 and not st & 1:
+                return
+            total = await self.read(self.map.reg("cycles_total"))
+            free = await self.read(self.map.reg("cycles_free"))  # read after total: ahead of it while free
+            if free <= total:  # the free phase is over after free / step steps: the rest is fixed
+                left = example_cycles(cm, free // step, infer) - total - 8
+                if left > 0:
+                    await self.tick(left)
+                return
+            await self.tick(step - free % step)  # to just after the next step's end
 
 
 class AmaranthBus:

@@ -105,13 +105,19 @@ def _setup(topo, fixed, P, n_free, n_nudged, rates=(0.5,), beta=1.0, seed=0, nud
     return params, net, g
 
 
-def _simulate(params, body):
+def _simulate(params, body, sleep=False):
+    """Run ``body(driver, out)`` against the core; ``sleep``: the driver sleeps through each
+    example (its cocotb way, ``tick``) instead of polling every cycle."""
     core = Core(params)
     out = {}
 
     async def tb(ctx):
         bus = AmaranthBus(ctx, core.bus)
-        drv = CoreDriver(params, bus.write, bus.read)
+
+        async def tick(n):
+            await ctx.tick().repeat(n)
+
+        drv = CoreDriver(params, bus.write, bus.read, tick if sleep else None)
         await body(drv, out)
 
     sim = Simulator(core)
@@ -326,7 +332,7 @@ def test_settle_rule_trains_a_sequence_bit_exact(topo_name, P, rounding, tol, st
             r = await drv.run(False, example=e, update=e, beta_neg=ex["beta"] < 0)
             out["runs"].append((r, await drv.read_params()))
 
-    out = _simulate(params, body)
+    out = _simulate(params, body, sleep=True)
     cm = cycle_model(params)
     for e, (ex, (r, (ws, b))) in enumerate(zip(examples, out["runs"])):
         assert r.free_steps == ex["steps"], f"example {e}: free step count"
@@ -397,7 +403,8 @@ def test_settle_registers_switch_the_rule():
 @pytest.mark.parametrize("rounding,tol", [("nearest-even", 0), ("stochastic", 1)])
 def test_settle_rule_inference_and_argmax(rounding, tol):
     """Inference (free phase, arg-max) under the rule: states, step counts, predictions and
-    cycles equal the model's, and the prediction is read from the state the phase kept."""
+    cycles equal the model's, and the prediction is read from the state the phase kept
+    (the driver sleeping through each example as under cocotb)."""
     fixed = {**SETTLE_FIXED, "rounding": rounding}
     rule = SettleRule(tol, 1)
     params, net, g = _setup(TOPOS["skip-add"](), fixed, 2, n_free=SETTLE_N_FREE, n_nudged=3, seed=4,
@@ -412,7 +419,7 @@ def test_settle_rule_inference_and_argmax(rounding, tol):
             await drv.load_example(x[0].tolist(), [0] * S, None)
             out["r"].append(await drv.run(True, example=e))
 
-    out = _simulate(params, body)
+    out = _simulate(params, body, sleep=True)
     cm = cycle_model(params)
     counts = []
     for e, (x, r) in enumerate(zip(xs, out["r"])):
