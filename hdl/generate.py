@@ -1,6 +1,6 @@
 """``eqprop hdl generate``: Verilog, memory init files, manifest, lint and synthesis.
 
-    eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN_DIR]
+    eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN_DIR] [--settle BOOL]
                         [--bits KEY=VAL,...] [--synth] [--pnr] [--no-lint]
 
 The configuration is the training one ([train] topology, eps, beta, steps,
@@ -192,6 +192,9 @@ def main(args) -> int:
         from eqprop.model.numerics import parse_bits
 
         cfg.fixed = {**cfg.fixed, **parse_bits(args.bits)}
+    for key in ("settle", "settle_tol", "settle_steps"):  # flags override the config (§4a)
+        if getattr(args, key, None) is not None:
+            setattr(cfg, key, getattr(args, key))
     cfg.model = "fixed"
     config_mod.validate(cfg)
     generate(cfg, Path(args.out), lint=not args.no_lint, synth=args.synth, pnr=args.pnr)

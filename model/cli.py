@@ -280,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--synth", action="store_true", help="also synthesise with yosys synth_ice40")
     g.add_argument("--pnr", action="store_true", help="also place and route with nextpnr-ice40 (max clock)")
     g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
+    g.add_argument("--settle", type=_parse_bool, help="settle rule on/off in the design's reset values "
+                                                       "(docs/numerics.md §4a; overrides the config)")
+    g.add_argument("--settle-tol", dest="settle_tol", type=float, help="settle rule: tolerance in state LSBs")
+    g.add_argument("--settle-steps", dest="settle_steps", type=int, help="settle rule: quiet steps that end a phase")
     g.set_defaults(func=cmd_hdl)
 
     from eqprop.sim.cli import add_parser as add_sim_parser
