@@ -5,6 +5,9 @@
 
 * ``errors.md``   per epoch, each run's train and validation error, dead target units
   (the table next to the paper's Figure 3);
+* ``epochs.md``   one row per run and epoch: errors, the free steps each example
+  took (mean and max, training and evaluation: the settle rule of
+  docs/numerics.md §4a) and the epoch's seconds;
 * ``errors.png``  train and evaluation error per epoch (Figure 3);
 * ``rms.png``     per adjacent layer pair, the RMS of the applied correction per
   batch, as an 11-point centered moving average (Figure 4, section 4.2);
@@ -71,6 +74,22 @@ def error_table(runs: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def epoch_table(runs: dict[str, dict]) -> str:
+    """One row per run and epoch: errors, free steps (settle rule, §4a) and seconds."""
+    eval_set = next(iter(runs.values()))["metrics"][0].get("eval_set", "validation")
+    lines = [f"| run | epoch | train error | {eval_set} error | free steps mean (max) | "
+             "evaluation free steps mean (max) | seconds |", "| --- | --- | --- | --- | --- | --- | --- |"]
+
+    def steps(r, key):
+        return f"{r[key + '_mean']:.1f} ({r[key + '_max']})" if key + "_mean" in r else "all"
+
+    for n, run in runs.items():
+        for r in run["metrics"]:
+            lines.append(f"| {n} | {r['epoch']} | {100 * r['train_error']:.2f}% | {100 * r['test_error']:.2f}% | "
+                         f"{steps(r, 'free_steps')} | {steps(r, 'eval_steps')} | {r['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def rms_series(batches: list[dict]) -> list[list[float]]:
     """Per adjacent layer pair, the per-batch RMS correction in order."""
     if not batches:
@@ -90,6 +109,7 @@ def write_report(run_dirs: list[str], out: str, names: list[str] | None = None) 
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     (outp / "errors.md").write_text(error_table(runs))
+    (outp / "epochs.md").write_text(epoch_table(runs))
     for n, d in zip(names, dirs):
         (outp / n).mkdir(exist_ok=True)
         shutil.copyfile(d / "metrics.jsonl", outp / n / "metrics.jsonl")
@@ -155,5 +175,5 @@ def cmd_report(args) -> int:
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     outp = write_report(args.run_dirs, args.out, names)
     print((outp / "errors.md").read_text(), end="")
-    print(f"wrote {outp}/errors.md, errors.png, rms.png, rms.csv")
+    print(f"wrote {outp}/errors.md, epochs.md, errors.png, rms.png, rms.csv")
     return 0

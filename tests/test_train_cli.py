@@ -112,6 +112,11 @@ def test_report_tables_and_figures(tmp_path, capsys):
     table = (tmp_path / "rep" / "errors.md").read_text()
     for r in m:
         assert f"| {r['epoch']} | {100 * r['train_error']:.2f}% / {100 * r['test_error']:.2f}%" in table
+    epochs = (tmp_path / "rep" / "epochs.md").read_text()
+    for r in m:
+        assert (f"| small | {r['epoch']} | {100 * r['train_error']:.2f}% | {100 * r['test_error']:.2f}% | "
+                f"{r['free_steps_mean']:.1f} ({r['free_steps_max']}) | {r['eval_steps_mean']:.1f} "
+                f"({r['eval_steps_max']}) |") in epochs
     rows = (tmp_path / "rep" / "rms.csv").read_text().splitlines()
     assert rows[0].startswith("run,") and len(rows) == 1 + 3  # 3 layer pairs x one block of 40 batches
     assert (tmp_path / "rep" / "rms.png").stat().st_size > 5000
