@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .files import atomic_write
+
 __all__ = [
     "TopologyError",
     "Topology",
@@ -323,29 +325,20 @@ class Topology:
         atomically: a failed write (OSError) leaves ``path`` as it was and no ``.tmp`` file."""
         i, j = self.edges()
         dt = np.uint16 if self.n <= 0xFFFF else np.uint32 if self.n <= 0xFFFFFFFF else np.int64
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    format_version=np.int64(_FORMAT_VERSION),
-                    sizes=np.asarray(self.sizes, dtype=np.int64),
-                    i=i.astype(dt),
-                    j=j.astype(dt),
-                    kind=np.array(self.kind),
-                    n_rewire=np.int64(self.n_rewire),
-                    seed=np.int64(-1 if self.seed is None else self.seed),
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+
+        def write(fh):
+            np.savez_compressed(
+                fh,
+                format_version=np.int64(_FORMAT_VERSION),
+                sizes=np.asarray(self.sizes, dtype=np.int64),
+                i=i.astype(dt),
+                j=j.astype(dt),
+                kind=np.array(self.kind),
+                n_rewire=np.int64(self.n_rewire),
+                seed=np.int64(-1 if self.seed is None else self.seed),
+            )
+
+        atomic_write(os.fspath(path), write)
 
     @classmethod
     def load(cls, path) -> "Topology":

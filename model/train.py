@@ -63,6 +63,7 @@ import torch
 
 from . import config as config_mod
 from .config import ConfigError, TrainConfig
+from .files import atomic_write
 from .data import Split, load_split, one_hot
 from .float_net import FloatNetwork
 from .topology import Topology, from_spec
@@ -83,30 +84,12 @@ class RunDirError(RuntimeError):
 
 
 # --------------------------------------------------------------------- files
-def _atomic_write(path: Path, write):
-    """``write(f)`` into PATH.tmp, then rename it over ``path``. On any failure (a full
-    disk, an interrupt) the temporary file is removed and ``path`` is left as it was."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def atomic_write_bytes(path: Path, data: bytes):
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_torch_save(obj, path: Path):
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _write_error(path: Path, e: OSError, what: str = "") -> RunDirError:

@@ -323,7 +323,7 @@ def test_train_out_that_cannot_be_a_run_directory(tmp_path, capsys, monkeypatch,
 
 @pytest.mark.parametrize("case", ["a-directory", "under-a-file", "read-only"])
 def test_topology_save_that_cannot_be_written(tmp_path, capsys, monkeypatch, case):
-    import eqprop.model.topology as topology_mod
+    import eqprop.model.files as files_mod
 
     f = tmp_path / "f"
     f.write_text("mine\n")
@@ -335,7 +335,7 @@ def test_topology_save_that_cannot_be_written(tmp_path, capsys, monkeypatch, cas
         def refuse(path, *a, **k):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-        monkeypatch.setattr(topology_mod, "open", refuse, raising=False)
+        monkeypatch.setattr(files_mod, "open", refuse, raising=False)
     _one_line_error(capsys, ["topology", "--sizes", "49-6-10", "--save", str(path)],
                     f"save: cannot write {path}", reason)
     assert f.read_text() == "mine\n"
