@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .report import add_parser as add_report_parser
 
     add_report_parser(sub)
+    from .gradcheck import add_parser as add_gradcheck_parser  # noqa: E402
+    add_gradcheck_parser(sub)
 
     d = sub.add_parser("data", help="verify data files")
     d.add_argument("action", choices=("verify",))
