@@ -8,7 +8,7 @@ PIP := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(PYTHON) -m 
 .PHONY: setup demo test bench cosim-bitdepth
 setup:
 	PYTHON=$(PYTHON) bash hdl/setup-tools.sh
-	$(PIP) install -q -e '.[test,sim]'
+	$(PIP) install -q -e '.[test,sim,cluster]'
 
 # Main job: train a small fixed-point layer-skipping network on the bundled
 # MNIST, generate its Verilog, co-simulate test images in Icarus (cocotb).

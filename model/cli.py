@@ -4,7 +4,8 @@
     eqprop eval RUN_DIR [--eval-set validation|test] [--eval-size N]
     eqprop topology [--topology ...] [--sizes ...] [--p P | --n-rewire N] [--seed S] [--save FILE]
     eqprop numerics [--config FILE.toml] [--bits state=8,weight=8,...] [--rounding MODE]
-    eqprop study bitdepth --config STUDY.toml [--out DIR] [--dry-run] [--jobs N]
+    eqprop study bitdepth --config STUDY.toml [--out DIR] [--dry-run] [--jobs N | --ray [ADDRESS]] [--gradcheck N]
+    eqprop gradcheck RUN_DIR [--examples N] [--bits SPEC ...]
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN] [--synth] [--pnr]
     eqprop sim --config FILE.toml [--checkpoint RUN] --simulator icarus|verilator --examples N [--train] [--waves]
     eqprop waves FILE.vcd --design DIR [--signals ...] [--neurons out] [--out PNG]
@@ -212,7 +213,8 @@ def build_topology_for(cfg):
 def cmd_study(args) -> int:
     from .study import run_study
 
-    run_study(args.config, args.out, args.dry_run, jobs=args.jobs)
+    run_study(args.config, args.out, args.dry_run, jobs=args.jobs, ray=args.ray, cpus_per_point=args.cpus_per_point,
+              gpus_per_point=args.gpus_per_point, gradcheck=args.gradcheck)
     return 0
 
 
@@ -263,7 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", required=True, help="study TOML ([study], [train], [networks.NAME])")
     st.add_argument("--out", help="study directory (default: the file's study.out)")
     st.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
-    st.add_argument("--jobs", type=int, default=1, help="points trained at once, one thread each")
+    st.add_argument("--jobs", type=int, help="points trained at once, one thread each (default 1; with a local "
+                                             "--ray, every CPU)")
+    st.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="each point a Ray task: a local Ray, or a cluster (auto, HOST:PORT, ray://HOST:PORT)")
+    st.add_argument("--cpus-per-point", dest="cpus_per_point", type=float, default=1, help="--ray: CPUs per point")
+    st.add_argument("--gpus-per-point", dest="gpus_per_point", type=float, default=0,
+                    help="--ray: GPUs per point (the point trains on the GPU)")
+    st.add_argument("--gradcheck", type=int, metavar="N",
+                    help="gradient alignment on N training images at each point's end (summary cos_* columns)")
     st.set_defaults(func=cmd_study)
 
     hd = sub.add_parser("hdl", help="RTL: generate Verilog, manifest, lint and synthesis reports")

@@ -1,6 +1,8 @@
 """The bit-depth study: how EqProp's vanishing gradient meets low-bit hardware.
 
     eqprop study bitdepth --config configs/studies/bitdepth-small.toml [--out DIR] [--dry-run]
+                          [--jobs N | --ray [ADDRESS] [--cpus-per-point C] [--gpus-per-point G]]
+                          [--gradcheck N]
 
 A study file holds a ``[study]`` table (grid axes) and a ``[train]`` table
 (the base run configuration); each ``[networks.NAME]`` table overrides train
@@ -12,6 +14,34 @@ points already finished are skipped and killed ones resumed, so a study can be
 stopped and continued. At the end ``summary.csv``, ``summary.md`` and three
 figures are written: error against bit depth, per-layer RMS correction
 against bit depth, and the fraction of zero corrections against bit depth.
+
+Engines. ``--jobs N`` trains N points at once in local processes (no retry:
+a killed point is resumed by the next call). ``--ray`` runs each point as a
+Ray task (``--cpus-per-point``, default 1; ``--gpus-per-point`` puts the
+point's training on the GPU Ray gives it): on a local Ray started here
+(``ray.init(num_cpus=...)``: ``--jobs`` points at once, default every CPU),
+or on a running cluster (``--ray auto``, ``--ray HOST:PORT`` or
+``--ray ray://HOST:PORT``; the study directory must then be on a file system
+every node mounts at the same path, and every node must have this package
+installed). A task whose worker dies (killed, out of memory, a lost node) is
+retried by Ray up to ``RAY_RETRIES`` times and resumes from the point's last
+checkpoint (the ``--resume`` of model/train.py: the same metrics as an
+uninterrupted run). Within one Python process that has already called
+``ray.init``, that session is used as it is.
+
+Failures. A point whose training diverges (NaN or inf) is marked failed
+(``failed.txt`` in its directory, status ``failed`` in summary.csv) and not
+retried by later calls (it would diverge again; delete failed.txt to retry);
+a point whose formats cannot hold the network is ``refused``; a point whose
+worker crashed beyond the retries is ``crashed`` (retried by the next call).
+The study goes on; at the end, after the summary, ``StudyFailed`` (exit 3)
+names the failed points. An unreachable Ray address is one line, exit 2.
+
+``--gradcheck N`` (or ``[study] gradcheck = N``): at each point's end,
+``eqprop gradcheck`` on its first N training images (model/gradcheck.py);
+the point's cos(Delta W, -dJ/dW) per adjacent layer pair (after rounding for
+fixed-point points) goes into summary.csv (``cos_01``, ...; ``cospre_01``
+before rounding, ``ratio_01`` the norm ratio) and summary.md.
 """
 
 from __future__ import annotations
@@ -19,14 +49,28 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import signal
+import socket
+import time
 import tomllib
 from pathlib import Path
 
 from . import config as config_mod
 from .config import ConfigError
+from .train import TrainingDiverged
+
+RAY_RETRIES = 3  # Ray's retries of a point whose worker died
+# For tests: "SUBSTRING:EPOCH" kills (SIGKILL) the worker of the first point whose directory
+# contains SUBSTRING once, right after its epoch EPOCH is checkpointed and logged.
+FAULT_ENV = "EQPROP_STUDY_FAULT"
+
+
+class StudyFailed(TrainingDiverged):
+    """Some points failed (diverged or crashed); the others were run and summarized (exit 3)."""
 
 STUDY_KEYS = {"bits": list, "roundings": list, "seeds": list, "epochs": int, "bias_extra_bits": int,
-              "float": bool, "out": str, "weight_store_bits": int}
+              "float": bool, "out": str, "weight_store_bits": int, "gradcheck": int}
 
 
 def load_study(path: str | Path) -> tuple[dict, config_mod.TrainConfig, dict]:
@@ -41,7 +85,8 @@ def load_study(path: str | Path) -> tuple[dict, config_mod.TrainConfig, dict]:
         if k not in ("study", "train", "networks"):
             raise ConfigError(f"{k}: unknown table in study file {path} (study, train, networks)")
     study = {"bits": [4, 6, 8, 10, 12, 16], "roundings": ["floor", "stochastic"], "seeds": [0], "epochs": 1,
-             "bias_extra_bits": 4, "float": True, "out": "runs/study-bitdepth", "weight_store_bits": 0}
+             "bias_extra_bits": 4, "float": True, "out": "runs/study-bitdepth", "weight_store_bits": 0,
+             "gradcheck": 0}
     for k, v in data.get("study", {}).items():
         if k not in STUDY_KEYS:
             raise ConfigError(f"{k}: unknown study key (in {path}; known: {', '.join(STUDY_KEYS)})")
@@ -61,6 +106,11 @@ def load_study(path: str | Path) -> tuple[dict, config_mod.TrainConfig, dict]:
     for b in study["bits"]:
         if not isinstance(b, int) or not 3 <= b <= 24:
             raise ConfigError(f"bits: {b!r} is not a bit depth in 3..24 (in {path})")
+    for k in ("bits", "roundings", "seeds"):
+        if not study[k] and not (k == "bits" and study["float"]) and not (k == "roundings" and not study["bits"]):
+            raise ConfigError(f"{k}: the grid key has no values (in {path})")
+    if study["gradcheck"] < 0:
+        raise ConfigError(f"gradcheck: {study['gradcheck']} is not a number of examples (>= 0) (in {path})")
     return study, base, networks
 
 
@@ -99,8 +149,28 @@ def _done_epochs(run_dir: Path) -> int:
     return len([l for l in m.read_text().splitlines() if l.strip()])
 
 
-def _run_point(cfg, threads: int | None = None) -> tuple[str, list[str]]:
-    """Train one grid point (in this process or a worker); returns its log lines."""
+def _fault_hook(cfg, fault: str | None):
+    """The test fault of FAULT_ENV for this point, as a log callback wrapper (or None)."""
+    if not fault:
+        return None
+    sub, _, ep = fault.rpartition(":")
+    d = Path(cfg.out)
+    if sub not in str(d) or not ep.isdigit():
+        return None
+    marker = d / ".fault-injected"
+
+    def hook():
+        if _done_epochs(d) == int(ep) and not marker.exists():
+            marker.write_text(f"killed after epoch {ep} by {FAULT_ENV}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def _run_point(cfg, threads: int | None = None, gradcheck: int = 0, fault: str | None = None) -> dict:
+    """Train one grid point (in this process, a worker process or a Ray task), resuming from
+    its checkpoint when it has one; then its gradient check when asked. Returns
+    {"dir", "lines", "status": done|failed|refused, "resumed_from": epoch or None}."""
     import torch
 
     from .numerics import NumericsError
@@ -110,21 +180,184 @@ def _run_point(cfg, threads: int | None = None) -> tuple[str, list[str]]:
         torch.set_num_threads(threads)
     d = Path(cfg.out)
     lines: list[str] = []
+    resume = (d / "checkpoint.pt").exists()
+    res = {"dir": cfg.out, "lines": lines, "status": "done", "resumed_from": None}
+    if resume:
+        res["resumed_from"] = _done_epochs(d)
+        lines.append(f"    resumed from the checkpoint of epoch {res['resumed_from']}")
+    hook = _fault_hook(cfg, fault)
+
+    def log(s):
+        lines.append("    " + s)
+        if hook:
+            hook()
+
     try:
-        Run(cfg, d, resume=(d / "checkpoint.pt").exists()).train(progress=False, log=lambda s: lines.append("    " + s))
+        Run(cfg, d, resume=resume).train(progress=False, log=log)
     except NumericsError as e:  # a format that cannot hold this point: recorded, not fatal
         d.mkdir(parents=True, exist_ok=True)
         (d / "refused.txt").write_text(str(e) + "\n")
         lines.append(f"    refused: {e}")
-    return cfg.out, lines
+        res["status"] = "refused"
+        return res
+    except TrainingDiverged as e:  # marked failed; the study goes on
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "failed.txt").write_text(str(e) + "\n")
+        lines.append(f"    failed: {e}")
+        res["status"] = "failed"
+        return res
+    if gradcheck and not _gradcheck_current(d, cfg, gradcheck):
+        from .files import atomic_write
+        from .gradcheck import gradcheck as measure
+
+        r = measure(d, examples=gradcheck)
+        atomic_write(d / "gradcheck.json", lambda f: f.write(json.dumps(r, indent=1).encode()))
+        lines.append(f"    gradcheck on {r['examples']} images: cos " + ", ".join(
+            f"{p} {c:.3f}" for p, c in zip(r["pairs"], _point_series(r)["cos"])))
+    return res
 
 
-def run_study(config_path: str, out: str | None = None, dry_run: bool = False, log=print, jobs: int = 1) -> Path:
-    """Run every unfinished point; ``jobs`` > 1 trains that many points at once, one
-    thread each (small networks gain nothing from a second thread, and two
-    multi-threaded processes on two cores slow each other down badly)."""
+def _gradcheck_current(d: Path, cfg, n: int) -> bool:
+    """gradcheck.json holds the measurement of the point's last epoch on min(n, train_size) images."""
+    try:
+        r = json.loads((d / "gradcheck.json").read_text())
+        return r["epoch"] == _done_epochs(d) and r["examples"] == min(n, cfg.train_size)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _point_series(r: dict, kind: str | None = None) -> dict:
+    """A gradcheck result's series for the point itself: the float correction of a float run,
+    the fixed-point correction after (or ``kind``) rounding of a fixed-point run."""
+    fixed = [s for s in r["series"] if s["weights"] == "run" and s["kind"].startswith("fixed")]
+    if not fixed:
+        return r["series"][0]
+    want = kind or "fixed after rounding"
+    return next(s for s in fixed if s["kind"] == want)
+
+
+def _status(d: Path, epochs: int) -> str:
+    if (d / "failed.txt").exists():
+        return "failed"
+    if (d / "refused.txt").exists() and not (d / "metrics.jsonl").exists():
+        return "refused"
+    n = _done_epochs(d)
+    return "done" if n >= epochs else ("partial" if n else "todo")
+
+
+def check_ray_address(address: str) -> None:
+    """A HOST:PORT or ray://HOST:PORT address that answers a TCP connection, or ConfigError
+    (one line) before Ray spends half a minute timing out on it."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray: {address!r} is not an address (auto, HOST:PORT or ray://HOST:PORT)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise ConfigError(f"--ray: cannot reach the Ray cluster at {address} ({e.strerror or e})") from None
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray: ray is not installed (pip install -e '.[cluster]', or make setup)") from None
+    return ray
+
+
+def _ray_session(address: str | None, num_cpus: int | None, log):
+    """ray (imported) and whether this call started the session it should shut down."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray, False
+    import logging
+
+    kw = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+    if address in (None, "local"):
+        ray.init(num_cpus=num_cpus, **kw)
+        log(f"study: local Ray with {int(ray.cluster_resources().get('CPU', 0))} CPUs")
+        return ray, True
+    kw.pop("include_dashboard")
+    try:
+        ray.init(address=address, **kw)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise ConfigError(f"--ray: cannot connect to the Ray cluster at {address} ({msg})") from None
+    res = ray.cluster_resources()
+    log(f"study: Ray cluster at {address}: {int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs")
+    return ray, True
+
+
+def _ray_point(cfg, cpus: float, gpus: float, gradcheck: int, fault: str | None) -> dict:
+    """The body of a point's Ray task."""
+    if gpus:
+        cfg = dataclasses.replace(cfg, device="cuda")
+    return _run_point(cfg, max(1, int(cpus)), gradcheck, fault)
+
+
+def _run_ray(todo, n_grid: int, address, jobs, cpus: float, gpus: float, gradcheck: int, log) -> dict:
+    """Every point of ``todo`` as a Ray task; {dir: status} of the points that did not end done."""
+    ray, owned = _ray_session(address, None if jobs is None else max(1, int(jobs * cpus)), log)
+    bad: dict = {}
+    try:
+        task = ray.remote(_ray_point).options(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_RETRIES,
+                                              retry_exceptions=False)
+        fault = os.environ.get(FAULT_ENV)
+        refs = {task.remote(cfg, cpus, gpus, gradcheck, fault): (n, cfg) for n, cfg in todo}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            n, cfg = refs[ready[0]]
+            try:
+                res = ray.get(ready[0])
+            except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.RayError) as e:
+                reason = " ".join(str(e).split())[:300]
+                log(f"[{n}/{n_grid}] {cfg.out}\n    crashed: {reason}")
+                bad[cfg.out] = "crashed"
+                continue
+            log(f"[{n}/{n_grid}] {res['dir']}")
+            for line in res["lines"]:
+                log(line)
+            if res["status"] == "done" and _done_epochs(Path(cfg.out)) < cfg.epochs:
+                log(f"    not found here: {cfg.out} is not on a file system this machine shares with the Ray "
+                    "workers (--out must be on one every node mounts at the same path)")
+                bad[cfg.out] = "crashed"
+            elif res["status"] == "failed":
+                bad[cfg.out] = "failed"
+    finally:
+        if owned:
+            ray.shutdown()
+    return bad
+
+
+def run_study(config_path: str, out: str | None = None, dry_run: bool = False, log=print, jobs: int | None = None,
+              ray: str | None = None, cpus_per_point: float = 1, gpus_per_point: float = 0,
+              gradcheck: int | None = None) -> Path:
+    """Run every unfinished point. Without ``ray``: ``jobs`` > 1 trains that many points at
+    once, one thread each (small networks gain nothing from a second thread, and two
+    multi-threaded processes on two cores slow each other down badly). With ``ray`` ("local"
+    or an address): each point a Ray task (module docstring). Raises StudyFailed (exit 3)
+    after the summary when a point failed."""
     study, base, networks = load_study(config_path)
+    if cpus_per_point <= 0 or gpus_per_point < 0:
+        raise ConfigError("--cpus-per-point must be > 0 and --gpus-per-point >= 0")
+    if gpus_per_point and not ray:
+        raise ConfigError("--gpus-per-point: only with --ray")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
+    if ray:
+        _import_ray()
+        check_ray_address(ray)  # before anything is written
+    gradcheck = study["gradcheck"] if gradcheck is None else gradcheck
+    if gradcheck < 0:
+        raise ConfigError(f"--gradcheck: must be >= 0, got {gradcheck}")
     outp = Path(out or study["out"])
+    if ray:
+        outp = outp.resolve()  # the workers' working directory is not ours
     grid = points(study, base, networks, outp)
     log(f"study: {len(grid)} runs of {study['epochs']} epoch(s) into {outp}")
     if dry_run:
@@ -133,39 +366,70 @@ def run_study(config_path: str, out: str | None = None, dry_run: bool = False, l
         return outp
     outp.mkdir(parents=True, exist_ok=True)
     (outp / "study.toml").write_text(Path(config_path).read_text())
-    todo = [(n, cfg) for n, (label, cfg) in enumerate(grid, 1) if _done_epochs(Path(cfg.out)) < cfg.epochs]
-    if jobs <= 1:
+    todo = []
+    for n, (label, cfg) in enumerate(grid, 1):
+        d = Path(cfg.out)
+        if (d / "failed.txt").exists():
+            log(f"[{n}/{len(grid)}] {cfg.out}: failed earlier, not retried (delete its failed.txt to retry)")
+        elif _done_epochs(d) < cfg.epochs or (gradcheck and not (d / "refused.txt").exists()
+                                               and not _gradcheck_current(d, cfg, gradcheck)):
+            todo.append((n, cfg))
+    bad: dict = {}
+    t0 = time.perf_counter()
+    if ray and todo:
+        bad = _run_ray(todo, len(grid), ray, jobs, cpus_per_point, gpus_per_point, gradcheck, log)
+    elif (jobs or 1) <= 1:
         for n, cfg in todo:
             log(f"[{n}/{len(grid)}] {cfg.out}")
-            for line in _run_point(cfg)[1]:
+            res = _run_point(cfg, None, gradcheck)
+            for line in res["lines"]:
                 log(line)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
-            futs = {ex.submit(_run_point, cfg, 1): n for n, cfg in todo}
+            futs = {ex.submit(_run_point, cfg, 1, gradcheck): n for n, cfg in todo}
             for f in as_completed(futs):
-                d, lines = f.result()
-                log(f"[{futs[f]}/{len(grid)}] {d}")
-                for line in lines:
+                res = f.result()
+                log(f"[{futs[f]}/{len(grid)}] {res['dir']}")
+                for line in res["lines"]:
                     log(line)
-    summarize(outp, grid, log)
+    if todo:
+        log(f"study: {len(todo)} point(s) run in {time.perf_counter() - t0:.1f} s")
+    summarize(outp, grid, log, bad)
+    failed = [(label["dir"], s) for label, cfg in grid
+              for s in [bad.get(cfg.out) or _status(Path(cfg.out), cfg.epochs)] if s in ("failed", "crashed")]
+    if failed:
+        raise StudyFailed(f"study: {len(failed)} of {len(grid)} points failed ("
+                          + "; ".join(f"{d}: {s}" for d, s in failed[:3]) + ("; ..." if len(failed) > 3 else "")
+                          + f"); the others are in {outp}/summary.csv (status column)")
     return outp
 
 
-def summarize(outp: Path, grid, log=print):
-    rows = []
+def summarize(outp: Path, grid, log=print, crashed: dict | None = None):
+    """summary.csv (every point that ran: its status, done|partial|failed|refused|crashed, and
+    its last epoch's metrics), summary.md (the points with metrics, by network, depth and
+    rounding; then the points without a result) and the figures."""
+    rows, missing = [], []
     for label, cfg in grid:
         d = Path(cfg.out)
+        status = (crashed or {}).get(cfg.out) or _status(d, cfg.epochs)
+        base = {**{k: label[k] for k in ("network", "bits", "rounding", "seed")}, "status": status}
         m = d / "metrics.jsonl"
-        if not m.exists():
-            continue
-        hist = [json.loads(l) for l in m.read_text().splitlines() if l.strip()]
+        hist = [json.loads(l) for l in m.read_text().splitlines() if l.strip()] if m.exists() else []
+        if status in ("failed", "refused", "crashed") or (not hist and status != "todo"):
+            reason = ""
+            for f in ("failed.txt", "refused.txt"):
+                if (d / f).exists():
+                    reason = (d / f).read_text().strip().splitlines()[0]
+            missing.append((label, status, reason))
         if not hist:
+            if status != "todo":
+                rows.append(base)
             continue
         last = hist[-1]
-        row = {**{k: label[k] for k in ("network", "bits", "rounding", "seed")}, "epochs": last["epoch"],
+        row = {**base, "epochs": last["epoch"],
                "train_error": last["train_error"], "test_error": last["test_error"],
                "seconds": sum(h["seconds"] for h in hist)}
         for i, r in enumerate(last["rms_correction"]):
@@ -173,6 +437,20 @@ def summarize(outp: Path, grid, log=print):
         for i, z in enumerate(last.get("zero_corrections", [])):
             row[f"zero_{i}{i + 1}"] = z
         row["weight_saturations"] = last.get("weight_saturations", "")
+        gcf = d / "gradcheck.json"
+        if gcf.exists():
+            try:
+                r = json.loads(gcf.read_text())
+                own = _point_series(r)
+                pre = _point_series(r, "fixed before rounding") if own["kind"].startswith("fixed") else None
+                for i, p in enumerate(r["pairs"]):
+                    key = p.replace("-", "") if p != "other" else "other"
+                    row[f"cos_{key}"] = own["cos"][i]
+                    row[f"ratio_{key}"] = own["ratio"][i]
+                    if pre is not None:
+                        row[f"cospre_{key}"] = pre["cos"][i]
+            except (ValueError, KeyError, StopIteration, IndexError):
+                log(f"study: {gcf} is unreadable; its gradcheck columns are left empty")
         rows.append(row)
     if not rows:
         log("study: nothing finished yet")
@@ -182,8 +460,16 @@ def summarize(outp: Path, grid, log=print):
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    (outp / "summary.md").write_text(summary_markdown(rows))
-    plot(outp, rows)
+    done = [r for r in rows if "test_error" in r and r["status"] not in ("failed", "crashed")]
+    md = summary_markdown(done) if done else ""
+    if missing:
+        md += "\nPoints without a result (not in the table above):\n\n| network | bits | rounding | seed | status | reason |\n" \
+              "| --- | --- | --- | --- | --- | --- |\n"
+        md += "".join(f"| {lb['network']} | {lb['bits']} | {lb['rounding']} | {lb['seed']} | {st} | {why} |\n"
+                      for lb, st, why in missing)
+    (outp / "summary.md").write_text(md)
+    if done:
+        plot(outp, done)
     log(f"study: summary of {len(rows)} runs in {outp}/summary.md, figures in {outp}/*.png")
 
 
@@ -200,10 +486,12 @@ def _mean_by(rows, keyf, valf):
 def summary_markdown(rows) -> str:
     nets = list(dict.fromkeys(r["network"] for r in rows))
     n_pairs = max(int(k.split("_")[1][0]) + 1 for r in rows for k in r if k.startswith("rms_"))
+    cos_keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith("cos_")))
     lines = ["| network | bits | rounding | seeds | epochs | train error | test error | "
              + " | ".join(f"RMS dW {i}-{i + 1}" for i in range(n_pairs)) + " | "
-             + " | ".join(f"zero dW {i}-{i + 1}" for i in range(n_pairs)) + " |",
-             "|" + " --- |" * (6 + 2 * n_pairs)]
+             + " | ".join(f"zero dW {i}-{i + 1}" for i in range(n_pairs)) + " |"
+             + "".join(f" cos {k[4:5]}-{k[5:]} |" if k != "cos_other" else " cos other |" for k in cos_keys),
+             "|" + " --- |" * (6 + 2 * n_pairs + len(cos_keys))]
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["network"], r["bits"], r["rounding"]), []).append(r)
@@ -221,8 +509,14 @@ def summary_markdown(rows) -> str:
             f"| {key[0]} | {key[1]} | {key[2]} | {len(g)} | {g[0]['epochs']} | "
             f"{100 * mean(lambda r: r['train_error']):.2f}% | {100 * mean(lambda r: r['test_error']):.2f}% | "
             + " | ".join(rms) + " | " + " | ".join(zero) + " |"
+            + "".join(f" {_mean_of(g, k)} |" for k in cos_keys)
         )
     return "\n".join(lines) + "\n"
+
+
+def _mean_of(g, key) -> str:
+    v = [r[key] for r in g if isinstance(r.get(key), float) and r[key] == r[key]]
+    return f"{sum(v) / len(v):.3f}" if v else "-"
 
 
 def plot(outp: Path, rows):

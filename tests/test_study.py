@@ -1,12 +1,17 @@
-"""The bit-depth study engine on a tiny grid: runs, skip-on-rerun, summary, figures."""
+"""The bit-depth study engine on a tiny grid: runs, skip-on-rerun, summary, figures; on a local
+Ray (2 CPUs): a point killed mid-run resumes from its checkpoint, a diverging point fails alone."""
 
 import csv
+import dataclasses
+import importlib.util
+import json
 
 import pytest
 
+from eqprop.model import config as config_mod
 from eqprop.model.cli import main
 from eqprop.model.config import ConfigError
-from eqprop.model.study import load_study
+from eqprop.model.study import FAULT_ENV, _run_point, load_study
 
 STUDY = """
 [study]
@@ -62,3 +67,100 @@ def test_bad_study_files(tmp_path, text, needle):
     with pytest.raises(ConfigError) as ei:
         load_study(f)
     assert needle in str(ei.value)
+
+
+# ------------------------------------------------------------------------- Ray
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="ray is not installed (pip install -e '.[cluster]', or make setup)")
+
+RAY_STUDY = """
+[study]
+bits = [4]
+roundings = ["floor"]
+seeds = [0]
+epochs = 2
+[train]
+downsample = 7
+sizes = [49, 6, 6, 10]
+free_steps = 5
+nudged_steps = 2
+train_size = 60
+eval_size = 40
+[networks.layered-per-layer]
+topology = "layered"
+lr = [0.128, 0.032, 0.008]
+[networks.diverge]        # float: NaN in its second epoch; 4 bits: saturates, trains on
+topology = "layered"
+lr = 1e38
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray with 2 CPUs for the module (start-up costs seconds); run_study uses it."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+def _metrics(d):
+    rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+@needs_ray
+def test_ray_study_killed_point_resumes_and_diverged_point_fails(tmp_path, capsys, monkeypatch, ray_session):
+    f = tmp_path / "s.toml"
+    f.write_text(RAY_STUDY)
+    out = tmp_path / "study"
+    # The worker of layered-per-layer/float is SIGKILLed right after its first epoch's checkpoint.
+    monkeypatch.setenv(FAULT_ENV, "layered-per-layer/float/seed0:1")
+    assert main(["study", "bitdepth", "--config", str(f), "--out", str(out), "--ray", "--gradcheck", "10"]) == 3
+    cap = capsys.readouterr()
+    killed = out / "points/layered-per-layer/float/seed0"
+    assert (killed / ".fault-injected").exists()
+    assert "resumed from the checkpoint of epoch 1" in cap.out
+    assert "1 of 4 points failed" in cap.err and "diverge/float" in cap.err
+    rows = {(r["network"], r["bits"]): r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert rows["layered-per-layer", "float"]["status"] == "done"
+    assert rows["layered-per-layer", "float"]["epochs"] == "2"
+    assert rows["diverge", "float"]["status"] == "failed"
+    assert rows["diverge", "4"]["status"] == "done"  # the study went on
+    assert "cos_23" in rows["layered-per-layer", "4"] and rows["layered-per-layer", "4"]["cospre_23"] != ""
+    assert "| diverge | float | - | 0 | failed |" in (out / "summary.md").read_text()
+    # The killed and resumed point ends with the metrics of an uninterrupted run.
+    ref = tmp_path / "ref"
+    _, base, networks = load_study(f)
+    cfg = dataclasses.replace(config_mod.from_mapping(networks["layered-per-layer"], base), out=str(ref),
+                              epochs=2, seed=0, model="float")
+    assert _run_point(cfg, 1)["status"] == "done"
+    assert _metrics(killed) == _metrics(ref)
+    # Rerun: nothing left to train; the failed point is not retried and still fails the study.
+    monkeypatch.delenv(FAULT_ENV)
+    assert main(["study", "bitdepth", "--config", str(f), "--out", str(out), "--ray", "--gradcheck", "10"]) == 3
+    cap = capsys.readouterr()
+    assert "point(s) run" not in cap.out and "failed earlier, not retried" in cap.out
+
+
+@needs_ray
+@pytest.mark.parametrize("address", ["ray://127.0.0.1:1", "127.0.0.1:1", "nohost"])
+def test_ray_unreachable_address_is_one_line(tmp_path, capsys, address):
+    f = tmp_path / "s.toml"
+    f.write_text(RAY_STUDY)
+    assert main(["study", "bitdepth", "--config", str(f), "--out", str(tmp_path / "o"), "--ray", address]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("eqprop: error: --ray:")
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_grid_key_is_refused(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text("[study]\nseeds = []\n[networks.a]\ntopology = 'layered'\n")
+    with pytest.raises(ConfigError, match="seeds: the grid key has no values"):
+        load_study(f)
