@@ -1,7 +1,7 @@
 """``eqprop hdl generate``: Verilog, memory init files, manifest, lint and synthesis.
 
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN_DIR] [--settle BOOL]
-                        [--bits KEY=VAL,...] [--synth] [--pnr] [--no-lint]
+                        [--bits KEY=VAL,...] [--synth] [--pnr] [--no-lint] [--force]
 
 The configuration is the training one ([train] topology, eps, beta, steps,
 rates; [fixed] formats, docs/numerics.md) plus an optional [hdl] table:
@@ -19,7 +19,17 @@ place-and-route on small FPGAs), ``laneK_{conn,weights,biases}.hex`` (memory
 contents, one word per line, also embedded in the Verilog), ``manifest.json``
 (formats, memory map, ports, cycle model, lint and synthesis results: all a
 testbench needs to know about the design), ``lint.txt`` and, with --synth,
-``synth.json``.
+``synth.json``. The manifest keeps the SHA-256 of every other file
+(``digests``), which ``eqprop sim`` and ``eqprop waves`` check.
+
+Before it builds anything, the command prints one line with the design's size
+(neurons, connections, lanes, lane memory words and bits, cycles per step:
+:func:`design_size`, from the topology without building the lanes) and refuses
+(ConfigError, exit 2) a design whose lane memories exceed
+``LANE_MEMORY_LIMIT_BITS`` unless ``--force`` is given. The files are written
+into a temporary directory next to ``--out`` and moved into it once all of
+them are written (``manifest.json`` last): a failure leaves no half-written
+design and no litter (docs/failures.md).
 """
 
 from __future__ import annotations
@@ -27,14 +37,19 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from eqprop.model import config as config_mod
 from eqprop.model.config import ConfigError
 
 from .core import Core, cycle_model
 from .memory_map import MemoryMap
-from .params import CoreParams, settle_to_dict
+from .params import CoreParams, bits_for, file_digest, settle_to_dict
 from .serial import FRAME_BITS, SerialCore
 
 HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "device": str, "package": str, "clock_mhz": (int, float)}
@@ -56,17 +71,102 @@ def hdl_options(cfg) -> dict:
     return opts
 
 
-def build(cfg, opts: dict):
-    """CoreParams and the raw parameters (stored weights, biases) for this configuration."""
+# The largest design ``eqprop hdl generate`` and ``eqprop sim`` build without --force:
+# 4 Mibit of lane memory (connection lists, weights, biases, state banks, inputs),
+# 32 times the block RAM of the largest iCE40 (128 kbit; the default target, the
+# UP5K, has 120 kbit) and about a minute of generation. The demo design
+# (configs/demo.toml, 49-32-10, 8 lanes) needs 165 kibit (20 s to generate), a
+# 196-100-10 network with 8 lanes 1.6 Mibit (30 s); the paper's 784-500-500-500-10
+# network 145 Mibit (minutes and gigabytes to generate, and no FPGA of this flow
+# holds it).
+LANE_MEMORY_LIMIT_BITS = 1 << 22
+
+
+def design_size(topology, num, P: int) -> dict:
+    """How big the core for ``topology`` with P lanes is, without building its lanes: the
+    numbers :func:`eqprop.hdl.layout.build_layout` (the same greedy lane assignment) and
+    :class:`eqprop.hdl.lane.Lane` (its memories) would give, in well under a second for the
+    paper's network (whose layout takes ~10 s)."""
+    from .core import MAC_LATENCY, NEURON_LATENCY, STEP_OVERHEAD
+
+    sizes = list(topology.sizes)
+    n_in, N = sizes[0], int(topology.n)
+    S = N - n_in
+    if P < 1:
+        raise ConfigError(f"lanes: must be >= 1, got {P}")
+    if P > S:
+        raise ConfigError(f"lanes: P = {P} exceeds the {S} non-input neurons")
+    mask = topology.mask
+    fan_in = mask[n_in:].sum(1)
+    entries_of = np.maximum(fan_in, 1)  # a neuron without sources still has a (dummy) entry
+    load, entries, owned = [0] * P, [0] * P, [0] * P
+    for i in sorted(range(S), key=lambda k: (-int(fan_in[k]), k)):  # layout.build_layout's greedy
+        lane = min(range(P), key=lambda l: (load[l], l))
+        load[lane] += int(entries_of[i])
+        entries[lane] += int(entries_of[i])
+        owned[lane] += 1
+    n_edges = int(np.count_nonzero(np.triu(mask, 1)))
+    L = len(sizes)
+    n_pairs = sum(1 for a in range(L) for b in range(max(a, 1), L))
+    npl = max(owned)
+    sw, ww, bw = num.state.n_word, num.weight_store.n_word, num.bias.n_word
+    conn_bits = (1 + bits_for(max(n_in, npl)) + bits_for(P) + bits_for(npl) + bits_for(S)
+                 + bits_for(n_edges + 1) + bits_for(n_pairs) + 4)  # lane.Lane._entry_layout
+    words = bits = conn_total = weight_total = 0
+    for e, n in zip(entries, owned):
+        e1, n1 = max(e, 1), max(n, 1)
+        mems = [(e1, conn_bits), (e1, ww), (n1, bw), (n1, 1), (n_in, sw),
+                (n1, bits_for(S) + bits_for(n_pairs))]  # conn, weights, biases, targets, inputs, bias constants
+        mems += [(max(3 * m, 1), sw) for m in owned]  # the state banks: a copy of every lane's states
+        words += sum(d for d, _ in mems)
+        bits += sum(d * w for d, w in mems)
+        conn_total += e1 * conn_bits
+        weight_total += e1 * ww
+    depth = max(entries)
+    return {"sizes": sizes, "kind": topology.kind, "neurons": N, "non_input": S, "connections": n_edges,
+            "lanes": P, "entries": sum(entries), "lane_depth": depth, "memory_words": words, "memory_bits": bits,
+            "connection_list_bits": conn_total, "weight_bits": weight_total,
+            "step_cycles": depth + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD}
+
+
+def _mbit(bits: int) -> str:
+    return f"{bits / (1 << 20):.2f} Mibit" if bits >= 1 << 20 else f"{bits / 1024:.1f} kibit"
+
+
+def size_line(name: str, z: dict) -> str:
+    return (f"building {name}: {'-'.join(map(str, z['sizes']))} {z['kind']}, {z['neurons']:,} neurons "
+            f"({z['non_input']:,} non-input), {z['connections']:,} connections, {z['lanes']} lane"
+            f"{'s' if z['lanes'] != 1 else ''}, lane memory {z['memory_words']:,} words / {z['memory_bits']:,} bits = "
+            f"{_mbit(z['memory_bits'])} (connection lists {_mbit(z['connection_list_bits'])}, weights "
+            f"{_mbit(z['weight_bits'])}), {z['step_cycles']:,} cycles per step")
+
+
+def check_size(z: dict, force: bool):
+    if z["memory_bits"] > LANE_MEMORY_LIMIT_BITS and not force:
+        raise ConfigError(
+            f"sizes: the {'-'.join(map(str, z['sizes']))} design needs {_mbit(z['memory_bits'])} of lane memory "
+            f"({z['connections']:,} connections), over the limit of "
+            f"{_mbit(LANE_MEMORY_LIMIT_BITS)} (docs/failures.md): give a smaller network (--config), or --force to "
+            f"build it anyway (minutes and gigabytes)")
+
+
+def network_topology(cfg, opts: dict):
+    """The design's network: the checkpoint's (checked by load_run) or the configuration's."""
     from eqprop.model.topology import Topology
     from eqprop.model.train import build_topology, load_run
 
     ck = opts["checkpoint"]
     if ck:
-        run_cfg, net, _ = load_run(ck)
-        topo = Topology.load(Path(ck) / "topology.npz")
-    else:
-        topo = build_topology(cfg)
+        _, net, _ = load_run(ck)
+        return Topology.load(Path(ck) / "topology.npz"), net
+    return build_topology(cfg), None
+
+
+def build(cfg, opts: dict, topo=None, net=None):
+    """CoreParams and the raw parameters (stored weights, biases) for this configuration."""
+    ck = opts["checkpoint"]
+    if topo is None:
+        topo, net = network_topology(cfg, opts)
     params = CoreParams(topo, config_mod.numerics(cfg), cfg.eps, cfg.beta, cfg.lr, opts["lanes"],
                         cfg.free_steps, cfg.nudged_steps, cfg.nudge, config_mod.settle_rule(cfg))
     fx = params.net
@@ -94,34 +194,120 @@ def port_list(component) -> list[dict]:
     return ports
 
 
-def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool = False, log=print) -> dict:
-    from .toolchain import generate_verilog, lint_verilog, place_ice40, synth_ice40
+def _missing_dirs(out: Path) -> list[Path]:
+    """``out`` and those of its parents that do not exist yet (outermost last)."""
+    return [q for q in (out, *out.parents) if not q.exists()]
+
+
+def prepare_out(out: Path, key: str = "out") -> tuple[Path, list[Path]]:
+    """Make the design directory ``out`` (and its missing parents) and a staging directory in
+    it; ConfigError naming ``key``, the path and the reason if it cannot be one. Returns the
+    staging directory and the directories made (to remove again on failure)."""
+    from eqprop.model.config import os_reason
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{key}: cannot write the design directory {out} (it is a file, not a directory)")
+    made = _missing_dirs(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name or 'design'}.", suffix=".tmp", dir=out))
+    except OSError as e:
+        _remove_dirs(made)
+        raise ConfigError(f"{key}: cannot write the design directory {out} ({os_reason(e, out)})") from None
+    return stage, made
+
+
+def _remove_dirs(made: list[Path]):
+    for q in made:  # innermost first
+        try:
+            q.rmdir()
+        except OSError:
+            pass
+
+
+def _write_json(path: Path, obj):
+    from eqprop.model.files import atomic_write
+
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+
+def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool = False, log=print,
+             force: bool = False, key: str = "out") -> dict:
+    """Build the design of ``cfg`` into ``out`` (see the module's docstring). ``key`` names the
+    output path in error lines (``out`` for eqprop hdl generate, ``design`` for eqprop sim)."""
+    from eqprop.model.config import os_reason
 
     opts = hdl_options(cfg)
     name = opts["name"]
-    params, fx = build(cfg, opts)
-    num = params.num
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():  # before the checkpoint and the network are read
+        raise ConfigError(f"{key}: cannot write the design directory {out} (it is a file, not a directory)")
+    topo, net = network_topology(cfg, opts)
+    size = design_size(topo, config_mod.numerics(cfg), opts["lanes"])
+    log(size_line(name, size))
+    check_size(size, force)
+    stage, made = prepare_out(out, key)
+    try:
+        try:
+            files, params, core, cm = _write_design(cfg, opts, topo, net, stage)
+            manifest = _manifest(cfg, opts, params, core, cm, files, stage)
+            old = out / "manifest.json"
+            try:
+                stale = [f for f in json.loads(old.read_text()).get("files", []) if f not in files] \
+                    if old.is_file() else []
+            except (ValueError, OSError, AttributeError):
+                stale = []
+            if old.exists():
+                old.unlink()  # a directory part old, part new is never described by the old manifest
+            for f in files:
+                os.replace(stage / f, out / f)
+            for f in stale:  # e.g. the hex files of lanes the new design does not have
+                if isinstance(f, str) and "/" not in f and f != "manifest.json" and (out / f).is_file():
+                    (out / f).unlink()
+            _write_json(out / "manifest.json", manifest)
+        except OSError as e:
+            raise ConfigError(f"{key}: cannot write the design directory {out} ({os_reason(e, out)})") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        _remove_dirs(made)
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    _check_tools(cfg, opts, out, manifest, lint, synth, pnr, log)
+    log(f"wrote {out}/{name}.v, manifest.json ({params.P} lanes, {cm['step']} cycles per step, "
+        f"{cm['train_example']} per training example, MAC utilisation {100 * cm['mac_utilisation']:.1f}%)")
+    return manifest
+
+
+def _write_design(cfg, opts, topo, net, stage: Path):
+    from .toolchain import generate_verilog
+
+    name = opts["name"]
+    params, fx = build(cfg, opts, topo, net)
+    num = params.num
     lw = params.lane_weights(fx.W_in, fx.W_ss)
     lb = params.lane_biases(fx.b)
     core = Core(params, lw, lb)
-    verilog = generate_verilog(core, name, emit_src=False)
-    (out / f"{name}.v").write_text(verilog)
-    params.topology.save(out / "topology.npz")  # the exact network, for testbenches
+    (stage / f"{name}.v").write_text(generate_verilog(core, name, emit_src=False))
+    params.topology.save(stage / "topology.npz")  # the exact network, for testbenches
     serial = SerialCore(Core(params, lw, lb))
-    (out / f"{name}_serial.v").write_text(generate_verilog(serial, f"{name}_serial", emit_src=False))
+    (stage / f"{name}_serial.v").write_text(generate_verilog(serial, f"{name}_serial", emit_src=False))
     for ell, lane in enumerate(params.layout.lanes):
-        (out / f"lane{ell}_weights.hex").write_text(_hex(lw[ell], num.weight_store.n_word))
-        (out / f"lane{ell}_biases.hex").write_text(_hex(lb[ell], num.bias.n_word))
-        (out / f"lane{ell}_conn.txt").write_text("".join(
+        (stage / f"lane{ell}_weights.hex").write_text(_hex(lw[ell], num.weight_store.n_word))
+        (stage / f"lane{ell}_biases.hex").write_text(_hex(lb[ell], num.bias.n_word))
+        (stage / f"lane{ell}_conn.txt").write_text("".join(
             f"{e.neuron} {'x' if e.src_input else 's'}{e.src} edge={e.edge} pair={e.pair}"
             f"{' first' if e.first else ''}{' last' if e.last else ''}{' dummy' if e.dummy else ''}\n"
             for e in lane.entries))
-    cm = cycle_model(params)
+    files = sorted(p.name for p in stage.iterdir())
+    return files, params, core, cycle_model(params)
+
+
+def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
+    name = opts["name"]
+    num = params.num
     clock = float(opts["clock_mhz"])
     topo = params.topology
-    manifest = {
+    return {
         "name": name,
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": config_mod.dumps_toml(cfg),
@@ -151,29 +337,41 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
         "cycle_model": {**cm, "clock_mhz": clock,
                         "train_example_us": cm["train_example"] / clock,
                         "inference_example_us": cm["inference_example"] / clock},
-        "files": sorted(p.name for p in out.iterdir()) + ["manifest.json"],
+        "files": files + ["manifest.json"],
+        # what eqprop sim and eqprop waves check before they use the design (params.load_manifest)
+        "digests": {f: file_digest(stage / f) for f in files},
     }
+
+
+def _check_tools(cfg, opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: bool, log):
+    """Lint, synthesis and place-and-route of the design in ``out``; their results go into its
+    manifest (rewritten atomically after each)."""
+    from .toolchain import lint_verilog, place_ice40, synth_ice40
+
+    name = opts["name"]
+    clock = float(opts["clock_mhz"])
     if lint:
         lr = lint_verilog([out / f"{name}.v"], name)
         (out / "lint.txt").write_text(str(lr) + "\n" + lr.output)
         manifest["lint"] = {"tool": "verilator --lint-only -Wall", "ok": lr.ok,
                             "warnings": [list(w) for w in lr.warnings], "errors": [list(e) for e in lr.errors]}
+        manifest["files"] = sorted({*manifest["files"], "lint.txt"})
+        _write_json(out / "manifest.json", manifest)
         log(f"lint: {'clean' if lr.ok else f'{len(lr.warnings)} warnings, {len(lr.errors)} errors'} (lint.txt)")
     if synth or pnr:
         rep = synth_ice40([out / f"{name}_serial.v"], f"{name}_serial", device=opts["device"],
                           json_out=out / "synth.json")
         manifest["synth"] = {"tool": f"yosys synth_ice40 -device {opts['device']}", "top": f"{name}_serial",
                              **rep.summary(), "cells_by_type": rep.cells_by_type}
+        manifest["files"] = sorted({*manifest["files"], "synth.json"})
+        _write_json(out / "manifest.json", manifest)
         log("synth_ice40: " + ", ".join(f"{k} {v}" for k, v in rep.summary().items()))
         if pnr:
             pr = place_ice40(out / "synth.json", device=opts["device"], package=opts["package"], freq_mhz=clock)
             manifest["pnr"] = {"tool": f"nextpnr-ice40 --{opts['device']} --package {opts['package']}",
                                "fmax_mhz": pr.fmax_mhz, "utilisation": {k: list(v) for k, v in pr.utilisation.items()}}
+            _write_json(out / "manifest.json", manifest)
             log(f"nextpnr-ice40: fmax {pr.fmax_mhz}")
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    log(f"wrote {out}/{name}.v, manifest.json ({params.P} lanes, {cm['step']} cycles per step, "
-        f"{cm['train_example']} per training example, MAC utilisation {100 * cm['mac_utilisation']:.1f}%)")
-    return manifest
 
 
 def main(args) -> int:
@@ -197,5 +395,6 @@ def main(args) -> int:
             setattr(cfg, key, getattr(args, key))
     cfg.model = "fixed"
     config_mod.validate(cfg)
-    generate(cfg, Path(args.out), lint=not args.no_lint, synth=args.synth, pnr=args.pnr)
+    generate(cfg, Path(args.out), lint=not args.no_lint, synth=args.synth, pnr=args.pnr,
+             force=getattr(args, "force", False))
     return 0

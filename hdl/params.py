@@ -8,8 +8,11 @@ that the model and the hardware are built from the same objects.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -19,6 +22,75 @@ from eqprop.model.settle import SettleRule
 from eqprop.model.topology import Topology
 
 from .layout import Layout, build_layout
+
+
+class DesignError(ValueError):
+    """A design directory that cannot be used as asked; the message names the file (and key)."""
+
+
+# What a testbench, ``eqprop sim`` and ``eqprop waves`` read from a manifest.
+MANIFEST_KEYS = (
+    "name", "numerics", "topology.sizes", "dynamics.eps", "dynamics.beta", "dynamics.rates",
+    "dynamics.n_free", "dynamics.n_nudged", "lanes.P", "memory_map.registers", "ports",
+    "cycle_model.step", "cycle_model.free", "cycle_model.nudged", "cycle_model.update",
+    "cycle_model.train_example", "cycle_model.inference_example", "cycle_model.train_rest",
+    "cycle_model.inference_rest", "cycle_model.clock_mhz",
+)
+REGENERATE = "regenerate it with eqprop hdl generate"
+
+
+def file_digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_manifest(design_dir, check_files: bool = True) -> dict:
+    """A design directory's manifest.json, checked: the directory and the file exist, it is
+    JSON with every key of MANIFEST_KEYS, and (``check_files``) each file it lists a SHA-256
+    for is there with those bytes. DesignError (one line naming the file or key) otherwise."""
+    d = Path(design_dir)
+    path = d / "manifest.json"
+    if not d.exists():
+        raise DesignError(f"design: {d}: no such directory")
+    if not d.is_dir():
+        raise DesignError(f"design: {d} is a file, not a design directory")
+    if not path.is_file():
+        raise DesignError(f"design: {d} holds no manifest.json (not a generated design: eqprop hdl generate "
+                          f"--out {d})")
+    try:
+        man = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DesignError(f"{path}: not JSON (line {e.lineno}: {e.msg}); {REGENERATE}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DesignError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e.__class__.__name__})") from None
+    if not isinstance(man, dict):
+        raise DesignError(f"{path}: not a design manifest (a JSON {type(man).__name__}); {REGENERATE}")
+    for key in MANIFEST_KEYS:
+        cur = man
+        for part in key.split("."):
+            if not isinstance(cur, dict) or part not in cur:
+                raise DesignError(f"{path}: no key {key}; {REGENERATE}")
+            cur = cur[part]
+    if not isinstance(man["name"], str) or not man["name"].isidentifier():
+        raise DesignError(f"{path}: name: {man['name']!r} is not a Verilog module name; {REGENERATE}")
+    if check_files:
+        check_design_files(d, man)
+    return man
+
+
+def check_design_files(d: Path, man: dict):
+    """Every file the manifest lists a digest for (``digests``, written by eqprop hdl generate;
+    absent in older designs) is there, unchanged."""
+    digests = man.get("digests") or {}
+    if not isinstance(digests, dict):
+        raise DesignError(f"{d / 'manifest.json'}: digests: not an object; {REGENERATE}")
+    for name, want in digests.items():
+        f = d / name
+        if not f.is_file():
+            what = "is a directory" if f.is_dir() else "is missing"
+            raise DesignError(f"{f}: {what} (listed in {d / 'manifest.json'}); {REGENERATE}")
+        if file_digest(f) != want:
+            raise DesignError(f"{f}: changed since it was generated (its SHA-256 is not the one in "
+                              f"{d / 'manifest.json'}); {REGENERATE}")
 
 
 def bits_for(n: int) -> int:
@@ -149,20 +221,30 @@ class CoreParams:
     @classmethod
     def from_design(cls, design_dir) -> "CoreParams":
         """Rebuild the parameters of a generated design from its manifest and topology."""
-        import json
-        from pathlib import Path
-
-        from eqprop.model.numerics import numerics_from_mapping
+        from eqprop.model.config import LEGACY_NUDGE
+        from eqprop.model.numerics import NumericsError, numerics_from_mapping
+        from eqprop.model.topology import TopologyError
 
         d = Path(design_dir)
-        man = json.loads((d / "manifest.json").read_text())
+        man = load_manifest(d)
         dyn = man["dynamics"]
-        from eqprop.model.config import LEGACY_NUDGE
-
+        if not (d / "topology.npz").is_file():
+            raise DesignError(f"{d / 'topology.npz'}: no such file (the design's network); {REGENERATE}")
+        try:
+            topo = Topology.load(d / "topology.npz")
+        except TopologyError as e:
+            raise DesignError(f"{d / 'topology.npz'}: {e}") from None
+        if list(topo.sizes) != list(man["topology"]["sizes"]):
+            raise DesignError(f"{d / 'topology.npz'}: sizes {list(topo.sizes)}, but {d / 'manifest.json'} says "
+                              f"{man['topology']['sizes']}; {REGENERATE}")
         rule = dyn.get("settle")  # absent: a design made before the settle rule (off)
-        return cls(Topology.load(d / "topology.npz"), numerics_from_mapping(man["numerics"]), dyn["eps"],
-                   dyn["beta"], dyn["rates"], man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"],
-                   dyn.get("nudge", LEGACY_NUDGE), settle_from_dict(rule))
+        try:
+            return cls(topo, numerics_from_mapping(man["numerics"]), dyn["eps"],
+                       dyn["beta"], dyn["rates"], man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"],
+                       dyn.get("nudge", LEGACY_NUDGE), settle_from_dict(rule))
+        except (NumericsError, ValueError, TypeError, KeyError) as e:
+            raise DesignError(f"{d / 'manifest.json'}: cannot rebuild the design from it ({e}); {REGENERATE}") \
+                from None
 
     def to_dict(self) -> dict:
         return {

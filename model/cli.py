@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--synth", action="store_true", help="also synthesise with yosys synth_ice40")
     g.add_argument("--pnr", action="store_true", help="also place and route with nextpnr-ice40 (max clock)")
     g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
+    g.add_argument("--force", action="store_true", help="build a design over the lane-memory limit "
+                                                         "(docs/failures.md)")
     g.add_argument("--settle", type=_parse_bool, help="settle rule on/off in the design's reset values "
                                                        "(docs/numerics.md §4a; overrides the config)")
     g.add_argument("--settle-tol", dest="settle_tol", type=float, help="settle rule: tolerance in state LSBs")

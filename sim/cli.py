@@ -1,10 +1,16 @@
 """``eqprop sim``: co-simulate a generated design on MNIST and print the report.
 
-    eqprop sim --config FILE.toml [--checkpoint RUN] [--design DIR] --simulator icarus|verilator
-               --examples N [--train] [--waves] [--settle BOOL] [--settle-tol T] [--settle-steps K]
+    eqprop sim [--config FILE.toml] [--checkpoint RUN] [--design DIR] --simulator icarus|verilator
+               --examples N [--train] [--waves] [--settle BOOL] [--settle-tol T] [--settle-steps K] [--force]
 
 Generates the design if ``DIR/manifest.json`` is missing (``eqprop hdl
-generate``), runs N images of the configured eval set through the RTL (free
+generate``: it prints the design's size first and refuses one over the
+lane-memory limit without --force). An existing design describes itself: without
+--config the configuration in its manifest is used (network, formats, data
+size), and a --config, --lanes or --checkpoint that would make another design
+is refused (one line naming the key; --regenerate rebuilds it instead). A
+damaged design (manifest, Verilog, memory files, topology) is one line naming
+the file, before the simulator starts (docs/failures.md). It runs N images of the configured eval set through the RTL (free
 phase + arg-max; with --train, on-chip training on N training images), and
 prints: examples, mismatches against the fixed-point model (expected 0),
 accuracy of RTL, fixed-point and float models, cycles per phase and example,
@@ -18,6 +24,7 @@ second. The results also go to DIR/cosim_SIM/report.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -66,40 +73,125 @@ def settle_summary(r: dict, cm: dict, n_free: int, train: bool) -> dict:
     }
 
 
-def cmd_sim(args) -> int:
+def design_config(design: Path, man: dict):
+    """The configuration a design was generated from (its manifest's ``config``)."""
+    import tomllib
+
+    from eqprop.hdl.params import REGENERATE, DesignError
+    from eqprop.model import config as config_mod
+
+    path = design / "manifest.json"
+    text = man.get("config")
+    if not isinstance(text, str):
+        raise DesignError(f"{path}: no key config (the design's configuration): give --config, or {REGENERATE}")
+    try:
+        data = tomllib.loads(text)
+        train = data.get("train", {})
+        tables = {k: data[k] for k in ("fixed", "hdl") if k in data}
+        if not isinstance(train, dict) or set(data) - {"train", "fixed", "hdl"}:
+            raise ValueError("expected [train], [fixed] and [hdl] tables")
+    except (tomllib.TOMLDecodeError, ValueError) as e:
+        raise DesignError(f"{path}: config: not a configuration ({e}); {REGENERATE}") from None
+    data = {**train, **tables}
+    dyn = man.get("dynamics", {})
+    data.setdefault("nudge", dyn.get("nudge", config_mod.LEGACY_NUDGE))  # made before the option
+    data.setdefault("settle", dyn.get("settle") is not None)
+    try:
+        return config_mod.from_mapping(data, source=f"{path}, key config")
+    except config_mod.ConfigError as e:
+        raise DesignError(str(e)) from None
+
+
+def check_agrees(cfg, man: dict, design: Path, source: str):
+    """The design a configuration (``source``: its file or a flag) would generate is the one in
+    ``design``: network, formats, dynamics, rates, lanes, checkpoint. ConfigError naming the
+    first key that differs otherwise. A configuration without a [fixed] table (a float run's)
+    states no formats; the settle rule is the bench's to set (docs/numerics.md §4a)."""
+    from eqprop.hdl.generate import hdl_options
+    from eqprop.model import config as config_mod
+
+    dyn = man["dynamics"]
+    pairs = [("sizes", list(cfg.sizes), list(man["topology"]["sizes"])),
+             ("topology", cfg.topology, man["topology"].get("kind", cfg.topology)),
+             ("eps", cfg.eps, dyn["eps"]), ("beta", cfg.beta, dyn["beta"]),
+             ("free_steps", cfg.free_steps, dyn["n_free"]), ("nudged_steps", cfg.nudged_steps, dyn["n_nudged"]),
+             ("nudge", cfg.nudge, dyn.get("nudge", config_mod.LEGACY_NUDGE)),
+             ("lr", list(cfg.lr), list(dyn["rates"]))]
+    if cfg.fixed:
+        want = config_mod.numerics(cfg).to_dict()
+        pairs += [(f"fixed.{k}", v, man["numerics"].get(k)) for k, v in want.items()]
+    if "lanes" in cfg.hdl:
+        pairs.append(("lanes", hdl_options(cfg)["lanes"], man["lanes"]["P"]))
+    ck = cfg.hdl.get("checkpoint")
+    if ck:
+        have = man.get("checkpoint")
+        pairs.append(("checkpoint", str(Path(ck).resolve()), str(Path(have).resolve()) if have else None))
+    for key, mine, theirs in pairs:
+        if mine != theirs:
+            raise config_mod.ConfigError(
+                f"{key}: {source} says {mine!r}, but the design {design} was generated with {theirs!r} "
+                f"({design / 'manifest.json'}): leave out --config to use the design's own configuration, or "
+                f"--regenerate to rebuild it")
+
+
+def sim_config(args):
+    """The configuration and design directory of an ``eqprop sim`` call, the design generated
+    if it is missing (or --regenerate, or made before the settle rule's registers). An existing
+    design describes itself: without --config its manifest's configuration is used, and a
+    --config (or --lanes, --checkpoint) that would make another design is refused."""
     from eqprop.hdl.generate import generate, hdl_options
+    from eqprop.hdl.params import load_manifest
+    from eqprop.model import config as config_mod
+
+    given = config_mod.load_toml(args.config, config_mod.TrainConfig()) if args.config else None
+    flags = {k: v for k, v in (("checkpoint", args.checkpoint), ("lanes", args.lanes)) if v}
+    if args.design:
+        design = Path(args.design)
+    else:
+        base = given or config_mod.TrainConfig()
+        design = Path(f"build/{hdl_options(base)['name']}")
+    exists = design.is_dir() and (design / "manifest.json").exists()
+    cfg = given
+    regenerate = args.regenerate or not exists
+    if exists and not (args.regenerate and given is not None):
+        man = load_manifest(design, check_files=not args.regenerate)
+        if given is None:
+            cfg = design_config(design, man)
+            print(f"design {design}: its own configuration ({design / 'manifest.json'})")
+        if not args.regenerate:
+            if given is not None:
+                check_agrees(given, man, design, args.config)
+            if flags:
+                c = dataclasses.replace(cfg, hdl={**cfg.hdl, **flags})
+                check_agrees(c, man, design, " ".join(f"--{k} {v}" for k, v in flags.items()))
+            if "free_steps" not in man["memory_map"]["registers"]:
+                print(f"{design}: made before the settle rule's registers (docs/numerics.md §4a): regenerating")
+                regenerate = True
+    cfg = cfg or config_mod.TrainConfig()
+    cfg.hdl = {**cfg.hdl, **flags}
+    for key in ("settle", "settle_tol", "settle_steps"):  # flags override the config (§4a)
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    cfg.model = "fixed"
+    config_mod.validate(cfg)
+    if args.examples < 1:
+        raise config_mod.ConfigError(f"examples: must be >= 1, got {args.examples}")
+    if regenerate:
+        generate(cfg, design, lint=False, force=args.force, key="design")
+    return cfg, design
+
+
+def cmd_sim(args) -> int:
+    from eqprop.hdl.params import load_manifest
     from eqprop.model import config as config_mod
     from eqprop.model.data import load_split
 
     from .job import design_network
     from .runner import run_cosim
 
-    cfg = config_mod.TrainConfig()
-    if args.config:
-        cfg = config_mod.load_toml(args.config, cfg)
-    hdl = dict(cfg.hdl)
-    if args.checkpoint:
-        hdl["checkpoint"] = args.checkpoint
-    if args.lanes:
-        hdl["lanes"] = args.lanes
-    cfg.hdl = hdl
-    for key in ("settle", "settle_tol", "settle_steps"):  # flags override the config (§4a)
-        if getattr(args, key) is not None:
-            setattr(cfg, key, getattr(args, key))
-    cfg.model = "fixed"
-    config_mod.validate(cfg)
+    cfg, design = sim_config(args)
     rule = config_mod.settle_rule(cfg)
-    opts = hdl_options(cfg)
-    design = Path(args.design or f"build/{opts['name']}")
-    stale = False
-    if (design / "manifest.json").exists() and not args.regenerate:
-        regs = json.loads((design / "manifest.json").read_text())["memory_map"]["registers"]
-        stale = "free_steps" not in regs
-        if stale:
-            print(f"{design}: made before the settle rule's registers (docs/numerics.md §4a): regenerating")
-    if not (design / "manifest.json").exists() or args.regenerate or stale:
-        generate(cfg, design, lint=False)
-    man = json.loads((design / "manifest.json").read_text())
+    man = load_manifest(design)
     split = "train" if args.train else (args.eval_set or "test")
     data = load_split(cfg.dataset, split, size=args.examples, downsample=cfg.downsample or None,
                       data_dir=cfg.data_dir or None)
@@ -138,7 +230,11 @@ def cmd_sim(args) -> int:
         "cycles_per_second": r["sim_cycles"] / r["wall_s"],
         "waves": r.get("waves"),
     }
-    (Path(r["work"]) / "report.json").write_text(json.dumps(report, indent=1))
+    try:
+        (Path(r["work"]) / "report.json").write_text(json.dumps(report, indent=1))
+    except OSError as e:
+        raise config_mod.ConfigError(f"design: cannot write {Path(r['work']) / 'report.json'} "
+                                     f"({config_mod.os_reason(e, Path(r['work']) / 'report.json')})") from None
     a = report["accuracy"]
     print(f"{report['mode']} on {report['examples']} {data.name} images, {args.simulator}: "
           f"{report['mismatches']} mismatches against the fixed-point model"
@@ -182,10 +278,13 @@ def _bool(text: str) -> bool:
 
 def add_parser(sub):
     s = sub.add_parser("sim", help="co-simulate the generated RTL on MNIST (cocotb: Icarus or Verilator)")
-    s.add_argument("--config", help="TOML with [train], [fixed], [hdl]")
+    s.add_argument("--config", help="TOML with [train], [fixed], [hdl] (default: an existing design's own)")
     s.add_argument("--checkpoint", help="run directory whose weights the design holds")
     s.add_argument("--design", help="design directory (default build/NAME)")
-    s.add_argument("--regenerate", action="store_true", help="generate the design even if it exists")
+    s.add_argument("--regenerate", action="store_true", help="generate the design even if it exists (from "
+                                                               "--config, or the design's own configuration)")
+    s.add_argument("--force", action="store_true", help="generate a design over the lane-memory limit "
+                                                         "(docs/failures.md)")
     s.add_argument("--lanes", type=int)
     s.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"))
     s.add_argument("--examples", type=int, default=20)

@@ -14,12 +14,11 @@ steps its free phase takes, which the scoreboard compares with the core's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from eqprop.hdl.params import CoreParams, settle_to_dict
+from eqprop.hdl.params import CoreParams, load_manifest, settle_to_dict
 
 
 def _lists(t: torch.Tensor) -> list:
@@ -33,7 +32,7 @@ def make_job(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tenso
     writes into the core's registers before the first example)."""
     p = design_network(design_dir, params)
     net = p.net
-    man = json.loads((Path(design_dir) / "manifest.json").read_text())
+    man = load_manifest(design_dir)
     S = net.n_s
     n_out = p.topology.sizes[-1]
     xq = net.prepare_inputs(x_pixels)
@@ -68,6 +67,35 @@ def make_job(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tenso
             "settle": settle_to_dict(p.settle), "examples": examples}
 
 
+def read_hex(path: Path, words: int, bits: int) -> list[int]:
+    """A memory file of ``eqprop hdl generate``: ``words`` hex words of ``bits`` bits, one a line;
+    DesignError naming the file (and line) otherwise."""
+    from eqprop.hdl.params import REGENERATE, DesignError
+
+    try:
+        lines = path.read_text().split("\n")
+    except FileNotFoundError:
+        raise DesignError(f"{path}: no such file (a memory file of the design); {REGENERATE}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DesignError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e.__class__.__name__}); "
+                          f"{REGENERATE}") from None
+    out = []
+    for no, line in enumerate(lines, 1):
+        t = line.strip()
+        if not t:
+            continue
+        try:
+            v = int(t, 16)
+        except ValueError:
+            raise DesignError(f"{path}: line {no}: {t[:20]!r} is not a hex word; {REGENERATE}") from None
+        if v >> bits:
+            raise DesignError(f"{path}: line {no}: {t!r} does not fit {bits} bits; {REGENERATE}")
+        out.append(v)
+    if len(out) != words:
+        raise DesignError(f"{path}: {len(out)} words, the design's lane needs {words}; {REGENERATE}")
+    return out
+
+
 def design_network(design_dir, params: CoreParams | None = None) -> CoreParams:
     """The design's parameters, with ``.net`` holding the weights and biases its
     memories start with (read back from its hex files)."""
@@ -82,8 +110,10 @@ def design_network(design_dir, params: CoreParams | None = None) -> CoreParams:
     W_ss = torch.zeros(N - n_in, N - n_in, dtype=torch.int64)
     b = torch.zeros(N - n_in, dtype=torch.int64)
     for ell, lane in enumerate(p.layout.lanes):
-        ws = [to_signed(int(w, 16), num.weight_store.n_word) for w in (d / f"lane{ell}_weights.hex").read_text().split()]
-        bs = [to_signed(int(v, 16), num.bias.n_word) for v in (d / f"lane{ell}_biases.hex").read_text().split()]
+        ws = [to_signed(w, num.weight_store.n_word)
+              for w in read_hex(d / f"lane{ell}_weights.hex", len(lane.entries), num.weight_store.n_word)]
+        bs = [to_signed(v, num.bias.n_word) for v in read_hex(d / f"lane{ell}_biases.hex", len(lane.neurons),
+                                                               num.bias.n_word)]
         for e, w in zip(lane.entries, ws):
             if e.dummy:
                 continue

@@ -103,18 +103,36 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
 
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator: {simulator!r} is not one of {', '.join(SIMULATORS)}")
+    from eqprop.hdl.params import REGENERATE, DesignError, load_manifest
+    from eqprop.model.config import os_reason
+
     design = Path(design_dir).resolve()
-    man = json.loads((design / "manifest.json").read_text())
+    man = load_manifest(design)  # DesignError naming the file or key: damaged, incomplete, changed
     name = man["name"]
-    work = Path(work or design / f"cosim_{simulator}").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    params = None
+    vfile = design / f"{name}.v"
+    try:
+        text = vfile.read_text()
+    except FileNotFoundError:
+        raise DesignError(f"{vfile}: no such file (the design's Verilog); {REGENERATE}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DesignError(f"{vfile}: cannot read it ({getattr(e, 'strerror', None) or e.__class__.__name__}); "
+                          f"{REGENERATE}") from None
+    if not re.search(rf"^module {re.escape(name)}\s*\(", text, re.M):
+        raise DesignError(f"{vfile}: no module {name} in it (not this design's Verilog); {REGENERATE}")
+    params = design_network(design)  # the memory files, checked (DesignError naming one) before anything is written
     if settle != DESIGN_RULE:
-        params = design_network(design)
         params.settle = params.checked_settle(settle)
+    work = Path(work or design / f"cosim_{simulator}").resolve()
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DesignError(f"design: cannot write the co-simulation directory {work} ({os_reason(e, work)})") from None
     job = make_job(design, x_pixels, labels, train, params=params, seed=seed)
     job_path = work / "job.json"
-    job_path.write_text(json.dumps(job))
+    try:
+        job_path.write_text(json.dumps(job))
+    except OSError as e:
+        raise DesignError(f"design: cannot write {job_path} ({os_reason(e, job_path)})") from None
     results = work / "results.json"
     if results.exists():
         results.unlink()
@@ -125,7 +143,6 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
         export_verilator_env()
         build_args = ["-Wno-fatal", "-O2"]
     src = work / f"{name}.v"
-    text = (design / f"{name}.v").read_text()
     vcd = work / "waves.vcd"
     if simulator == "icarus":
         text = simulation_verilog(text)
@@ -157,7 +174,7 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
                      build_args=build_args, timescale=("1ns", "1ps"), always=simulator == "icarus",
                      waves=waves and simulator == "verilator", log_file=work / "build.log")
     except (SystemExit, subprocess.CalledProcessError):
-        raise RuntimeError(f"{simulator} build of {name} failed: see {work / 'build.log'}") from None
+        raise DesignError(f"{vfile}: the {simulator} build failed (see {work / 'build.log'})") from None
     finally:
         if make_old is None:
             os.environ.pop("MAKEFLAGS", None)
@@ -183,7 +200,8 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
             else:
                 os.environ[k] = v
     if not results.exists():
-        raise RuntimeError(f"co-simulation wrote no results: see {work / 'sim.log'} and {work / 'build.log'}")
+        raise DesignError(f"{vfile}: the {simulator} co-simulation wrote no results (see {work / 'sim.log'} and "
+                          f"{work / 'build.log'})")
     res = json.loads(results.read_text())
     if waves and simulator == "verilator":  # Verilator's --trace writes dump.vcd in the test directory
         for cand in (work / "dump.vcd", build_dir / "dump.vcd"):

@@ -10,6 +10,15 @@ neuron's state after every relaxation step, and plots the chosen neurons
 through the free and weakly-clamped phases, next to the fixed-point model's
 trajectory for the same example (from the co-simulation's job.json).
 ``--signals`` plots any signals whose names match a regular expression.
+
+``--out`` is the PNG file; an existing directory gets ``DIR/waves_neurons.png``
+or ``DIR/waves_signals.png`` (the default names). The PNG is written to a
+temporary file and renamed. Every input is checked first, each with one line
+naming it (exit 2): the VCD (missing, a directory, not a VCD, not this design's
+signals), the regular expression, ``--neurons`` (non-input indices
+0..S-1), ``--example`` (an example of the job.json next to the VCD) and
+``--design`` (a generated design directory, checked as ``eqprop sim`` checks
+it).
 """
 
 from __future__ import annotations
@@ -20,10 +29,101 @@ import re
 from pathlib import Path
 
 
+class WavesError(ValueError):
+    """A bad input of ``eqprop waves``; the message names the file or flag."""
+
+
+_VCD_KEYWORDS = (b"$date", b"$version", b"$timescale", b"$comment", b"$scope", b"$var")
+
+
+def check_vcd(path) -> Path:
+    """``path`` is a readable VCD file (its header starts with VCD keywords), or WavesError."""
+    p = Path(path)
+    if not p.exists():
+        raise WavesError(f"vcd: {p}: no such file (eqprop sim --waves writes DESIGN/cosim_icarus/waves.vcd)")
+    if p.is_dir():
+        raise WavesError(f"vcd: {p} is a directory, not a VCD file")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4096).lstrip()
+    except OSError as e:
+        raise WavesError(f"vcd: cannot read {p} ({e.strerror})") from None
+    if not any(head.startswith(k) for k in _VCD_KEYWORDS):
+        raise WavesError(f"vcd: {p} is not a VCD file (it does not start with a VCD header such as $date, "
+                         "$timescale or $scope)")
+    return p
+
+
 def _load(path: str):
     from vcdvcd import VCDVCD
 
-    return VCDVCD(str(path), store_tvs=True)
+    p = check_vcd(path)
+    try:
+        vcd = VCDVCD(str(p), store_tvs=True)
+    except (ValueError, IndexError, KeyError) as e:  # e.g. binary garbage after a VCD-like start
+        raise WavesError(f"vcd: {p} is not a VCD file that vcdvcd can read ({e.__class__.__name__}: "
+                         f"{str(e)[:80]})") from None
+    if not vcd.signals:
+        raise WavesError(f"vcd: {p} is not a VCD file with signals (no $var definitions)")
+    vcd.path = p
+    return vcd
+
+
+def check_pattern(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise WavesError(f"signals: {pattern!r} is not a regular expression ({e})") from None
+
+
+def parse_neurons(which: str, p) -> list[int]:
+    """'out' (the output layer) or comma-separated non-input indices 0..S-1 of design ``p``."""
+    S = p.layout.S
+    if which == "out":
+        return list(range(p.layout.out_first, S))
+    try:
+        neurons = [int(v) for v in which.split(",")]
+    except ValueError:
+        raise WavesError(f"neurons: {which!r} is not 'out' or comma-separated neuron indices") from None
+    bad = [i for i in neurons if not 0 <= i < S]
+    if bad:
+        raise WavesError(f"neurons: {bad[0]} is out of range: the design has {S} non-input neurons (0..{S - 1}; "
+                         f"outputs {p.layout.out_first}..{S - 1})")
+    return neurons
+
+
+def read_job(path: Path, example: int) -> dict | None:
+    """The co-simulation job next to a VCD (None if there is none), with ``example`` in range."""
+    if not path.exists():
+        return None
+    try:
+        job = json.loads(path.read_text())
+        n = len(job["examples"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise WavesError(f"{path}: not a co-simulation job ({e.__class__.__name__})") from None
+    if not 0 <= example < n:
+        raise WavesError(f"example: {example} is out of range: {path} holds {n} example"
+                         f"{'s' if n != 1 else ''} (0..{n - 1})")
+    return job
+
+
+def out_path(out: str | None, default: str) -> Path:
+    """``--out``: a PNG file, or an existing directory that gets ``DIR/default``."""
+    if out is None:
+        return Path(default)
+    p = Path(out)
+    return p / default if p.is_dir() else p
+
+
+def save_figure(fig, out: Path, dpi: int) -> str:
+    from eqprop.model.config import os_reason
+    from eqprop.model.files import atomic_write
+
+    try:
+        atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    except OSError as e:
+        raise WavesError(f"out: cannot write {out} ({os_reason(e, out)})") from None
+    return str(out)
 
 
 class Sampler:
@@ -41,7 +141,8 @@ class Sampler:
 def _find(vcd, pattern: str) -> str:
     names = [n for n in vcd.signals if re.search(pattern, n)]
     if not names:
-        raise ValueError(f"signals: nothing matches {pattern!r} in the VCD")
+        raise WavesError(f"vcd: no signal of {getattr(vcd, 'path', 'the VCD')} matches {pattern!r} (a VCD of "
+                         "another design, or without the lanes?)")
     return min(names, key=len)
 
 
@@ -58,7 +159,7 @@ def neuron_trajectories(vcd_path: str, design: str) -> dict[int, list[tuple[int,
 
     p = CoreParams.from_design(design)
     vcd = _load(vcd_path)
-    clk = Sampler(vcd[min((n for n in vcd.signals if n.endswith(".clk")), key=len)].tv)
+    clk = Sampler(vcd[_find(vcd, r"\.clk$")].tv)
     edges = [t for t, v in zip(clk.t, clk.v) if v == "1"]
     traj: dict[int, list[tuple[int, int]]] = {}
     for ell, lane in enumerate(p.layout.lanes):
@@ -88,7 +189,9 @@ def model_trajectories(design: str, job_path: str, example: int = 0) -> dict[int
     from eqprop.sim.job import design_network
 
     p = design_network(design)
-    job = json.loads(Path(job_path).read_text())
+    job = read_job(Path(job_path), example)
+    if job is None:
+        raise WavesError(f"{job_path}: no such file (the co-simulation job)")
     ex = job["examples"][example]
     rule = settle_from_dict(job["settle"]) if "settle" in job else p.settle
     net = p.net
@@ -121,15 +224,17 @@ def plot_neurons(vcd_path: str, design: str, which: str, out: str, example: int 
 
     from eqprop.hdl.params import CoreParams
 
-    p = CoreParams.from_design(design)
+    p = CoreParams.from_design(design)  # DesignError naming the file: missing, damaged
+    neurons = parse_neurons(which, p)
+    check_vcd(vcd_path)
+    job = Path(vcd_path).parent / "job.json"
+    has_job = read_job(job, example) is not None
+    if not has_job and example != 0:
+        raise WavesError(f"example: {example}: there is no {job} next to the VCD (the co-simulation's job, "
+                         "which holds the examples)")
     lsb = p.state.lsb
     traj = neuron_trajectories(vcd_path, design)
-    if which == "out":
-        neurons = list(range(p.layout.out_first, p.layout.S))
-    else:
-        neurons = [int(v) for v in which.split(",")]
-    job = Path(vcd_path).parent / "job.json"
-    model = model_trajectories(design, str(job), example) if job.exists() else None
+    model = model_trajectories(design, str(job), example) if has_job else None
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for c, i in enumerate(neurons):
         pts = traj.get(i, [])
@@ -145,9 +250,10 @@ def plot_neurons(vcd_path: str, design: str, which: str, out: str, example: int 
     ax.set_title("RTL state writes (lines) and fixed-point model (circles)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    try:
+        return save_figure(fig, Path(out), 120)
+    finally:
+        plt.close(fig)
 
 
 def plot_signals(vcd_path: str, pattern: str, out: str) -> str:
@@ -156,10 +262,12 @@ def plot_signals(vcd_path: str, pattern: str, out: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rx = check_pattern(pattern)
     vcd = _load(vcd_path)
-    names = [n for n in vcd.signals if re.search(pattern, n)][:12]
+    names = [n for n in vcd.signals if rx.search(n)][:12]
     if not names:
-        raise ValueError(f"signals: nothing matches {pattern!r}")
+        raise WavesError(f"signals: nothing matches {pattern!r} in {vcd_path} ({len(vcd.signals)} signals, e.g. "
+                         f"{min(vcd.signals, key=len)})")
     fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.2 * len(names) + 0.6), sharex=True, squeeze=False)
     for ax, n in zip(axes[:, 0], names):
         tv = vcd[n].tv
@@ -169,18 +277,21 @@ def plot_signals(vcd_path: str, pattern: str, out: str) -> str:
         ax.set_ylabel(n.split(".")[-1], rotation=0, ha="right", fontsize=7)
     axes[-1, 0].set_xlabel("simulated time (ns)")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    try:
+        return save_figure(fig, Path(out), 110)
+    finally:
+        plt.close(fig)
 
 
 def cmd_waves(args) -> int:
     if args.neurons:
         if not args.design:
-            raise ValueError("waves: --neurons needs --design DIR (the generated design's manifest)")
-        path = plot_neurons(args.vcd, args.design, args.neurons, args.out or "waves_neurons.png", args.example)
+            raise WavesError("design: --neurons needs --design DIR (the generated design's manifest)")
+        path = plot_neurons(args.vcd, args.design, args.neurons, out_path(args.out, "waves_neurons.png"),
+                            args.example)
     else:
-        path = plot_signals(args.vcd, args.signals or r"(busy|phase)$", args.out or "waves_signals.png")
+        check_pattern(args.signals or "")
+        path = plot_signals(args.vcd, args.signals or r"(busy|phase)$", out_path(args.out, "waves_signals.png"))
     print(f"wrote {path}")
     return 0
 
@@ -192,5 +303,5 @@ def add_parser(sub):
     w.add_argument("--neurons", help="'out' or non-input indices i,j,...: decode state writes")
     w.add_argument("--signals", help="regular expression over signal names")
     w.add_argument("--example", type=int, default=0, help="job example for the model trajectory")
-    w.add_argument("--out", help="PNG file")
+    w.add_argument("--out", help="PNG file, or a directory for waves_neurons.png / waves_signals.png")
     w.set_defaults(func=cmd_waves)
