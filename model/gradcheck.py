@@ -211,7 +211,8 @@ def rate_matrix(fx) -> torch.Tensor:
 
 def fixed_corrections(fx, cfg, x, t, examples_base: int = 0):
     """The fixed-point correction before and after rounding, both full (N, N) in Delta W units,
-    and the zero mask (exact correction nonzero, rounded to zero), over batches of the run's size."""
+    and per connection the count of updates (batches of the run's size) whose exact correction was
+    nonzero and how many of them rounded to zero (training's zero_corrections)."""
     n = fx.num
     lsb_s = n.state.lsb
     xq_all, tq_all = fx.prepare_inputs(x.float()), fx.prepare_targets(t)
@@ -220,8 +221,8 @@ def fixed_corrections(fx, cfg, x, t, examples_base: int = 0):
     settle = config_mod.settle_rule(cfg)
     D_sum = torch.zeros(N, N, dtype=F64)
     applied = torch.zeros(N, N, dtype=F64)
-    zero = torch.zeros(N, N, dtype=torch.bool)
-    live = torch.zeros(N, N, dtype=torch.bool)
+    zero = torch.zeros(N, N, dtype=torch.int64)  # per connection: updates that rounded a nonzero D to 0
+    live = torch.zeros(N, N, dtype=torch.int64)  # per connection: updates with a nonzero D
     saved = {k: v.clone() for k, v in fx.state_dict().items()}
     bs = fx.batch_size
     for k, i in enumerate(range(0, B, bs)):
@@ -238,8 +239,8 @@ def fixed_corrections(fx, cfg, x, t, examples_base: int = 0):
         fx.learn(xq, s0, sb, fx.beta_abs, k)
         dW = _full_from(fx, fx.W_in - w_in, fx.W_ss - w_ss)
         applied += dW * n.weight_store.lsb
-        live |= D != 0
-        zero |= (D != 0) & (dW == 0)
+        live += (D != 0).to(torch.int64)
+        zero += ((D != 0) & (dW == 0)).to(torch.int64)
         fx.load_state_dict(saved)
     pre = D_sum * lsb_s * lsb_s / (fx.beta_abs * B)
     C = rate_matrix(fx)
@@ -331,7 +332,7 @@ def gradcheck(run_dir, examples: int = 100, bits: list[str] | None = None, round
             row = {"name": f"fixed {label}, {kind}", "kind": f"fixed {kind}", "weights": name, "formats": desc,
                    "cos": cos, "ratio": ratio}
             if kind == "after rounding":
-                row["zero"] = [float((zero & m).sum()) / max(float((live & m).sum()), 1.0) for _, m in groups]
+                row["zero"] = [float(zero[m].sum()) / max(float(live[m].sum()), 1.0) for _, m in groups]
             series.append(row)
     return {"run": str(run_dir), "epoch": ck["epoch"], "examples": len(data), "method": method,
             "beta": beta_f, "nudged_steps": steps_b, "nudge": cfg.nudge, "pairs": [g[0] for g in groups],

@@ -491,7 +491,7 @@ def summary_markdown(rows) -> str:
              + " | ".join(f"RMS dW {i}-{i + 1}" for i in range(n_pairs)) + " | "
              + " | ".join(f"zero dW {i}-{i + 1}" for i in range(n_pairs)) + " |"
              + "".join(f" cos {k[4:5]}-{k[5:]} |" if k != "cos_other" else " cos other |" for k in cos_keys),
-             "|" + " --- |" * (6 + 2 * n_pairs + len(cos_keys))]
+             "|" + " --- |" * (7 + 2 * n_pairs + len(cos_keys))]
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["network"], r["bits"], r["rounding"]), []).append(r)
