@@ -7,7 +7,9 @@
     eqprop study bitdepth --config STUDY.toml [--out DIR] [--dry-run] [--jobs N | --ray [ADDRESS]] [--gradcheck N]
     eqprop gradcheck RUN_DIR [--examples N] [--bits SPEC ...]
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN] [--synth] [--pnr]
-    eqprop sim --config FILE.toml [--checkpoint RUN] --simulator icarus|verilator --examples N [--train] [--waves]
+                        [--settle BOOL] [--settle-tol T] [--settle-steps K] [--force]
+    eqprop sim [--config FILE.toml] [--checkpoint RUN] --design DIR --simulator icarus|verilator --examples N
+               [--train] [--waves] [--settle BOOL] [--settle-tol T] [--settle-steps K]
     eqprop waves FILE.vcd --design DIR [--signals ...] [--neurons out] [--out PNG]
     eqprop data verify [--dataset mnist|fashion-mnist] [--data-dir DIR]
 
