@@ -61,6 +61,11 @@ REGISTERS = {"ctrl": REG_CTRL, "status": REG_STATUS, "beta_neg": REG_BETA_NEG, "
              "settle_tol": REG_SETTLE_TOL, "settle_steps": REG_SETTLE_STEPS, "free_steps": REG_FREE_STEPS}
 CTRL_START = 1  # bit 0: start
 CTRL_INFER = 2  # bit 1: inference only (free phase, then arg-max)
+# status (read; docs/hardware.md "Registers"): bit 0 busy, bit 1 done (sticky until the next
+# start), bit 2 write error (sticky: a write arrived while busy and was dropped; write 1 to clear)
+STATUS_BUSY = 1
+STATUS_DONE = 2
+STATUS_WR_ERR = 4
 
 HOST_BUS = wiring.Signature({
     "addr": Out(ADDR_BITS),
@@ -82,7 +87,11 @@ def lane_field_bits(params: CoreParams) -> int:
 
 
 class Core(wiring.Component):
+    """The core. Ports: ``bus`` (HOST_BUS), ``busy`` (status bit 0) and ``irq``: high from the
+    end of an example until the host reads ``status`` or starts the next one (level)."""
     bus: In(HOST_BUS)
+    busy: Out(1)
+    irq: Out(1)
 
     def __init__(self, params: CoreParams, lane_weights=None, lane_biases=None):
         self.p = params
@@ -155,7 +164,25 @@ class Core(wiring.Component):
 
         start_cmd = bus.we & (region == R_REG) & (off == REG_CTRL) & bus.wdata[0] & ~busy
         m.d.sync += [launch.eq(0), launched.eq(launch)]
-        m.d.comb += busy.eq(phase != IDLE)
+        m.d.comb += [busy.eq(phase != IDLE), self.busy.eq(busy)]
+        # status bit 2: a write while busy is dropped (every region) and leaves this sticky bit;
+        # a write of status with bit 2 set clears it (while idle).
+        wr_err = Signal()
+        status_wr = bus.we & (region == R_REG) & (off == REG_STATUS) & ~busy
+        with m.If(bus.we & busy):
+            m.d.sync += wr_err.eq(1)
+        with m.Elif(status_wr & bus.wdata[2]):
+            m.d.sync += wr_err.eq(0)
+        # irq: set when an example ends (done rises), cleared by a read of status or a start;
+        # the set wins, so an interrupt is never lost (at worst one more after a racing read).
+        irq = Signal()
+        done_prev = Signal()
+        m.d.sync += done_prev.eq(done)
+        with m.If(done & ~done_prev):
+            m.d.sync += irq.eq(1)
+        with m.Elif((bus.re & (region == R_REG) & (off == REG_STATUS)) | start_cmd):
+            m.d.sync += irq.eq(0)
+        m.d.comb += self.irq.eq(irq)
         with m.If(busy):
             m.d.sync += cyc_total.eq(cyc_total + 1)
         with m.Switch(phase):
@@ -239,20 +266,20 @@ class Core(wiring.Component):
                 m.d.sync += [phase.eq(IDLE), done.eq(1), am_k.eq(0), am_valid.eq(0)]
 
         # ------------------------------------------------------- host access
-        # Writes into lane memories (only while idle: lanes ignore them otherwise).
+        # Writes into lane memories (only while the core is idle: dropped otherwise, status bit 2).
         for ell, ln in enumerate(lanes):
             h = ln.host
             mine = off_lane == ell
             m.d.comb += [h.wdata.eq(bus.wdata), h.addr.eq(off_loc)]
             with m.Switch(region):
                 with m.Case(R_WEIGHT):
-                    m.d.comb += [h.region.eq(REGION_WEIGHT), h.we.eq(bus.we & mine)]
+                    m.d.comb += [h.region.eq(REGION_WEIGHT), h.we.eq(bus.we & mine & ~busy)]
                 with m.Case(R_BIAS):
-                    m.d.comb += [h.region.eq(REGION_BIAS), h.we.eq(bus.we & mine)]
+                    m.d.comb += [h.region.eq(REGION_BIAS), h.we.eq(bus.we & mine & ~busy)]
                 with m.Case(R_TARGET):
-                    m.d.comb += [h.region.eq(REGION_TARGET), h.we.eq(bus.we & mine)]
+                    m.d.comb += [h.region.eq(REGION_TARGET), h.we.eq(bus.we & mine & ~busy)]
                 with m.Case(R_INPUT):
-                    m.d.comb += [h.region.eq(REGION_INPUT), h.we.eq(bus.we), h.addr.eq(off)]
+                    m.d.comb += [h.region.eq(REGION_INPUT), h.we.eq(bus.we & ~busy), h.addr.eq(off)]
                 with m.Case(R_STATE, R_S0, R_FINAL):
                     m.d.comb += [h.region.eq(REGION_BANK), h.addr.eq(off)]
         # State reads through lane 0: bank = off_lane, address = buffer offset + local.
@@ -308,7 +335,7 @@ class Core(wiring.Component):
         m.d.sync += [bus.rvalid.eq(bus.re), rq_region.eq(region), rq_off.eq(off), rq_lane.eq(off_lane)]
         reg_val = Signal(32)
         with m.Switch(rq_off):
-            for name, val in ((REG_STATUS, Cat(busy, done)), (REG_BETA_NEG, beta_neg),
+            for name, val in ((REG_STATUS, Cat(busy, done, wr_err)), (REG_BETA_NEG, beta_neg),
                               (REG_EXAMPLE, example), (REG_UPDATE, update_no), (REG_PRED, best_k),
                               (REG_CYC_FREE, cyc_free), (REG_CYC_NUDGED, cyc_nudged),
                               (REG_CYC_UPDATE, cyc_update), (REG_N_FREE, n_free), (REG_N_NUDGED, n_nudged),

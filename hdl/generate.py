@@ -9,7 +9,8 @@ rates; [fixed] formats, docs/numerics.md) plus an optional [hdl] table:
 initialise the memories; float runs, and fixed-point runs in other formats
 than the design's, are quantized nearest-even), ``name``,
 ``device``/``package`` (nextpnr-ice40), ``clock_mhz`` (for times in the
-manifest). Without a checkpoint, the memories hold the model's initialisation
+manifest), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
+is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it). Without a checkpoint, the memories hold the model's initialisation
 for ``seed``. ``--bits`` overrides [fixed] keys (the same syntax as
 ``eqprop train --bits``), e.g. to build one trained network at several depths.
 
@@ -38,6 +39,7 @@ import datetime
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,12 +54,15 @@ from .memory_map import MemoryMap
 from .params import CoreParams, bits_for, file_digest, settle_to_dict
 from .serial import FRAME_BITS, SerialCore
 
-HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "device": str, "package": str, "clock_mhz": (int, float)}
+HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "device": str, "package": str, "clock_mhz": (int, float),
+            "bus": str}
+# The top's host interface: "native" (the core's HOST_BUS, hdl/core.py) or "axi4lite" (hdl/axi.py)
+BUSES = ("native", "axi4lite")
 
 
 def hdl_options(cfg) -> dict:
     opts = {"lanes": 1, "checkpoint": "", "name": "eqprop_core", "device": "up5k", "package": "sg48",
-            "clock_mhz": 12.0}
+            "clock_mhz": 12.0, "bus": "native"}
     for k, v in cfg.hdl.items():
         if k not in HDL_KEYS:
             raise ConfigError(f"{k}: unknown [hdl] key (known: {', '.join(HDL_KEYS)})")
@@ -66,6 +71,8 @@ def hdl_options(cfg) -> dict:
         opts[k] = v
     if opts["lanes"] < 1:
         raise ConfigError(f"lanes: must be >= 1, got {opts['lanes']}")
+    if opts["bus"] not in BUSES:
+        raise ConfigError(f"bus: {opts['bus']!r} is not one of {', '.join(BUSES)}")
     if not opts["name"].isidentifier():
         raise ConfigError(f"name: {opts['name']!r} is not a Verilog identifier")
     return opts
@@ -181,6 +188,36 @@ def build(cfg, opts: dict, topo=None, net=None):
     return params, fx
 
 
+_DUMP = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+)\s*= 0;\n", re.M)
+TIME0_MARK = "// eqprop: evaluate every always @* block at time 0"
+
+
+def evaluate_comb_at_time0(text: str) -> str:
+    """Verilog that event-driven simulators start correctly: every ``always @*`` block
+    evaluated once at time 0 (docs/hardware.md, "Verilog as shipped").
+
+    Yosys' write_verilog (Amaranth's backend) makes each ``always @*`` block of a module
+    sensitive to a ``dump_module`` register declared ``= 0``, expecting that initialisation
+    to run each block once. A declaration initialiser is no event (IEEE 1800 and Icarus), so
+    a block whose inputs never change (constant tables, e.g. the buffer offsets of the
+    state banks) keeps X outputs and the first inference after power-up reads X states.
+    After each such declaration this adds a non-blocking ``<= 1`` in an ``initial``: it
+    lands in the NBA region of time 0, after every ``always`` block has reached its event
+    control, so each one runs once (no delay, independent of the timescale and of process
+    order). It is hidden from synthesis (``SYNTHESIS``) and from Verilator (which settles
+    all combinational logic at start-up by itself). Idempotent.
+    """
+    if TIME0_MARK in text:
+        return text
+
+    def add(m):
+        ind, reg = m.group(1), m.group(2)
+        return (f"{m.group(0)}`ifndef SYNTHESIS\n`ifndef VERILATOR\n{ind}{TIME0_MARK}\n"
+                f"{ind}initial {reg} <= 1'b1;\n`endif\n`endif\n")
+
+    return _DUMP.sub(add, text)
+
+
 def _hex(values, bits) -> str:
     digits = max(1, math.ceil(bits / 4))
     return "".join(f"{v & ((1 << bits) - 1):0{digits}x}\n" for v in values)
@@ -287,10 +324,16 @@ def _write_design(cfg, opts, topo, net, stage: Path):
     lw = params.lane_weights(fx.W_in, fx.W_ss)
     lb = params.lane_biases(fx.b)
     core = Core(params, lw, lb)
-    (stage / f"{name}.v").write_text(generate_verilog(core, name, emit_src=False))
+    top = core
+    if opts["bus"] == "axi4lite":
+        from .axi import AxiLiteCore
+
+        top = AxiLiteCore(core)  # NAME is the wrapper; the core is its submodule "core"
+    (stage / f"{name}.v").write_text(evaluate_comb_at_time0(generate_verilog(top, name, emit_src=False)))
     params.topology.save(stage / "topology.npz")  # the exact network, for testbenches
     serial = SerialCore(Core(params, lw, lb))
-    (stage / f"{name}_serial.v").write_text(generate_verilog(serial, f"{name}_serial", emit_src=False))
+    (stage / f"{name}_serial.v").write_text(
+        evaluate_comb_at_time0(generate_verilog(serial, f"{name}_serial", emit_src=False)))
     for ell, lane in enumerate(params.layout.lanes):
         (stage / f"lane{ell}_weights.hex").write_text(_hex(lw[ell], num.weight_store.n_word))
         (stage / f"lane{ell}_biases.hex").write_text(_hex(lb[ell], num.bias.n_word))
@@ -299,7 +342,30 @@ def _write_design(cfg, opts, topo, net, stage: Path):
             f"{' first' if e.first else ''}{' last' if e.last else ''}{' dummy' if e.dummy else ''}\n"
             for e in lane.entries))
     files = sorted(p.name for p in stage.iterdir())
-    return files, params, core, cycle_model(params)
+    return files, params, top, cycle_model(params)
+
+
+def memory_map(params, bus: str = "native") -> dict:
+    """The manifest's ``memory_map``: MemoryMap's, the ctrl and status bits (hdl/core.py) and,
+    for an AXI4-Lite top, its byte addresses (4 x the word address)."""
+    from .core import CTRL_INFER, CTRL_START, REGION_SHIFT, REGIONS, REGISTERS, STATUS_BUSY, STATUS_DONE, \
+        STATUS_WR_ERR
+
+    out = MemoryMap(params).describe()
+    out["ctrl_bits"] = {"start": CTRL_START, "infer": CTRL_INFER}
+    out["status_bits"] = {"busy": STATUS_BUSY, "done": STATUS_DONE, "write_error": STATUS_WR_ERR}
+    out["reset"] = "rst: active high, synchronous"
+    if bus == "axi4lite":
+        from .axi import AXI_ADDR_BITS
+
+        out["axi4lite"] = {"address_bits": AXI_ADDR_BITS, "data_bits": 32,
+                           "byte_address": "word address << 2 (low two bits ignored)",
+                           "registers": {k: v << 2 for k, v in REGISTERS.items()},
+                           "regions": {k: (v << REGION_SHIFT) << 2 for k, v in REGIONS.items()},
+                           "write_while_busy": "SLVERR, not applied, status bit 2 set",
+                           "partial_write": "SLVERR (wstrb != 0b1111), not applied",
+                           "irq": "level: set when an example ends, cleared by a read of status or a start"}
+    return out
 
 
 def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
@@ -330,7 +396,8 @@ def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
         "lanes": {"P": params.P, "per_lane": [{"neurons": len(l.neurons), "entries": len(l.entries), "macs": l.macs}
                                               for l in params.layout.lanes],
                   "total_macs_per_step": params.layout.total_macs},
-        "memory_map": MemoryMap(params).describe(),
+        "bus": opts["bus"],
+        "memory_map": memory_map(params, opts["bus"]),
         "ports": port_list(core),
         "serial_wrapper": {"top": f"{name}_serial", "frame_bits": FRAME_BITS,
                            "frame": "{we, re, addr[24], wdata[32]} MSB first on si; latch applies it; rdata MSB first on so"},
@@ -385,6 +452,8 @@ def main(args) -> int:
         hdl["checkpoint"] = args.checkpoint
     if args.name is not None:
         hdl["name"] = args.name
+    if getattr(args, "bus", None) is not None:
+        hdl["bus"] = args.bus
     cfg.hdl = hdl
     if args.bits:
         from eqprop.model.numerics import parse_bits

@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lanes", type=int, help="MAC lanes P (overrides [hdl] lanes)")
     g.add_argument("--checkpoint", help="run directory whose weights initialise the memories")
     g.add_argument("--name", help="Verilog module name")
+    g.add_argument("--bus", help="the top's host interface: native (the core's bus, default) or axi4lite "
+                                 "(overrides [hdl] bus; docs/hardware.md)")
     g.add_argument("--bits", metavar="KEY=VAL,...",
                    help="[fixed] keys over the config's, e.g. state=6,weight=6,weight_store=10,bias=10; "
                         "a checkpoint in other formats is requantized (nearest-even)")

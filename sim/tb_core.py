@@ -61,6 +61,39 @@ class CocotbBus:
         return v
 
 
+class AxiBus:
+    """write/read coroutines over an AXI4-Lite top (``--bus axi4lite``, hdl/axi.py) through
+    cocotbext-axi's AxiLiteMaster: byte address = the core's word address x 4. A response
+    other than OKAY raises (``BusError``), so a dropped write cannot pass unnoticed."""
+
+    def __init__(self, dut):
+        from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+
+        self.master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.clk, dut.rst,
+                                    reset_active_level=True)
+        self.master.write_if.log.setLevel("WARNING")
+        self.master.read_if.log.setLevel("WARNING")
+
+    async def write_resp(self, addr: int, data: int) -> int:
+        r = await self.master.write(addr << 2, (data & 0xFFFFFFFF).to_bytes(4, "little"))
+        return int(r.resp)
+
+    async def write(self, addr: int, data: int):
+        resp = await self.write_resp(addr, data)
+        if resp != 0:
+            raise BusError(f"write {addr:#x} = {data:#x}: response {resp}")
+
+    async def read(self, addr: int) -> int:
+        r = await self.master.read(addr << 2, 4)
+        if int(r.resp) != 0:
+            raise BusError(f"read {addr:#x}: response {int(r.resp)}")
+        return int.from_bytes(r.data, "little")
+
+
+class BusError(Exception):
+    pass
+
+
 class Scoreboard:
     def __init__(self, params: CoreParams, limit: int = 50):
         self.p = params
@@ -101,8 +134,9 @@ def backdoor_params(dut, params: CoreParams):
     num = params.num
     try:
         ws, bias = [], [0] * params.layout.S
+        top = dut.core if hasattr(dut, "core") else dut  # the AXI4-Lite top holds the core as "core"
         for ell, lane in enumerate(params.layout.lanes):
-            h = getattr(dut, f"lane{ell}")
+            h = getattr(top, f"lane{ell}")
             wmem, bmem = h.weights, h.biases
             ws.append([to_signed(int(wmem[k].value), num.weight_store.n_word) for k in range(len(lane.entries))])
             for k, i in enumerate(lane.neurons):
@@ -119,16 +153,21 @@ async def cosim(dut):
     gc.freeze()  # the job's many small objects: out of the collector's way for the whole run
     params = CoreParams.from_design(job["design"])
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()  # toggled by the simulator, not by Python
-    dut.bus__we.value = 0
-    dut.bus__re.value = 0
-    dut.bus__addr.value = 0
-    dut.bus__wdata.value = 0
+    axi = job.get("bus", "native") == "axi4lite"
+    if axi:  # the master starts after reset (its monitors read the ready outputs from the first edge)
+        for n in ("awvalid", "wvalid", "arvalid", "bready", "rready"):
+            getattr(dut, f"s_axi_{n}").value = 0
+    else:
+        dut.bus__we.value = 0
+        dut.bus__re.value = 0
+        dut.bus__addr.value = 0
+        dut.bus__wdata.value = 0
     dut.rst.value = 1
     for _ in range(3):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
-    bus = CocotbBus(dut)
+    bus = AxiBus(dut) if axi else CocotbBus(dut)
     async def tick(n: int):
         # One timer for n cycles: no Python callback per clock edge.
         await Timer(n * CLOCK_NS, unit="ns")
@@ -146,7 +185,7 @@ async def cosim(dut):
     t_wall = time.perf_counter()
     t_sim0 = get_sim_time("ns")
     out = {"examples": 0, "preds": [], "labels": [], "cycles": [], "free_steps": [],
-           "settle": job.get("settle")}
+           "settle": job.get("settle"), "bus": job.get("bus", "native")}
     for ex in job["examples"]:
         await drv.load_example(ex["x"], ex["s_init"], ex["target"])
         r = await drv.run(not job["train"], example=ex["example"], update=ex.get("update", 0),
@@ -179,5 +218,38 @@ async def cosim(dut):
         prof.dump_stats(os.environ["EQPROP_COSIM_PROFILE"])
     out.update(mismatch_count=board.count, mismatches=board.mismatches, wall_s=time.perf_counter() - t_wall,
                sim_cycles=int(sim_ns // CLOCK_NS))
+    if axi and job.get("busy_write_check"):
+        out["busy_write"] = await busy_write_check(dut, bus, drv, params)
     Path(os.environ["EQPROP_COSIM_RESULTS"]).write_text(json.dumps(out))
     assert board.count == 0, f"{board.count} mismatches, first: {board.mismatches[0]}"
+
+
+async def busy_write_check(dut, bus: AxiBus, drv: CoreDriver, params: CoreParams) -> dict:
+    """AXI4-Lite: a write while the core is busy gets SLVERR, is not applied and sets the
+    sticky status bit 2, which a write of 1 clears; irq rises when the example ends and
+    falls when status is read."""
+    from eqprop.hdl.core import CTRL_INFER, CTRL_START, STATUS_WR_ERR
+
+    mm = drv.map
+    before = await bus.read(mm.reg("example"))
+    await bus.write(mm.reg("ctrl"), CTRL_START | CTRL_INFER)
+    res = {"status_busy": await bus.read(mm.reg("status"))}
+    res["resp_busy"] = await bus.write_resp(mm.reg("example"), before + 12345)
+    res["resp_partial"] = 0
+    res["status_after"] = await bus.read(mm.reg("status"))
+    for _ in range(10**6):
+        if int(dut.irq.value):
+            break
+        await RisingEdge(dut.clk)
+    res["irq_seen"] = int(dut.irq.value)
+    res["status_done"] = await bus.read(mm.reg("status"))
+    await RisingEdge(dut.clk)
+    res["irq_after_read"] = int(dut.irq.value)
+    res["example_after"] = await bus.read(mm.reg("example"))
+    res["example_before"] = before
+    res["resp_clear"] = await bus.write_resp(mm.reg("status"), STATUS_WR_ERR)
+    res["status_cleared"] = await bus.read(mm.reg("status"))
+    r = await bus.master.write(mm.reg("example") << 2, b"\x01")  # one byte: wstrb = 0b0001
+    res["resp_partial"] = int(r.resp)
+    res["example_after_partial"] = await bus.read(mm.reg("example"))
+    return res
