@@ -83,6 +83,17 @@ def plan_blocks(mask_ss: torch.Tensor, s_slices: list[slice]) -> tuple[list, boo
     return pairs, area < _BLOCK_SPARSE_BELOW * mask_ss.shape[0] ** 2
 
 
+def full_matrix(W_in: torch.Tensor, W_ss: torch.Tensor, dtype=None) -> torch.Tensor:
+    """The full symmetric (N, N) matrix of eq. (2) from its input block W_in (inputs x
+    non-inputs) and non-input block W_ss; ``dtype`` default W_in's."""
+    n_in, n_s = W_in.shape
+    W = torch.zeros(n_in + n_s, n_in + n_s, dtype=dtype or W_in.dtype, device=W_in.device)
+    W[:n_in, n_in:] = W_in
+    W[n_in:, :n_in] = W_in.T
+    W[n_in:, n_in:] = W_ss
+    return W
+
+
 @dataclass
 class UpdateStats:
     """What one update did, per adjacent layer pair (fixed model: with its counters)."""
@@ -172,10 +183,7 @@ class FloatNetwork:
     def full(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The full symmetric (N, N) W and (N,) b of eq. (2) (input biases 0)."""
         n = self.topology.n
-        W = torch.zeros(n, n, dtype=self.dtype, device=self.device)
-        W[: self.n_in, self.n_in :] = self.W_in
-        W[self.n_in :, : self.n_in] = self.W_in.T
-        W[self.n_in :, self.n_in :] = self.W_ss
+        W = full_matrix(self.W_in, self.W_ss)
         b = torch.zeros(n, dtype=self.dtype, device=self.device)
         b[self.n_in :] = self.b
         return W, b
@@ -242,19 +250,19 @@ class FloatNetwork:
             target = target.to(self.dtype)
         # The first step is the plain one while s is outside [0, 1] (not yet clipped).
         plain = steps > 0 and not bool(((s >= 0) & (s <= 1)).all())
+        base = drive + self.b
         if settle is not None:
-            def one(t, s_, d_):
+            def one(t, s_, d_, base_):
                 if t == 0 and plain:
                     return self.step(s_, d_, eps)
-                return self._fused_step(s_, d_ + self.b, eps, 0.0, None)
+                return self._fused_step(s_, base_, eps, 0.0, None)
 
-            s, self.last_steps = relax_until_settled(one, s, [drive], steps, settle)
+            s, self.last_steps = relax_until_settled(one, s, [drive, base], steps, settle)
             return s
         self.last_steps = torch.full((s.shape[0],), max(steps, 0), dtype=torch.int64)
         if plain:
             s = self.step(s, drive, eps, beta, target)
             steps -= 1
-        base = drive + self.b
         for _ in range(steps):
             s = self._fused_step(s, base, eps, beta, target)
         return s

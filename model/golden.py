@@ -435,12 +435,12 @@ class GoldenNetwork:
                 elif r > one:
                     r = one
                 new[i] = self._state(raw(r))
-            # §4a: the largest change of any state in this step, in LSBs.
-            change = max((abs(raw(a) - raw(b)) for a, b in zip(new[self.n_in:], s[self.n_in:])), default=0)
-            s = new
+            prev, s = s, new
             if trajectory:
                 traj.append([raw(v) for v in s[self.n_in:]])
             if settle is not None:
+                # §4a: the largest change of any state in this step, in LSBs.
+                change = max((abs(raw(a) - raw(b)) for a, b in zip(s[self.n_in:], prev[self.n_in:])), default=0)
                 quiet = quiet + 1 if change <= settle.tol else 0
                 if quiet >= settle.steps:
                     self.last_steps = step + 1
