@@ -104,7 +104,6 @@ class CoreDriver:
         free_steps = await self.read(self.map.reg("free_steps"))
         return ExampleResult(s0, final, pred, cycles, free_steps)
 
-
     async def _sleep(self, infer: bool):
         """Sleep (``tick``) until about when the example is done: the cycle model's count, or
         under the settle rule (§4a) the count of the shortest free phase the rule allows,

@@ -459,9 +459,7 @@ def main(args) -> int:
         from eqprop.model.numerics import parse_bits
 
         cfg.fixed = {**cfg.fixed, **parse_bits(args.bits)}
-    for key in ("settle", "settle_tol", "settle_steps"):  # flags override the config (§4a)
-        if getattr(args, key, None) is not None:
-            setattr(cfg, key, getattr(args, key))
+    config_mod.apply_settle_flags(cfg, args)  # flags override the config (§4a)
     cfg.model = "fixed"
     config_mod.validate(cfg)
     generate(cfg, Path(args.out), lint=not args.no_lint, synth=args.synth, pnr=args.pnr,

@@ -39,13 +39,12 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with what it left behind (the message main prints)."""
 
 
-def _parse_bool(s: str) -> bool:
-    low = s.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(s)
+def bool_flag(text: str) -> bool:
+    """argparse type of an on/off flag (config.parse_bool)."""
+    try:
+        return config_mod.parse_bool(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a boolean: {text!r}") from None
 
 
 def _parse_flag(key: str, text: str):
@@ -57,7 +56,7 @@ def _parse_flag(key: str, text: str):
         if t is float:
             return float(text)
         if t is bool:
-            return _parse_bool(text)
+            return config_mod.parse_bool(text)
         if t == "ints":
             # "784-500-10" or "784,500,10" (commas let a negative size through to its check)
             return [int(v) for v in text.split("," if "," in text else "-")]
@@ -296,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
     g.add_argument("--force", action="store_true", help="build a design over the lane-memory limit "
                                                          "(docs/failures.md)")
-    g.add_argument("--settle", type=_parse_bool, help="settle rule on/off in the design's reset values "
+    g.add_argument("--settle", type=bool_flag, help="settle rule on/off in the design's reset values "
                                                        "(docs/numerics.md §4a; overrides the config)")
     g.add_argument("--settle-tol", dest="settle_tol", type=float, help="settle rule: tolerance in state LSBs")
     g.add_argument("--settle-steps", dest="settle_steps", type=int, help="settle rule: quiet steps that end a phase")
@@ -311,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .report import add_parser as add_report_parser
 
     add_report_parser(sub)
-    from .gradcheck import add_parser as add_gradcheck_parser  # noqa: E402
+
+    from .gradcheck import add_parser as add_gradcheck_parser
+
     add_gradcheck_parser(sub)
 
     d = sub.add_parser("data", help="verify data files")

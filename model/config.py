@@ -112,13 +112,13 @@ _CHOICES = {
 }
 _POSITIVE_INT = ("train_size", "eval_size", "epochs", "batch_size", "eval_batch_size")
 _NONNEG_INT = ("free_steps", "nudged_steps", "eval_free_steps", "seed")
-
 _TYPES = {
     "dataset": str, "data_dir": str, "downsample": int, "train_size": int, "eval_size": int,
     "eval_set": str, "model": str, "fixed": "table", "hdl": "table", "topology": str, "sizes": "ints", "p": float,
     "n_rewire": int, "init_adjacent": "glorot|float", "init_other": float, "init_bias": float,
     "eps": float, "beta": float, "random_beta_sign": bool, "nudge": str, "free_steps": int,
-    "nudged_steps": int, "eval_free_steps": int, "settle": bool, "settle_tol": float, "settle_steps": int, "lr": "floats", "persistent": bool, "eval_particles": bool,
+    "nudged_steps": int, "eval_free_steps": int, "settle": bool, "settle_tol": float, "settle_steps": int,
+    "lr": "floats", "persistent": bool, "eval_particles": bool,
     "shuffle": bool, "epochs": int, "batch_size": int, "eval_batch_size": int, "seed": int,
     "device": str, "dtype": str, "out": str,
 }
@@ -302,6 +302,27 @@ def _validate_settle(cfg: TrainConfig):
         if n > 0 and cfg.settle_steps > n:
             raise ConfigError(f"settle_steps: {cfg.settle_steps} quiet steps can never end a phase of "
                               f"{key} = {n} steps (set settle = false, or fewer settle_steps)")
+
+
+SETTLE_KEYS = ("settle", "settle_tol", "settle_steps")
+
+
+def parse_bool(text: str) -> bool:
+    """A boolean flag's text (true/false, yes/no, on/off, 1/0); ValueError otherwise."""
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def apply_settle_flags(cfg: TrainConfig, args) -> TrainConfig:
+    """The --settle, --settle-tol, --settle-steps flags of hdl generate and sim over the config."""
+    for key in SETTLE_KEYS:
+        if getattr(args, key, None) is not None:
+            setattr(cfg, key, getattr(args, key))
+    return cfg
 
 
 def settle_rule(cfg: TrainConfig):

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .float_net import UpdateStats, check_nudge, layer_pair_rate, plan_blocks
+from .float_net import UpdateStats, check_nudge, full_matrix, layer_pair_rate, plan_blocks
 from .numerics import (
     Format,
     Numerics,
@@ -171,10 +171,7 @@ class FixedNetwork:
         §1) and biases as real numbers, full (N, N) and (N,)."""
         n, N = self.num, self.topology.n
         f, W_in, W_ss = (n.weight, self.Wm_in, self.Wm_ss) if mac else (n.weight_store, self.W_in, self.W_ss)
-        W = torch.zeros(N, N, dtype=F64)
-        W[: self.n_in, self.n_in :] = f.to_float(W_in.cpu())
-        W[self.n_in :, : self.n_in] = W[: self.n_in, self.n_in :].T
-        W[self.n_in :, self.n_in :] = f.to_float(W_ss.cpu())
+        W = full_matrix(f.to_float(W_in.cpu()), f.to_float(W_ss.cpu()), F64)
         b = torch.zeros(N, dtype=F64)
         b[self.n_in :] = n.bias.to_float(self.b.cpu())
         return W, b

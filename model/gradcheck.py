@@ -42,6 +42,7 @@ import torch
 
 from . import config as config_mod
 from .energy import cost, rho
+from .float_net import full_matrix
 
 F64 = torch.float64
 # The float free phase runs until no state moves by more than this (or MAX_STEPS).
@@ -181,20 +182,11 @@ def compare(dW: torch.Tensor, G: torch.Tensor, groups) -> tuple[list, list]:
     return cos, ratio
 
 
-def _full_from(net, W_in, W_ss) -> torch.Tensor:
-    N, n_in = net.topology.n, net.n_in
-    W = torch.zeros(N, N, dtype=F64)
-    W[:n_in, n_in:] = W_in.to(F64)
-    W[n_in:, :n_in] = W_in.T.to(F64)
-    W[n_in:, n_in:] = W_ss.to(F64)
-    return W
-
-
 def float_correction(fnet, x, t, s0, drive, beta: float, steps: int) -> torch.Tensor:
     """Eqs. 7-8 (full (N, N) Delta W) from the free equilibrium s0."""
     sb = fnet.relax(s0.clone(), drive, steps, 0.5, beta, t.to(F64))
     c = fnet.correction(x, s0, sb, beta)
-    return _full_from(fnet, c.W_in, c.W_ss)
+    return full_matrix(c.W_in, c.W_ss, F64)
 
 
 def rate_matrix(fx) -> torch.Tensor:
@@ -233,11 +225,11 @@ def fixed_corrections(fx, cfg, x, t, examples_base: int = 0):
         sb = fx.relax(s0, drive, cfg.nudged_steps, fx.eps, fx.beta_abs, tq,
                       event_base=e * stride + cfg.free_steps * fx.n_s)
         D_in, D_ss, _ = fx.corrections(xq, s0, sb)
-        D = _full_from(fx, D_in, D_ss)
+        D = full_matrix(D_in, D_ss, F64)
         D_sum += D
         w_in, w_ss = fx.W_in.clone(), fx.W_ss.clone()
         fx.learn(xq, s0, sb, fx.beta_abs, k)
-        dW = _full_from(fx, fx.W_in - w_in, fx.W_ss - w_ss)
+        dW = full_matrix(fx.W_in - w_in, fx.W_ss - w_ss, F64)
         applied += dW * n.weight_store.lsb
         live += (D != 0).to(torch.int64)
         zero += ((D != 0) & (dW == 0)).to(torch.int64)

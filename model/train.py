@@ -285,7 +285,7 @@ RUN_KEYS = ("dataset", "downsample", "train_size", "model", "topology", "sizes",
             "free_steps", "nudged_steps", "persistent", "shuffle", "batch_size", "dtype")
 # The keys that may change on resume (a longer run, another rate, a faster free phase,
 # another evaluation, another machine); config.toml records the values it goes on with.
-RESUMABLE_KEYS = ("epochs", "lr", "settle", "settle_tol", "settle_steps", "eval_size", "eval_set",
+RESUMABLE_KEYS = ("epochs", "lr", *config_mod.SETTLE_KEYS, "eval_size", "eval_set",
                   "eval_free_steps", "eval_batch_size", "eval_particles", "device", "data_dir", "hdl")
 # out is where the run is, not what it is.
 assert set(RUN_KEYS) | set(RESUMABLE_KEYS) | {"fixed", "out"} == set(config_mod._TYPES)
@@ -550,6 +550,7 @@ class Run:
         self.cfg = cfg
         self.out = Path(out)
         self.resume = resume
+        self._record_config = None  # (config.toml, its config) to write once a resume has loaded
 
     @property
     def ckpt_path(self) -> Path:
@@ -695,7 +696,7 @@ class Run:
         train = load_data(cfg, "train", cfg.train_size)
         evalset = load_data(cfg, cfg.eval_set, cfg.eval_size)
         state = self._load_state() if self.resume else self._fresh_state(len(train))
-        if getattr(self, "_record_config", None):
+        if self._record_config is not None:
             own, ran = self._record_config
             try:
                 atomic_write_bytes(own, config_mod.dumps_toml(ran).encode())

@@ -169,9 +169,7 @@ def sim_config(args):
                 regenerate = True
     cfg = cfg or config_mod.TrainConfig()
     cfg.hdl = {**cfg.hdl, **flags}
-    for key in ("settle", "settle_tol", "settle_steps"):  # flags override the config (§4a)
-        if getattr(args, key) is not None:
-            setattr(cfg, key, getattr(args, key))
+    config_mod.apply_settle_flags(cfg, args)  # flags override the config (§4a)
     cfg.model = "fixed"
     config_mod.validate(cfg)
     if args.examples < 1:
@@ -267,16 +265,9 @@ def cmd_sim(args) -> int:
     return 0
 
 
-def _bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
-
-
 def add_parser(sub):
+    from eqprop.model.cli import bool_flag
+
     s = sub.add_parser("sim", help="co-simulate the generated RTL on MNIST (cocotb: Icarus or Verilator)")
     s.add_argument("--config", help="TOML with [train], [fixed], [hdl] (default: an existing design's own)")
     s.add_argument("--checkpoint", help="run directory whose weights the design holds")
@@ -291,7 +282,7 @@ def add_parser(sub):
     s.add_argument("--eval-set", choices=("validation", "test"))
     s.add_argument("--train", action="store_true", help="on-chip training on training images")
     s.add_argument("--waves", action="store_true", help="keep a VCD of the simulation")
-    s.add_argument("--settle", type=_bool, help="settle rule on/off (docs/numerics.md §4a; overrides the config)")
+    s.add_argument("--settle", type=bool_flag, help="settle rule on/off (docs/numerics.md §4a; overrides the config)")
     s.add_argument("--settle-tol", dest="settle_tol", type=float, help="settle rule: tolerance in state LSBs")
     s.add_argument("--settle-steps", dest="settle_steps", type=int, help="settle rule: quiet steps that end a phase")
     s.set_defaults(func=cmd_sim)
