@@ -23,20 +23,11 @@ from pathlib import Path
 import pytest
 
 from eqprop.model.cli import main
+# The shared checks of the model side's failure tests (one line, exit status, read-only mkdir).
+from test_failures import _one_line_error, _readonly_mkdir
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "hdl" / "tiny.toml")
 NAME = "eqprop_tiny"  # configs/hdl/tiny.toml's [hdl] name
-
-
-def _one_line_error(capsys, argv, *needles, code=2):
-    capsys.readouterr()
-    assert main(argv) == code
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err, err
-    assert err.startswith("eqprop: error: "), err
-    for n in needles:
-        assert n in err, (n, err)
-    return err
 
 
 def _tree(d: Path) -> dict:
@@ -77,13 +68,6 @@ def _stub_cosim(monkeypatch) -> list:
 
 
 # ------------------------------------------------------------ output paths (item 4)
-def _readonly_mkdir(monkeypatch):
-    def refuse(self, *a, **k):
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
-
-    monkeypatch.setattr(Path, "mkdir", refuse)
-
-
 @pytest.mark.parametrize("command", ["hdl-generate", "sim"])
 @pytest.mark.parametrize("case", ["a-file", "under-a-file", "read-only"])
 def test_design_directory_that_cannot_be_written(tmp_path, capsys, monkeypatch, command, case):

@@ -127,6 +127,21 @@ def _simulate(params, body, sleep=False):
     return out
 
 
+def _train_on_chip(params, start, examples, sleep=False) -> list:
+    """Load the parameters ``start`` (W_in, W_ss, b), then train on ``examples`` (dicts with
+    x, s_init, target, beta) one after another; (ExampleResult, (weights, biases)) each."""
+
+    async def body(drv, out):
+        await drv.load_params(*start)
+        out["runs"] = []
+        for e, ex in enumerate(examples):
+            await drv.load_example(ex["x"], ex["s_init"], ex["target"])
+            r = await drv.run(False, example=e, update=e, beta_neg=ex["beta"] < 0)
+            out["runs"].append((r, await drv.read_params()))
+
+    return _simulate(params, body, sleep)["runs"]
+
+
 TOPOS = {
     "layered": lambda: layered([6, 5, 4, 3]),
     "skip": lambda: layer_skipping([6, 5, 4, 3], n_rewire=6, seed=1),
@@ -167,17 +182,8 @@ def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding, nudge):
                              s0=s0[0].tolist(), sb=sb[0].tolist(),
                              weights=params.lane_weights(net.W_in, net.W_ss), b=net.b.tolist()))
 
-    async def body(drv, out):
-        await drv.load_params(W_in0, W_ss0, b0)
-        out["runs"] = []
-        for e, ex in enumerate(examples):
-            await drv.load_example(ex["x"], ex["s_init"], ex["target"])
-            r = await drv.run(False, example=e, update=e, beta_neg=ex["beta"] < 0)
-            out["runs"].append((r, await drv.read_params()))
-
-    out = _simulate(params, body)
     cm = cycle_model(params)
-    for e, (ex, (r, (ws, b))) in enumerate(zip(examples, out["runs"])):
+    for e, (ex, (r, (ws, b))) in enumerate(zip(examples, _train_on_chip(params, (W_in0, W_ss0, b0), examples))):
         assert r.s0 == ex["s0"], f"example {e}: free equilibrium"
         assert r.final == ex["sb"], f"example {e}: weakly-clamped state"
         assert ws == ex["weights"], f"example {e}: weights after the update"
@@ -324,17 +330,9 @@ def test_settle_rule_trains_a_sequence_bit_exact(topo_name, P, rounding, tol, st
     counts = [ex["steps"] for ex in examples]
     assert min(counts) < params.n_free and max(counts) == params.n_free, counts  # both cases covered
 
-    async def body(drv, out):
-        await drv.load_params(W_in0, W_ss0, b0)
-        out["runs"] = []
-        for e, ex in enumerate(examples):
-            await drv.load_example(ex["x"], ex["s_init"], ex["target"])
-            r = await drv.run(False, example=e, update=e, beta_neg=ex["beta"] < 0)
-            out["runs"].append((r, await drv.read_params()))
-
-    out = _simulate(params, body, sleep=True)
     cm = cycle_model(params)
-    for e, (ex, (r, (ws, b))) in enumerate(zip(examples, out["runs"])):
+    runs = _train_on_chip(params, (W_in0, W_ss0, b0), examples, sleep=True)
+    for e, (ex, (r, (ws, b))) in enumerate(zip(examples, runs)):
         assert r.free_steps == ex["steps"], f"example {e}: free step count"
         assert r.s0 == ex["s0"], f"example {e}: free state"
         assert r.final == ex["sb"], f"example {e}: weakly-clamped state"
