@@ -42,30 +42,24 @@ from .lane import (
 )
 from .params import CoreParams, bits_for
 
-# Host address map: region in the top 4 bits of the address.
-ADDR_BITS = 24
-REGION_SHIFT = 20
-R_REG, R_INPUT, R_TARGET, R_STATE, R_S0, R_FINAL, R_WEIGHT, R_BIAS = range(8)
-REGIONS = {"reg": R_REG, "input": R_INPUT, "target": R_TARGET, "state": R_STATE, "s0": R_S0,
-           "final": R_FINAL, "weight": R_WEIGHT, "bias": R_BIAS}
-# Registers (region 0, word offsets).
+from .enums import (  # noqa: F401  (the names generate.py, the driver and the benches import)
+    ADDR_BITS,
+    CTRL_INFER,
+    CTRL_START,
+    REGION_SHIFT,
+    REGIONS,
+    REGISTERS,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_WR_ERR,
+    Reg,
+    Region,
+)
+
+R_REG, R_INPUT, R_TARGET, R_STATE, R_S0, R_FINAL, R_WEIGHT, R_BIAS = (r.value for r in Region)
 REG_CTRL, REG_STATUS, REG_BETA_NEG, REG_EXAMPLE, REG_UPDATE, REG_PRED, REG_CYC_FREE, REG_CYC_NUDGED, \
     REG_CYC_UPDATE, REG_N_FREE, REG_N_NUDGED, REG_CYC_TOTAL, REG_SETTLE_TOL, REG_SETTLE_STEPS, \
-    REG_FREE_STEPS = range(15)
-REGISTERS = {"ctrl": REG_CTRL, "status": REG_STATUS, "beta_neg": REG_BETA_NEG, "example": REG_EXAMPLE,
-             "update": REG_UPDATE, "pred": REG_PRED, "cycles_free": REG_CYC_FREE,
-             "cycles_nudged": REG_CYC_NUDGED, "cycles_update": REG_CYC_UPDATE, "n_free": REG_N_FREE,
-             "n_nudged": REG_N_NUDGED, "cycles_total": REG_CYC_TOTAL,
-             # the settle rule (docs/numerics.md §4a): tolerance in state LSBs, quiet steps that
-             # end a free phase (0: off), and the steps the last free phase took (read-only)
-             "settle_tol": REG_SETTLE_TOL, "settle_steps": REG_SETTLE_STEPS, "free_steps": REG_FREE_STEPS}
-CTRL_START = 1  # bit 0: start
-CTRL_INFER = 2  # bit 1: inference only (free phase, then arg-max)
-# status (read; docs/hardware.md "Registers"): bit 0 busy, bit 1 done (sticky until the next
-# start), bit 2 write error (sticky: a write arrived while busy and was dropped; write 1 to clear)
-STATUS_BUSY = 1
-STATUS_DONE = 2
-STATUS_WR_ERR = 4
+    REG_FREE_STEPS = (r.value for r in Reg)
 
 HOST_BUS = wiring.Signature({
     "addr": Out(ADDR_BITS),

@@ -15,7 +15,8 @@ import torch
 
 from eqprop.model.settle import SettleRule
 
-from .core import CTRL_INFER, CTRL_START, cycle_model, example_cycles
+from .core import cycle_model, example_cycles
+from .enums import Ctrl, Status
 from .memory_map import MemoryMap
 from .params import CoreParams
 
@@ -86,12 +87,12 @@ class CoreDriver:
         await self.write(self.map.reg("example"), example)
         await self.write(self.map.reg("update"), update)
         await self.write(self.map.reg("beta_neg"), int(beta_neg))
-        await self.write(self.map.reg("ctrl"), CTRL_START | (CTRL_INFER if infer else 0))
+        await self.write(self.map.reg("ctrl"), (Ctrl.START | Ctrl.INFER if infer else Ctrl.START).value)
         if self.tick is not None:
             await self._sleep(infer)
         for _ in range(max_polls):
             st = await self.read(self.map.reg("status"))
-            if st & 2 and not st & 1:
+            if Status.finished(st):
                 break
         else:
             raise TimeoutError("core did not finish")
@@ -118,7 +119,7 @@ class CoreDriver:
         step = cm["step"]
         while True:
             st = await self.read(self.map.reg("status"))
-            if st & 2 and not st & 1:
+            if Status.finished(st):
                 return
             total = await self.read(self.map.reg("cycles_total"))
             free = await self.read(self.map.reg("cycles_free"))  # read after total: ahead of it while free

@@ -6,7 +6,8 @@ the generator's manifest, the amaranth.sim driver and the cocotb driver.
 
 from __future__ import annotations
 
-from .core import REGION_SHIFT, REGIONS, REGISTERS, lane_field_bits
+from .core import lane_field_bits
+from .enums import ADDR_BITS, REGION_SHIFT, Reg, Region
 from .params import CoreParams, bits_for
 
 
@@ -23,14 +24,16 @@ class MemoryMap:
                 if not e.dummy:
                     self.weight_slots.setdefault((e.neuron, e.src, e.src_input), []).append((ell, k))
 
-    def reg(self, name: str) -> int:
-        return (REGIONS["reg"] << REGION_SHIFT) | REGISTERS[name]
+    def reg(self, name: str | Reg) -> int:
+        """A register's word address (``Reg`` or its manifest name, e.g. ``"status"``)."""
+        reg = name if isinstance(name, Reg) else Reg[name.upper()]
+        return (Region.REG.value << REGION_SHIFT) | reg.value
 
     def _lane(self, region: str, lane: int, offset: int) -> int:
-        return (REGIONS[region] << REGION_SHIFT) | (lane << self.field) | offset
+        return (Region[region.upper()].value << REGION_SHIFT) | (lane << self.field) | offset
 
     def input(self, j: int) -> int:
-        return (REGIONS["input"] << REGION_SHIFT) | j
+        return (Region.INPUT.value << REGION_SHIFT) | j
 
     def target(self, k: int) -> int:
         """Output neuron k (0-based among the outputs)."""
@@ -53,11 +56,11 @@ class MemoryMap:
     def describe(self) -> dict:
         lay = self.p.layout
         return {
-            "address_bits": 24,
+            "address_bits": ADDR_BITS,
             "data_bits": 32,
             "region_shift": REGION_SHIFT,
-            "regions": {k: v for k, v in REGIONS.items()},
-            "registers": dict(REGISTERS),
+            "regions": {r.key: r.value for r in Region},
+            "registers": {r.key: r.value for r in Reg},
             "lane_field_bits": self.field,
             "lane_address": "(region << 20) | (lane << lane_field_bits) | offset",
             "neurons": [{"i": i, "lane": int(lay.owner[i]), "local": int(lay.local[i])} for i in range(lay.S)],

@@ -167,32 +167,48 @@ class CoreParams:
     def acc_fmt(self) -> Format:
         return self.net.acc_fmt
 
+    # The shifts are the model's (FixedNetwork, the one home of §1-§6's shift amounts).
+    @property
+    def mac_shift(self) -> int:
+        """§1: fWs - fW."""
+        return self.net.mac_shift
+
+    @property
+    def bias_align(self) -> int:
+        """§2: fa - fB."""
+        return self.net.bias_align
+
+    @property
+    def state_align(self) -> int:
+        """§4 step 2: fa - fS."""
+        return self.net.state_align
+
     @property
     def state_shift(self) -> int:
-        """Bits dropped by the state rounding: fa + k - fS."""
-        return self.fa + self.k - self.state.n_frac
+        """§4 step 5: bits dropped by the state rounding, fa + k - fS."""
+        return self.net.state_shift
 
     @property
     def nudge_shift(self) -> int:
-        """eq5: the shift of (s - t) into V, fa - fS + 1 + m."""
-        return self.fa - self.state.n_frac + 1 + self.m
+        """§4 step 4, eq5: the shift of (s - t) into V, fa - fS + 1 + m."""
+        return self.net.nudge_shift
 
     @property
     def g(self) -> int:
-        """after-step: 2 eps |beta| = 2^g, the shift of (T - V)."""
+        """§4 step 4, after-step: 2 eps |beta| = 2^g, the shift of (T - V)."""
         return self.net.g
 
-    # ---- learning (§6)
+    # ---- learning (§6); p: index into layout.pairs
     def pair_mult(self, p: int) -> Multiplier:
         return self.net.mult[self.layout.pairs[p]]
 
     def weight_shift(self, p: int) -> int:
-        """Bits dropped from sigma * D * M: 2 fS + z - fWs (docs/numerics.md §6; z = Multiplier.E)."""
-        return 2 * self.state.n_frac + self.pair_mult(p).E - self.num.weight_store.n_frac
+        """§6: 2 fS + z - fWs for pair p."""
+        return self.net.weight_shift(self.layout.pairs[p])
 
     def bias_shift(self, p: int) -> int:
-        """fS + z - fB (§6)."""
-        return self.state.n_frac + self.pair_mult(p).E - self.num.bias.n_frac
+        """§6: fS + z - fB for pair p."""
+        return self.net.bias_shift(self.layout.pairs[p])
 
     def bias_pair(self, i: int) -> int:
         """Pair index of non-input neuron i's bias rate (its own layer)."""

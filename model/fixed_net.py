@@ -107,6 +107,44 @@ class FixedNetwork:
         self._events()
         self._refresh()
 
+    # ------------------------------------------------------------- shifts (§1, §2, §4, §6)
+    # The one home of the shift amounts and multipliers the contract derives from the formats,
+    # eps, beta and the rates; the RTL's CoreParams reads them from here.
+    @property
+    def mac_shift(self) -> int:
+        """§1: bits the MAC weight drops from the stored weight, fWs - fW."""
+        return self.num.weight_store.n_frac - self.num.weight.n_frac
+
+    @property
+    def bias_align(self) -> int:
+        """§2: the bias's shift to the accumulator's fraction, fa - fB."""
+        return self.num.acc_frac - self.num.bias.n_frac
+
+    @property
+    def state_align(self) -> int:
+        """§4 step 2: the state's shift to the accumulator's fraction, fa - fS."""
+        return self.num.acc_frac - self.num.state.n_frac
+
+    @property
+    def state_shift(self) -> int:
+        """§4 step 5: bits the state rounding drops from V, fa + k - fS (also the target's
+        shift to V's fraction in the after-step nudge, step 4)."""
+        return self.state_align + self.k
+
+    @property
+    def nudge_shift(self) -> int:
+        """§4 step 4, eq5: the shift of (s - t) into V, fa - fS + 1 + m."""
+        return self.state_align + 1 + self.m
+
+    def weight_shift(self, pair: tuple[int, int]) -> int:
+        """§6: bits dropped from sigma D M of a weight of layer pair ``pair``: 2 fS + z - fWs
+        (z = Multiplier.E of ``self.mult[pair]``)."""
+        return 2 * self.num.state.n_frac + self.mult[pair].E - self.num.weight_store.n_frac
+
+    def bias_shift(self, pair: tuple[int, int]) -> int:
+        """§6: bits dropped from sigma D M of a bias of layer ``pair = (l, l)``: fS + z - fB."""
+        return self.num.state.n_frac + self.mult[pair].E - self.num.bias.n_frac
+
     # ------------------------------------------------------------- setup
     def set_rates(self, rates: list[float]):
         """Multipliers c = alpha / (|beta| * batch) per layer pair (§6)."""
@@ -137,7 +175,7 @@ class FixedNetwork:
     def _refresh(self):
         """MAC weights from stored weights: drop low bits (floor), saturate (§1)."""
         n = self.num
-        d = n.weight_store.n_frac - n.weight.n_frac
+        d = self.mac_shift
         self.Wm_in = (self.W_in >> d).clamp(n.weight.min_raw, n.weight.max_raw)
         self.Wm_ss = (self.W_ss >> d).clamp(n.weight.min_raw, n.weight.max_raw)
         # Float copies for the exact GEMMs of the relaxation (§7). Every partial sum
@@ -205,7 +243,7 @@ class FixedNetwork:
         """sum over inputs of w_ij x_j plus the aligned bias, at the accumulator's fraction."""
         n = self.num
         acc = exact_matmul(xq, self.Wm_in, n.state.max_raw, n.weight.n_word)
-        return acc + (self.b << (n.acc_frac - n.bias.n_frac))
+        return acc + (self.b << self.bias_align)
 
     def net_input(self, s: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
         """The accumulator: sum_j w_ij s_j + inputs' drive + bias, overflow as configured (§2)."""
@@ -233,21 +271,20 @@ class FixedNetwork:
     def step(self, s, drive, beta_sign: int = 0, target=None, events=None) -> torch.Tensor:
         """One step of §4: V = (s << (fa-fS+k)) + acc - (s << (fa-fS)) [+ nudge]; round; clip."""
         n = self.num
-        fa, fS = n.acc_frac, n.state.n_frac
         acc = self.net_input(s, drive)
-        s_al = s << (fa - fS)
+        s_al = s << self.state_align
         V = (s_al << self.k) + acc - s_al
         if beta_sign and self.nudge == "eq5":
-            nudge = (s[:, self.out] - target) << (fa - fS + 1 + self.m)
+            nudge = (s[:, self.out] - target) << self.nudge_shift
             V[:, self.out] -= nudge if beta_sign > 0 else -nudge
         elif beta_sign:  # after-step: N = (t - V) * 2^g at fraction fa + k, floor for g < 0
-            N = (target << (fa + self.k - fS)) - V[:, self.out]
+            N = (target << self.state_shift) - V[:, self.out]
             N = N << self.g if self.g >= 0 else N >> -self.g
             V[:, self.out] += N if beta_sign > 0 else -N
         words = None
         if n.state_rounding == "stochastic":
             words = random_words(n.seed_state, events)
-        out = shift_round(V, fa + self.k - fS, n.state_rounding, words)
+        out = shift_round(V, self.state_shift, n.state_rounding, words)
         return out.clamp_(0, n.state.one())
 
     def relax(self, s, drive, steps: int, eps: float = None, beta: float = 0.0, target=None, event_base=None,
@@ -300,7 +337,6 @@ class FixedNetwork:
         n = self.num
         sign = 1 if beta > 0 else -1
         D_in, D_ss, D_b = self.corrections(xq, s0, sb)
-        fS, fW, fB = n.state.n_frac, n.weight_store.n_frac, n.bias.n_frac
         base = update_index * self.events_per_update
         stoch = n.rounding == "stochastic"
         dW_in = torch.zeros_like(self.W_in)
@@ -314,10 +350,10 @@ class FixedNetwork:
             for dst, D, ev, ra, rb, pair in blocks:
                 Mu = self.mult[pair]
                 words = random_words(n.seed_update, base + ev[ra, rb]) if stoch else None
-                dst[ra, rb] = shift_round(sign * D[ra, rb] * Mu.M, 2 * fS + Mu.E - fW, n.rounding, words)
+                dst[ra, rb] = shift_round(sign * D[ra, rb] * Mu.M, self.weight_shift(pair), n.rounding, words)
             Mb = self.mult[(b_, b_)]
             words = random_words(n.seed_update, base + self.ev_b[sb_]) if stoch else None
-            db[sb_] = shift_round(sign * D_b[sb_] * Mb.M, fS + Mb.E - fB, n.rounding, words)
+            db[sb_] = shift_round(sign * D_b[sb_] * Mb.M, self.bias_shift((b_, b_)), n.rounding, words)
         dW_in *= self.mask_in
         dW_ss *= self.mask_ss
         W_in, s1 = n.weight_store.saturate(self.W_in + dW_in)

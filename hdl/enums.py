@@ -1,0 +1,116 @@
+"""Every code of the core, named once (``amaranth.lib.enum``).
+
+One enum per kind of code, shared by the RTL (``lane.py``, ``core.py``, the
+components in ``units/``), the host side (``memory_map.py``, ``driver.py``)
+and the generator's manifest. The integers are the host-visible encodings of
+docs/hardware.md "Registers and host sequences": changing one changes the
+memory map.
+"""
+
+from amaranth.lib import enum
+
+# Word addresses on the host bus: (region << REGION_SHIFT) | offset.
+ADDR_BITS = 24
+REGION_SHIFT = 20
+
+
+class Region(enum.Enum, shape=ADDR_BITS - REGION_SHIFT):
+    """The region field of a host address (its top 4 bits). The core decodes it and hands
+    it on unchanged to the lanes (``HostPort``): one numbering for core, lanes, memory
+    map and manifest."""
+    REG = 0  # registers (Reg)
+    INPUT = 1  # input pixel j at offset j, broadcast to every lane
+    TARGET = 2  # per lane: the target bit of its output neurons
+    STATE = 3  # per lane: the start state (write)
+    S0 = 4  # per lane: the free equilibrium s^0 (read)
+    FINAL = 5  # per lane: the state after the weakly-clamped phase (read)
+    WEIGHT = 6  # per lane and entry: the stored weight
+    BIAS = 7  # per lane and neuron: the bias
+
+    @property
+    def key(self) -> str:
+        """The name the manifest and ``MemoryMap`` use (``"reg"``, ``"s0"``, ...)."""
+        return self.name.lower()
+
+
+class Reg(enum.Enum, shape=REGION_SHIFT):
+    """Register word offsets in region ``Region.REG`` (docs/hardware.md "Registers")."""
+    CTRL = 0  # write: Ctrl bits
+    STATUS = 1  # read: Status bits; write 1 to bit 2 (WR_ERR) clears it
+    BETA_NEG = 2  # bit 0: the weakly-clamped phase nudges with -beta
+    EXAMPLE = 3  # the example's number in the state-rounding stream (numerics.md §5)
+    UPDATE = 4  # the update's number in the weight-rounding stream (§5)
+    PRED = 5  # arg-max of the outputs after an inference
+    CYCLES_FREE = 6
+    CYCLES_NUDGED = 7
+    CYCLES_UPDATE = 8
+    N_FREE = 9
+    N_NUDGED = 10
+    CYCLES_TOTAL = 11
+    SETTLE_TOL = 12  # §4a: largest change (state LSBs) that counts as quiet
+    SETTLE_STEPS = 13  # §4a: quiet steps that end a free phase (0: off)
+    FREE_STEPS = 14  # §4a: steps the last free phase took (read-only)
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+
+class Ctrl(enum.Flag, shape=2):
+    """Bits of a write to ``Reg.CTRL``."""
+    START = 1  # start an example (ignored while busy)
+    INFER = 2  # with START: free phase, then the arg-max (no weakly-clamped phase, no update)
+
+
+class Status(enum.Flag, shape=3):
+    """Bits of ``Reg.STATUS``."""
+    BUSY = 1
+    DONE = 2  # an example ended; sticky until the next start
+    WR_ERR = 4  # sticky: a write arrived while busy and was dropped
+
+    @classmethod
+    def finished(cls, word: int) -> bool:
+        """A status word read by the host says the example is over: done and not busy."""
+        st = cls(word & 0b111)
+        return cls.DONE in st and cls.BUSY not in st
+
+
+class Phase(enum.Enum, shape=3):
+    """The core's phase (``PhaseController``; the paper's section 5.1 and Figure 6)."""
+    IDLE = 0
+    FREE = 1  # free relaxation, at most n_free steps (the settle rule may end it, §4a)
+    NUDGED = 2  # weakly-clamped relaxation, n_nudged steps (§4 step 4)
+    UPDATE = 3  # the lanes' local weight and bias update (§6)
+    ARGMAX = 4  # inference: scan the output neurons of s^0
+
+
+class LaneMode(enum.Enum, shape=1):
+    """What a lane's ``start`` pulse begins."""
+    RELAX = 0  # one relaxation step (MacPipeline, NeuronUnit)
+    UPDATE = 1  # the update pass over the lane's entries and biases (UpdateUnit)
+
+
+class UpdateState(enum.Enum, shape=4):
+    """The update unit's states (§6): 6 cycles per entry (W_*), then 5 per bias (B_*)."""
+    IDLE = 0
+    W_ISSUE = 1  # entry address to the fan-in memory
+    W_FIELDS = 2  # entry fields and stored weight in; s^0 reads issued
+    W_S0 = 3  # s^0_i, s^0_j in; s^beta reads issued
+    W_SB = 4  # D = s^b_i s^b_j - s^0_i s^0_j; the random word's event issued
+    W_MUL = 5  # sigma D M
+    W_RND = 6  # round, saturate, write the weight back
+    B_ISSUE = 7  # bias and s^0_i reads issued
+    B_S0 = 8  # bias, s^0_i in; s^beta_i read issued
+    B_SB = 9  # D = s^b_i - s^0_i
+    B_MUL = 10
+    B_RND = 11  # round, saturate, write the bias back
+
+
+# Plain-integer aliases: the names other modules (generate.py, the benches) import.
+REGIONS = {r.key: r.value for r in Region}
+REGISTERS = {r.key: r.value for r in Reg}
+CTRL_START = Ctrl.START.value
+CTRL_INFER = Ctrl.INFER.value
+STATUS_BUSY = Status.BUSY.value
+STATUS_DONE = Status.DONE.value
+STATUS_WR_ERR = Status.WR_ERR.value
