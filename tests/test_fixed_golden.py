@@ -294,6 +294,18 @@ def test_random_words_far_indices_and_streams():
     assert int((a == b).sum()) < 3
 
 
+def test_hash_paths_agree():
+    """The CPU's uint32 steps and the masked int64 steps other devices run give the same words
+    (including negative and > 32-bit inputs, and a non-contiguous tensor)."""
+    from eqprop.model.numerics import _hash32_int64, _hash32_uint32
+
+    x = torch.cat([torch.arange(-3000, 3000, dtype=I64) * 7919, torch.tensor([2**40 + 3, -(2**50), 2**32 - 1])])
+    assert torch.equal(_hash32_uint32(x), _hash32_int64(x))
+    m = x[:6000].reshape(60, 100)[:, ::7]
+    assert torch.equal(_hash32_uint32(m), _hash32_int64(m))
+    assert _hash32_uint32(torch.tensor([0], dtype=I64)).item() == _h_by_hand(0)
+
+
 def test_random_words_look_uniform():
     """Each of the 32 bits of 2^20 consecutive words is set about half the time, and
     the top 8 bits fill 256 bins evenly, and so do the top 4 bits of consecutive
