@@ -8,8 +8,13 @@ A study file holds a ``[study]`` table (grid axes) and a ``[train]`` table
 (the base run configuration); each ``[networks.NAME]`` table overrides train
 keys for one network (the paper's three: layered with per-layer rates,
 layered with one global rate, layer-skipping p = 7.56% with one global rate).
-The grid is bits x network x rounding x seed (plus one float run per network
-and seed). Every point is an ordinary run directory under ``OUT/points/``;
+The grid is network x seed x (float, bits x rounding x stored-weight width x
+rate representation): ``weight_store_extra`` (extra bits of the stored weights
+over the MAC weights, default [0]), ``lr_modes`` (multiplier, shift);
+``fixed_settle_tol`` sets the fixed-point points' settle tolerance in state LSBs
+(the [train] value, a real number, stays the float points'); ``cut`` lists cell
+patterns to leave out, e.g. ``[{bits = 4, extra = 0}]``. Points run seed by
+seed, each seed's float points first. Every point is an ordinary run directory under ``OUT/points/``;
 points already finished are skipped and killed ones resumed, so a study can be
 stopped and continued. At the end ``summary.csv``, ``summary.md`` and three
 figures are written: error against bit depth, per-layer RMS correction
@@ -70,7 +75,10 @@ class StudyFailed(TrainingDiverged):
     """Some points failed (diverged or crashed); the others were run and summarized (exit 3)."""
 
 STUDY_KEYS = {"bits": list, "roundings": list, "seeds": list, "epochs": int, "bias_extra_bits": int,
-              "float": bool, "out": str, "weight_store_bits": int, "gradcheck": int}
+              "float": bool, "out": str, "weight_store_bits": int, "gradcheck": int,
+              "weight_store_extra": list, "lr_modes": list, "fixed_settle_tol": int, "cut": list}
+LR_MODES = ("multiplier", "shift")
+CUT_KEYS = ("network", "bits", "rounding", "extra", "lr_mode", "seed")
 
 
 def load_study(path: str | Path) -> tuple[dict, config_mod.TrainConfig, dict]:
@@ -86,7 +94,8 @@ def load_study(path: str | Path) -> tuple[dict, config_mod.TrainConfig, dict]:
             raise ConfigError(f"{k}: unknown table in study file {path} (study, train, networks)")
     study = {"bits": [4, 6, 8, 10, 12, 16], "roundings": ["floor", "stochastic"], "seeds": [0], "epochs": 1,
              "bias_extra_bits": 4, "float": True, "out": "runs/study-bitdepth", "weight_store_bits": 0,
-             "gradcheck": 0}
+             "gradcheck": 0, "weight_store_extra": [0], "lr_modes": ["multiplier"], "fixed_settle_tol": -1,
+             "cut": []}
     for k, v in data.get("study", {}).items():
         if k not in STUDY_KEYS:
             raise ConfigError(f"{k}: unknown study key (in {path}; known: {', '.join(STUDY_KEYS)})")
@@ -111,33 +120,73 @@ def load_study(path: str | Path) -> tuple[dict, config_mod.TrainConfig, dict]:
             raise ConfigError(f"{k}: the grid key has no values (in {path})")
     if study["gradcheck"] < 0:
         raise ConfigError(f"gradcheck: {study['gradcheck']} is not a number of examples (>= 0) (in {path})")
+    for x in study["weight_store_extra"]:
+        if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= 16:
+            raise ConfigError(f"weight_store_extra: {x!r} is not a number of extra bits in 0..16 (in {path})")
+    if study["weight_store_bits"] and study["weight_store_extra"] != [0]:
+        raise ConfigError(f"weight_store_extra: give either weight_store_bits or weight_store_extra (in {path})")
+    for x in study["lr_modes"]:
+        if x not in LR_MODES:
+            raise ConfigError(f"lr_modes: {x!r} is not a rate representation ({', '.join(LR_MODES)}) (in {path})")
+    for k in ("weight_store_extra", "lr_modes"):
+        if not study[k]:
+            raise ConfigError(f"{k}: the grid key has no values (in {path})")
+    for c in study["cut"]:
+        if not isinstance(c, dict) or not c or any(k not in CUT_KEYS for k in c):
+            raise ConfigError(f"cut: {c!r} is not a cell pattern (a table of {', '.join(CUT_KEYS)}) (in {path})")
     return study, base, networks
 
 
+def _cut(label: dict, patterns: list) -> bool:
+    """The point matches one of the study's ``cut`` patterns (every key of the pattern equal;
+    a list value matches any of its items)."""
+    def match(k, v):
+        return label[k] in v if isinstance(v, list) else label[k] == v
+    return any(all(match(k, v) for k, v in pat.items()) for pat in patterns)
+
+
 def points(study: dict, base: config_mod.TrainConfig, networks: dict, out: Path) -> list[tuple[dict, config_mod.TrainConfig]]:
-    """Every (label, config) of the grid."""
+    """Every (label, config) of the grid: network x seed x (float, bits x rounding x stored
+    weight width x rate representation), less the cells the study file cuts. A fixed point's
+    directory is ``b{bits}-{rounding}`` with ``-ws{N}`` when its stored weights are wider than
+    its MAC weights (weight_store_extra) and ``-shift`` for lr_mode shift."""
     res = []
     for name, over in networks.items():
         net_cfg = config_mod.from_mapping(over, base)
         for seed in study["seeds"]:
             depths = (["float"] if study["float"] else []) + list(study["bits"])
             for bits in depths:
-                for rounding in (["-"] if bits == "float" else study["roundings"]):
+                variants = [("-", "-", "-")] if bits == "float" else [
+                    (r, x, m) for r in study["roundings"] for x in study["weight_store_extra"]
+                    for m in study["lr_modes"]]
+                for rounding, extra, lr_mode in variants:
                     cfg = dataclasses.replace(net_cfg, seed=seed, epochs=study["epochs"])
                     if bits == "float":
                         cfg.model = "float"
                         cfg.fixed = {}
                         tag = f"{name}/float/seed{seed}"
+                        store = "-"
                     else:
                         cfg.model = "fixed"
                         fixed = {"state": bits, "weight": bits, "bias": bits + study["bias_extra_bits"],
                                  "rounding": rounding}
+                        if lr_mode != "multiplier":
+                            fixed["lr_mode"] = lr_mode
+                        store = bits + extra
                         if study["weight_store_bits"]:
-                            fixed["weight_store"] = max(bits, study["weight_store_bits"])
+                            store = max(bits, study["weight_store_bits"])
+                        if store != bits:
+                            fixed["weight_store"] = store
                         cfg.fixed = fixed
-                        tag = f"{name}/b{bits}-{rounding}/seed{seed}"
+                        if study["fixed_settle_tol"] >= 0:
+                            cfg.settle_tol = float(study["fixed_settle_tol"])
+                        tag = (f"{name}/b{bits}-{rounding}" + (f"-ws{bits + extra}" if extra else "")
+                               + ("-shift" if lr_mode == "shift" else "") + f"/seed{seed}")
                     cfg.out = str(out / "points" / tag)
-                    label = {"network": name, "bits": bits, "rounding": rounding, "seed": seed, "dir": cfg.out}
+                    label = {"network": name, "bits": bits, "rounding": rounding, "store": store,
+                             "extra": extra, "lr_mode": lr_mode, "seed": seed, "dir": cfg.out}
+                    if _cut(label, study["cut"]):
+                        continue
                     res.append((label, config_mod.validate(cfg)))
     return res
 
@@ -374,6 +423,11 @@ def run_study(config_path: str, out: str | None = None, dry_run: bool = False, l
         elif _done_epochs(d) < cfg.epochs or (gradcheck and not (d / "refused.txt").exists()
                                                and not _gradcheck_current(d, cfg, gradcheck)):
             todo.append((n, cfg))
+    # One seed after another, each seed's float points first (they are the reference every
+    # fixed point is compared with): a study stopped early has whole seeds.
+    seeds = {s: i for i, s in enumerate(study["seeds"])}
+    kind = {cfg.out: (seeds[label["seed"]], label["bits"] != "float") for label, cfg in grid}
+    todo.sort(key=lambda t: kind[t[1].out])
     bad: dict = {}
     t0 = time.perf_counter()
     if ray and todo:
@@ -415,7 +469,8 @@ def summarize(outp: Path, grid, log=print, crashed: dict | None = None):
     for label, cfg in grid:
         d = Path(cfg.out)
         status = (crashed or {}).get(cfg.out) or _status(d, cfg.epochs)
-        base = {**{k: label[k] for k in ("network", "bits", "rounding", "seed")}, "status": status}
+        base = {**{k: label[k] for k in ("network", "bits", "rounding", "store", "lr_mode", "seed")},
+                "status": status}
         m = d / "metrics.jsonl"
         hist = [json.loads(l) for l in m.read_text().splitlines() if l.strip()] if m.exists() else []
         if status in ("failed", "refused", "crashed") or (not hist and status != "todo"):
@@ -463,9 +518,9 @@ def summarize(outp: Path, grid, log=print, crashed: dict | None = None):
     done = [r for r in rows if "test_error" in r and r["status"] not in ("failed", "crashed")]
     md = summary_markdown(done) if done else ""
     if missing:
-        md += "\nPoints without a result (not in the table above):\n\n| network | bits | rounding | seed | status | reason |\n" \
+        md += "\nPoints without a result (not in the tables above):\n\n| network | bits | arithmetic | seed | status | reason |\n" \
               "| --- | --- | --- | --- | --- | --- |\n"
-        md += "".join(f"| {lb['network']} | {lb['bits']} | {lb['rounding']} | {lb['seed']} | {st} | {why} |\n"
+        md += "".join(f"| {lb['network']} | {lb['bits']} | {_variant(lb)} | {lb['seed']} | {st} | {why} |\n"
                       for lb, st, why in missing)
     (outp / "summary.md").write_text(md)
     if done:
@@ -483,18 +538,33 @@ def _mean_by(rows, keyf, valf):
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
+def _variant(r) -> str:
+    """A fixed point's arithmetic apart from its depth: the rounding, then ``ws+N`` when its
+    stored weights are N bits wider than its MAC weights and ``shift`` for shift-only rates."""
+    if r["bits"] == "float":
+        return "-"
+    extra = (r.get("store") or r["bits"]) - r["bits"] if r.get("store") not in (None, "", "-") else 0
+    return r["rounding"] + (f", ws+{extra}" if extra else "") + (", shift" if r.get("lr_mode") == "shift" else "")
+
+
+def _spread(v: list) -> str:
+    return f"{100 * (max(v) - min(v)):.2f}" if len(v) > 1 else "-"
+
+
 def summary_markdown(rows) -> str:
+    """One line per network, depth and arithmetic (mean over seeds, the test error's spread
+    max - min in points), then the answer: the lowest depth within 1 point of float."""
     nets = list(dict.fromkeys(r["network"] for r in rows))
     n_pairs = max(int(k.split("_")[1][0]) + 1 for r in rows for k in r if k.startswith("rms_"))
     cos_keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith("cos_")))
-    lines = ["| network | bits | rounding | seeds | epochs | train error | test error | "
+    lines = ["| network | bits | arithmetic | seeds | epochs | train error | test error | spread | "
              + " | ".join(f"RMS dW {i}-{i + 1}" for i in range(n_pairs)) + " | "
              + " | ".join(f"zero dW {i}-{i + 1}" for i in range(n_pairs)) + " |"
              + "".join(f" cos {k[4:5]}-{k[5:]} |" if k != "cos_other" else " cos other |" for k in cos_keys),
-             "|" + " --- |" * (7 + 2 * n_pairs + len(cos_keys))]
+             "|" + " --- |" * (8 + 2 * n_pairs + len(cos_keys))]
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["network"], r["bits"], r["rounding"]), []).append(r)
+        groups.setdefault((r["network"], r["bits"], _variant(r)), []).append(r)
 
     def order(k):
         return (nets.index(k[0]), -1 if k[1] == "float" else k[1], k[2])
@@ -508,9 +578,57 @@ def summary_markdown(rows) -> str:
         lines.append(
             f"| {key[0]} | {key[1]} | {key[2]} | {len(g)} | {g[0]['epochs']} | "
             f"{100 * mean(lambda r: r['train_error']):.2f}% | {100 * mean(lambda r: r['test_error']):.2f}% | "
+            f"{_spread([r['test_error'] for r in g])} | "
             + " | ".join(rms) + " | " + " | ".join(zero) + " |"
             + "".join(f" {_mean_of(g, k)} |" for k in cos_keys)
         )
+    return "\n".join(lines) + "\n" + lowest_depth_markdown(rows)
+
+
+def lowest_depth(rows, within: float = 0.01) -> list[dict]:
+    """Per network and arithmetic: the float error (mean over seeds), and the lowest bit depth
+    whose mean test error, and that of every deeper depth measured, is within ``within``
+    of it (None if no depth is)."""
+    out = []
+    for net in dict.fromkeys(r["network"] for r in rows):
+        fl = [r["test_error"] for r in rows if r["network"] == net and r["bits"] == "float"]
+        fixed = [r for r in rows if r["network"] == net and r["bits"] != "float"]
+        for var in dict.fromkeys(_variant(r) for r in fixed):
+            by = {}
+            for r in fixed:
+                if _variant(r) == var:
+                    by.setdefault(r["bits"], []).append(r["test_error"])
+            ref = sum(fl) / len(fl) if fl else None
+            best = None
+            for b in sorted(by, reverse=True):
+                if ref is None or sum(by[b]) / len(by[b]) > ref + within:
+                    break
+                best = b
+            out.append({"network": net, "arithmetic": var, "float": ref, "float_spread": _spread(fl),
+                        "lowest": best, "errors": {b: (sum(v) / len(v), _spread(v), len(v))
+                                                   for b, v in sorted(by.items())}})
+    return out
+
+
+def lowest_depth_markdown(rows) -> str:
+    res = lowest_depth(rows)
+    if not res or all(r["float"] is None for r in res):
+        return ""
+    lines = ["", "Lowest depth within 1 point of the network's float test error (that depth and every deeper "
+             "one measured; mean over seeds, spread max - min in points):", "",
+             "| network | arithmetic | float | lowest depth | its error | one depth below |", "| --- |" * 1
+             + " --- | --- | --- | --- | --- |"]
+    for r in res:
+        if r["float"] is None:
+            continue
+        depths = sorted(r["errors"])
+        low = r["lowest"]
+        below = depths[depths.index(low) - 1] if low is not None and depths.index(low) > 0 else (
+            depths[-1] if low is None and depths else None)
+        fmt = lambda b: (f"{b} bits: {100 * r['errors'][b][0]:.2f}% (spread {r['errors'][b][1]})"  # noqa: E731
+                         if b is not None else "-")
+        lines.append(f"| {r['network']} | {r['arithmetic']} | {100 * r['float']:.2f}% (spread {r['float_spread']}) | "
+                     f"{low if low is not None else 'none'} | {fmt(low)} | {fmt(below)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -527,7 +645,7 @@ def plot(outp: Path, rows):
 
     nets = list(dict.fromkeys(r["network"] for r in rows))
     fixed = [r for r in rows if r["bits"] != "float"]
-    roundings = list(dict.fromkeys(r["rounding"] for r in fixed))
+    roundings = list(dict.fromkeys(_variant(r) for r in fixed))
     bits = sorted({r["bits"] for r in fixed})
     n_pairs = max(int(k.split("_")[1][0]) + 1 for r in rows for k in r if k.startswith("rms_"))
 
@@ -536,7 +654,7 @@ def plot(outp: Path, rows):
     for ni, net in enumerate(nets):
         color = f"C{ni}"
         for ri, rnd in enumerate(roundings):
-            m = _mean_by([r for r in fixed if r["network"] == net and r["rounding"] == rnd],
+            m = _mean_by([r for r in fixed if r["network"] == net and _variant(r) == rnd],
                          lambda r: r["bits"], lambda r: r["test_error"])
             xs = [b for b in bits if b in m]
             ax.plot(xs, [100 * m[b] for b in xs], marker="os"[ri % 2], ls=["-", ":"][ri % 2], color=color,
@@ -562,7 +680,7 @@ def plot(outp: Path, rows):
         for ri, rnd in enumerate(roundings):
             for ni, net in enumerate(nets):
                 ax = axes[ri][ni]
-                sel = [r for r in fixed if r["network"] == net and r["rounding"] == rnd]
+                sel = [r for r in fixed if r["network"] == net and _variant(r) == rnd]
                 for i in range(n_pairs):
                     key = f"{what}_{i}{i + 1}"
                     m = _mean_by(sel, lambda r: r["bits"], lambda r, key=key: r.get(key))

@@ -164,3 +164,67 @@ def test_empty_grid_key_is_refused(tmp_path):
     f.write_text("[study]\nseeds = []\n[networks.a]\ntopology = 'layered'\n")
     with pytest.raises(ConfigError, match="seeds: the grid key has no values"):
         load_study(f)
+
+
+def test_grid_axes_cuts_and_order(tmp_path):
+    """weight_store_extra and lr_modes multiply the fixed points, cut patterns remove cells,
+    and each point's configuration holds what its directory name says."""
+    from eqprop.model.study import points
+
+    f = tmp_path / "s.toml"
+    f.write_text(STUDY.replace("epochs = 1", "epochs = 1\nweight_store_extra = [0, 8]\nlr_modes = ['multiplier', "
+                                             "'shift']\nfixed_settle_tol = 1\ncut = [{bits = 4, extra = 0}, "
+                                             "{network = 'skip', lr_mode = 'shift'}]"))
+    study, base, nets = load_study(f)
+    grid = points(study, base, nets, tmp_path / "o")
+    names = sorted(lb["dir"].split("/points/")[1] for lb, _ in grid)
+    # per network: float + bits {4, 8} x rounding 2 x extra 2 x lr_mode 2 = 17, less the cuts
+    per_layer = [n for n in names if n.startswith("layered-per-layer/")]
+    skip = [n for n in names if n.startswith("skip/")]
+    assert len(per_layer) == 1 + 16 - 4  # 4-bit with extra 0: 2 roundings x 2 modes cut
+    assert len(skip) == 1 + 8 - 2  # shift cut; 4-bit extra 0 cut from the multiplier half
+    assert "layered-per-layer/b8-floor-ws16-shift/seed0" in per_layer
+    assert "skip/b4-stochastic-ws12/seed0" in skip and not any("b4-stochastic/" in n for n in names)
+    for lb, cfg in grid:
+        if lb["bits"] == "float":
+            assert cfg.model == "float" and cfg.settle_tol == 0.0
+            continue
+        num = config_mod.numerics(cfg)
+        assert num.weight.n_word == lb["bits"] and num.weight_store.n_word == lb["bits"] + lb["extra"]
+        assert num.lr_mode == lb["lr_mode"] and cfg.settle_tol == 1.0
+        assert ("-shift" in lb["dir"]) == (lb["lr_mode"] == "shift")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("weight_store_extra = [-1]", "weight_store_extra"),
+    ("lr_modes = ['log']", "lr_modes"),
+    ("lr_modes = []", "lr_modes: the grid key has no values"),
+    ("cut = [{depth = 4}]", "cut"),
+    ("weight_store_bits = 12\nweight_store_extra = [0, 8]", "either"),
+])
+def test_bad_grid_axes(tmp_path, text, needle):
+    f = tmp_path / "s.toml"
+    f.write_text(STUDY.replace("epochs = 1", f"epochs = 1\n{text}"))
+    with pytest.raises(ConfigError, match=needle):
+        load_study(f)
+
+
+def test_lowest_depth_by_hand():
+    """The answer's rule on hand-made rows: the lowest depth whose mean error, and every deeper
+    depth's, is within 1 point of the float mean; a dip below a failing depth does not count."""
+    from eqprop.model.study import lowest_depth, summary_markdown
+
+    def row(bits, err, seed=0, store=None):
+        return {"network": "n", "bits": bits, "rounding": "-" if bits == "float" else "stochastic",
+                "store": store or ("-" if bits == "float" else bits), "lr_mode": "multiplier", "seed": seed,
+                "epochs": 3, "train_error": err, "test_error": err, "rms_01": 1e-3}
+
+    rows = [row("float", 0.050), row("float", 0.054, 1), row(16, 0.055), row(12, 0.058), row(12, 0.060, 1),
+            row(8, 0.070), row(6, 0.059), row(4, 0.050, store=12)]
+    res = {r["arithmetic"]: r for r in lowest_depth(rows)}
+    assert res["stochastic"]["lowest"] == 12  # mean 5.9% <= 5.2% + 1; 8 bits fails; 6 bits below it ignored
+    assert res["stochastic"]["errors"][12][1] == "0.20" and res["stochastic"]["errors"][12][2] == 2
+    assert res["stochastic, ws+8"]["lowest"] == 4
+    md = summary_markdown(rows)
+    assert "| n | stochastic | 5.20% (spread 0.40) | 12 | 12 bits: 5.90% (spread 0.20) | 8 bits: 7.00%" in md
+    assert "| n | 12 | stochastic | 2 | 3 |" in md
