@@ -486,7 +486,9 @@ def summarize(outp: Path, grid, log=print, crashed: dict | None = None):
         last = hist[-1]
         row = {**base, "epochs": last["epoch"],
                "train_error": last["train_error"], "test_error": last["test_error"],
-               "seconds": sum(h["seconds"] for h in hist)}
+               "seconds": sum(h["seconds"] for h in hist),
+               # the plateau test: what the last two epochs gained in test error
+               "gain_last2": hist[-3]["test_error"] - last["test_error"] if len(hist) >= 3 else ""}
         for i, r in enumerate(last["rms_correction"]):
             row[f"rms_{i}{i + 1}"] = r
         for i, z in enumerate(last.get("zero_corrections", [])):
@@ -547,6 +549,13 @@ def _variant(r) -> str:
     return r["rounding"] + (f", ws+{extra}" if extra else "") + (", shift" if r.get("lr_mode") == "shift" else "")
 
 
+def _gain(g) -> str:
+    """The mean gain in test error over the last two epochs, in points (the plateau test:
+    below 0.5 the point has plateaued); '-' with fewer than 3 epochs."""
+    v = [r["gain_last2"] for r in g if isinstance(r.get("gain_last2"), float)]
+    return f"{100 * sum(v) / len(v):.2f}" if v else "-"
+
+
 def _spread(v: list) -> str:
     return f"{100 * (max(v) - min(v)):.2f}" if len(v) > 1 else "-"
 
@@ -557,11 +566,11 @@ def summary_markdown(rows) -> str:
     nets = list(dict.fromkeys(r["network"] for r in rows))
     n_pairs = max(int(k.split("_")[1][0]) + 1 for r in rows for k in r if k.startswith("rms_"))
     cos_keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith("cos_")))
-    lines = ["| network | bits | arithmetic | seeds | epochs | train error | test error | spread | "
+    lines = ["| network | bits | arithmetic | seeds | epochs | train error | test error | spread | last 2 epochs | "
              + " | ".join(f"RMS dW {i}-{i + 1}" for i in range(n_pairs)) + " | "
              + " | ".join(f"zero dW {i}-{i + 1}" for i in range(n_pairs)) + " |"
              + "".join(f" cos {k[4:5]}-{k[5:]} |" if k != "cos_other" else " cos other |" for k in cos_keys),
-             "|" + " --- |" * (8 + 2 * n_pairs + len(cos_keys))]
+             "|" + " --- |" * (9 + 2 * n_pairs + len(cos_keys))]
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["network"], r["bits"], _variant(r)), []).append(r)
@@ -578,7 +587,7 @@ def summary_markdown(rows) -> str:
         lines.append(
             f"| {key[0]} | {key[1]} | {key[2]} | {len(g)} | {g[0]['epochs']} | "
             f"{100 * mean(lambda r: r['train_error']):.2f}% | {100 * mean(lambda r: r['test_error']):.2f}% | "
-            f"{_spread([r['test_error'] for r in g])} | "
+            f"{_spread([r['test_error'] for r in g])} | {_gain(g)} | "
             + " | ".join(rms) + " | " + " | ".join(zero) + " |"
             + "".join(f" {_mean_of(g, k)} |" for k in cos_keys)
         )

@@ -219,7 +219,7 @@ def test_lowest_depth_by_hand():
                 "store": store or ("-" if bits == "float" else bits), "lr_mode": "multiplier", "seed": seed,
                 "epochs": 3, "train_error": err, "test_error": err, "rms_01": 1e-3}
 
-    rows = [row("float", 0.050), row("float", 0.054, 1), row(16, 0.055), row(12, 0.058), row(12, 0.060, 1),
+    rows = [{**row("float", 0.050), "gain_last2": 0.004}, {**row("float", 0.054, 1), "gain_last2": 0.002}, row(16, 0.055), row(12, 0.058), row(12, 0.060, 1),
             row(8, 0.070), row(6, 0.059), row(4, 0.050, store=12)]
     res = {r["arithmetic"]: r for r in lowest_depth(rows)}
     assert res["stochastic"]["lowest"] == 12  # mean 5.9% <= 5.2% + 1; 8 bits fails; 6 bits below it ignored
@@ -227,4 +227,5 @@ def test_lowest_depth_by_hand():
     assert res["stochastic, ws+8"]["lowest"] == 4
     md = summary_markdown(rows)
     assert "| n | stochastic | 5.20% (spread 0.40) | 12 | 12 bits: 5.90% (spread 0.20) | 8 bits: 7.00%" in md
-    assert "| n | 12 | stochastic | 2 | 3 |" in md
+    assert "| n | 12 | stochastic | 2 | 3 | 5.90% | 5.90% | 0.20 | - |" in md
+    assert "| n | float | - | 2 | 3 | 5.20% | 5.20% | 0.40 | 0.30 |" in md  # gained 0.3 points: plateaued
