@@ -1,14 +1,15 @@
 # Set-up and the two jobs the README opens with. Everything installs itself on
 # a fresh machine (Python 3.11; torch==2.13.0's CPU wheel is on local disk;
 # hdl/setup-tools.sh installs Debian's yosys, iverilog, nextpnr-ice40 and
-# fpga-icestorm when they are missing, and the PyPI simulators).
+# fpga-icestorm when they are missing, and the PyPI simulators; the [fpga] extra
+# is YoWASP's Yosys and nextpnr-ecp5 for the ECP5 targets).
 PYTHON ?= python3
 PIP := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(PYTHON) -m pip
 
 .PHONY: setup demo test bench cosim-bitdepth
 setup:
 	PYTHON=$(PYTHON) bash hdl/setup-tools.sh
-	$(PIP) install -q -e '.[test,sim,cluster]'
+	$(PIP) install -q -e '.[test,sim,cluster,fpga]'
 
 # Main job: train a small fixed-point layer-skipping network on the bundled
 # MNIST, generate its Verilog, co-simulate test images in Icarus (cocotb).

