@@ -14,7 +14,9 @@ over the MAC weights, default [0]), ``lr_modes`` (multiplier, shift);
 ``fixed_settle_tol`` sets the fixed-point points' settle tolerance in state LSBs
 (the [train] value, a real number, stays the float points'); ``cut`` lists cell
 patterns to leave out, e.g. ``[{bits = 4, extra = 0}]``. Points run seed by
-seed, each seed's float points first. Every point is an ordinary run directory under ``OUT/points/``;
+seed, each seed's float points first, then depth by depth in the order of
+``bits``, so that a study stopped early has whole seeds and the same depths
+for every network. Every point is an ordinary run directory under ``OUT/points/``;
 points already finished are skipped and killed ones resumed, so a study can be
 stopped and continued. At the end ``summary.csv``, ``summary.md`` and three
 figures are written: error against bit depth, per-layer RMS correction
@@ -425,8 +427,13 @@ def run_study(config_path: str, out: str | None = None, dry_run: bool = False, l
             todo.append((n, cfg))
     # One seed after another, each seed's float points first (they are the reference every
     # fixed point is compared with): a study stopped early has whole seeds.
+    # Within a seed, depth by depth in the file's order (every network gets the same depths
+    # first), then by arithmetic.
     seeds = {s: i for i, s in enumerate(study["seeds"])}
-    kind = {cfg.out: (seeds[label["seed"]], label["bits"] != "float") for label, cfg in grid}
+    depth = {b: i for i, b in enumerate(study["bits"])}
+    kind = {cfg.out: (seeds[label["seed"]], label["bits"] != "float", depth.get(label["bits"], -1),
+                      study["weight_store_extra"].index(label["extra"]) if label["bits"] != "float" else 0, n)
+            for n, (label, cfg) in enumerate(grid)}
     todo.sort(key=lambda t: kind[t[1].out])
     bad: dict = {}
     t0 = time.perf_counter()
