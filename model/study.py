@@ -449,7 +449,8 @@ def run_study(config_path: str, out: str | None = None, dry_run: bool = False, l
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                                 initargs=(os.getpid(),)) as ex:
             futs = {ex.submit(_run_point, cfg, 1, gradcheck): n for n, cfg in todo}
             for f in as_completed(futs):
                 res = f.result()
@@ -466,6 +467,22 @@ def run_study(config_path: str, out: str | None = None, dry_run: bool = False, l
                           + "; ".join(f"{d}: {s}" for d, s in failed[:3]) + ("; ..." if len(failed) > 3 else "")
                           + f"); the others are in {outp}/summary.csv (status column)")
     return outp
+
+
+def _die_with_parent(parent: int):
+    """A --jobs worker ends (SIGTERM) when the study process that started it dies, however it
+    dies, instead of training on orphaned and holding its point's lock (Linux: prctl
+    PR_SET_PDEATHSIG; elsewhere nothing). Its point resumes from its last checkpoint."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        except OSError:
+            return
+        if os.getppid() != parent:  # it died before the request: nobody will send the signal
+            os._exit(1)
 
 
 def summarize(outp: Path, grid, log=print, crashed: dict | None = None):

@@ -229,3 +229,54 @@ def test_lowest_depth_by_hand():
     assert "| n | stochastic | 5.20% (spread 0.40) | 12 | 12 bits: 5.90% (spread 0.20) | 8 bits: 7.00%" in md
     assert "| n | 12 | stochastic | 2 | 3 | 5.90% | 5.90% | 0.20 | - |" in md
     assert "| n | float | - | 2 | 3 | 5.20% | 5.20% | 0.40 | 0.30 |" in md  # gained 0.3 points: plateaued
+
+
+def _children(pid: int) -> list[int]:
+    import os
+
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d))
+    return kids
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_jobs_workers_die_with_the_study(tmp_path):
+    """SIGKILL of the study process ends its --jobs workers (no orphan keeps training and
+    holding its point's lock); the next call resumes the points."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    f = tmp_path / "s.toml"
+    f.write_text(STUDY.replace("epochs = 1", "epochs = 400").replace("bits = [4, 8]", "bits = [8]")
+                 .replace('roundings = ["floor", "stochastic"]', 'roundings = ["floor"]'))
+    p = subprocess.Popen([sys.executable, "-m", "eqprop.model.cli", "study", "bitdepth", "--config", str(f),
+                          "--out", str(tmp_path / "o"), "--jobs", "2"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline, workers = time.time() + 60, []
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.2)
+            workers = [k for k in _children(p.pid) if "spawn_main" in open(f"/proc/{k}/cmdline").read()]
+        assert len(workers) == 2
+        while time.time() < deadline and len(list((tmp_path / "o").glob("points/*/*/seed0/.lock"))) < 2:
+            time.sleep(0.2)  # both workers are past their initializer, training
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    deadline = time.time() + 20
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [k for k in alive if os.path.exists(f"/proc/{k}") and
+                 open(f"/proc/{k}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not alive
