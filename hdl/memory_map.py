@@ -6,16 +6,16 @@ the generator's manifest, the amaranth.sim driver and the cocotb driver.
 
 from __future__ import annotations
 
-from .core import lane_field_bits
 from .enums import ADDR_BITS, REGION_SHIFT, Reg, Region
 from .params import CoreParams, bits_for
+from .units.signatures import host_field_bits
 
 
 class MemoryMap:
     def __init__(self, params: CoreParams):
         self.p = params
         lay = params.layout
-        self.field = lane_field_bits(params)
+        self.field = host_field_bits(params)
         self.bank_bits = bits_for(3 * lay.neurons_per_lane)
         # (neuron i, source j) -> list of (lane, entry) holding that weight
         self.weight_slots: dict[tuple[int, int, bool], list[tuple[int, int]]] = {}

@@ -107,6 +107,16 @@ def settle_from_dict(d: dict | None) -> SettleRule | None:
     return None if d is None else SettleRule(int(d["tol"]), int(d["steps"]))
 
 
+class _FromNet:
+    """A read-only attribute of ``CoreParams`` that is its FixedNetwork's of the same name."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else getattr(obj.net, self.name)
+
+
 @dataclass
 class CoreParams:
     topology: Topology
@@ -152,14 +162,6 @@ class CoreParams:
         return self.num.acc_frac
 
     @property
-    def k(self) -> int:
-        return self.net.k
-
-    @property
-    def m(self) -> int:
-        return self.net.m
-
-    @property
     def acc_exact_bits(self) -> int:
         return self.num.acc_exact_bits(self.net.fan_in)
 
@@ -168,35 +170,14 @@ class CoreParams:
         return self.net.acc_fmt
 
     # The shifts are the model's (FixedNetwork, the one home of §1-§6's shift amounts).
-    @property
-    def mac_shift(self) -> int:
-        """§1: fWs - fW."""
-        return self.net.mac_shift
-
-    @property
-    def bias_align(self) -> int:
-        """§2: fa - fB."""
-        return self.net.bias_align
-
-    @property
-    def state_align(self) -> int:
-        """§4 step 2: fa - fS."""
-        return self.net.state_align
-
-    @property
-    def state_shift(self) -> int:
-        """§4 step 5: bits dropped by the state rounding, fa + k - fS."""
-        return self.net.state_shift
-
-    @property
-    def nudge_shift(self) -> int:
-        """§4 step 4, eq5: the shift of (s - t) into V, fa - fS + 1 + m."""
-        return self.net.nudge_shift
-
-    @property
-    def g(self) -> int:
-        """§4 step 4, after-step: 2 eps |beta| = 2^g, the shift of (T - V)."""
-        return self.net.g
+    k = _FromNet()  # eps = 2^-k
+    m = _FromNet()  # |beta| = 2^m
+    mac_shift = _FromNet()  # §1: fWs - fW
+    bias_align = _FromNet()  # §2: fa - fB
+    state_align = _FromNet()  # §4 step 2: fa - fS
+    state_shift = _FromNet()  # §4 step 5: bits dropped by the state rounding, fa + k - fS
+    nudge_shift = _FromNet()  # §4 step 4, eq5: the shift of (s - t) into V, fa - fS + 1 + m
+    g = _FromNet()  # §4 step 4, after-step: 2 eps |beta| = 2^g, the shift of (T - V)
 
     # ---- learning (§6); p: index into layout.pairs
     def pair_mult(self, p: int) -> Multiplier:

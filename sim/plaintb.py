@@ -26,7 +26,7 @@ POLL_LIMIT = 10**7
 def write_stimulus(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tensor, out: str | Path) -> Path:
     """``out/stim.txt`` (commands) and ``out/expected.json`` (the model's s^0, prediction and
     step count per example) for inference on these examples, in order, from power-up."""
-    from eqprop.hdl.core import CTRL_INFER, CTRL_START
+    from eqprop.hdl.enums import Ctrl
     from eqprop.hdl.memory_map import MemoryMap
 
     from .job import design_network, make_job
@@ -51,7 +51,7 @@ def write_stimulus(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch
         w(mm.reg("example"), ex["example"])
         w(mm.reg("update"), 0)
         w(mm.reg("beta_neg"), 0)
-        w(mm.reg("ctrl"), CTRL_START | CTRL_INFER)
+        w(mm.reg("ctrl"), (Ctrl.START | Ctrl.INFER).value)
         lines.append(f"2 {mm.reg('status'):06x} {POLL_LIMIT:08x}")
         for i, v in enumerate(ex["expect"]["s0"]):
             r(mm.state(i, "s0"), v)

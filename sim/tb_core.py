@@ -137,7 +137,9 @@ def backdoor_params(dut, params: CoreParams):
         top = dut.core if hasattr(dut, "core") else dut  # the AXI4-Lite top holds the core as "core"
         for ell, lane in enumerate(params.layout.lanes):
             h = getattr(top, f"lane{ell}")
-            wmem, bmem = h.weights, h.biases
+            # the stored weights live in the lane's FaninStore (docs/rtl.md; in the lane itself in
+            # designs generated before the split)
+            wmem, bmem = (h.fanin if hasattr(h, "fanin") else h).weights, h.biases
             ws.append([to_signed(int(wmem[k].value), num.weight_store.n_word) for k in range(len(lane.entries))])
             for k, i in enumerate(lane.neurons):
                 bias[i] = to_signed(int(bmem[k].value), num.bias.n_word)
@@ -228,11 +230,11 @@ async def busy_write_check(dut, bus: AxiBus, drv: CoreDriver, params: CoreParams
     """AXI4-Lite: a write while the core is busy gets SLVERR, is not applied and sets the
     sticky status bit 2, which a write of 1 clears; irq rises when the example ends and
     falls when status is read."""
-    from eqprop.hdl.core import CTRL_INFER, CTRL_START, STATUS_WR_ERR
+    from eqprop.hdl.enums import Ctrl, Status
 
     mm = drv.map
     before = await bus.read(mm.reg("example"))
-    await bus.write(mm.reg("ctrl"), CTRL_START | CTRL_INFER)
+    await bus.write(mm.reg("ctrl"), (Ctrl.START | Ctrl.INFER).value)
     res = {"status_busy": await bus.read(mm.reg("status"))}
     res["resp_busy"] = await bus.write_resp(mm.reg("example"), before + 12345)
     res["resp_partial"] = 0
@@ -247,7 +249,7 @@ async def busy_write_check(dut, bus: AxiBus, drv: CoreDriver, params: CoreParams
     res["irq_after_read"] = int(dut.irq.value)
     res["example_after"] = await bus.read(mm.reg("example"))
     res["example_before"] = before
-    res["resp_clear"] = await bus.write_resp(mm.reg("status"), STATUS_WR_ERR)
+    res["resp_clear"] = await bus.write_resp(mm.reg("status"), Status.WR_ERR.value)
     res["status_cleared"] = await bus.read(mm.reg("status"))
     r = await bus.master.write(mm.reg("example") << 2, b"\x01")  # one byte: wstrb = 0b0001
     res["resp_partial"] = int(r.resp)

@@ -3,8 +3,8 @@
     eqprop waves build/NAME/cosim_icarus/waves.vcd --design build/NAME --neurons out [--out waves.png]
     eqprop waves FILE.vcd --signals 'busy|phase' [--out signals.png]
 
-``--neurons`` decodes the lanes' state writes (``res_en``/``res_addr``/
-``res_data`` of each lane, sampled at the rising clock edges) into each
+``--neurons`` decodes the lanes' state writes (``result__en``/``result__addr``/
+``result__data`` of each lane, sampled at the rising clock edges) into each
 neuron's state after every relaxation step, and plots the chosen neurons
 (``out`` = the output layer, or a comma-separated list of non-input indices)
 through the free and weakly-clamped phases, next to the fixed-point model's
@@ -165,9 +165,10 @@ def neuron_trajectories(vcd_path: str, design: str) -> dict[int, list[tuple[int,
     for ell, lane in enumerate(p.layout.lanes):
         pre = rf"lane{ell}\."
         bits = r"(\[\d+:\d+\])?$"  # VCD names carry their bit range
-        en = Sampler(vcd[_find(vcd, pre + r"res_en" + bits)].tv)
-        addr = Sampler(vcd[_find(vcd, pre + r"res_addr" + bits)].tv)
-        data = Sampler(vcd[_find(vcd, pre + r"res_data" + bits)].tv)
+        # the lane's result port (res_* in designs generated before the lane was split into
+        # components, docs/rtl.md)
+        en, addr, data = (Sampler(vcd[_find(vcd, pre + rf"(result__|res_){f}" + bits)].tv)
+                          for f in ("en", "addr", "data"))
         n = len(lane.neurons)
         for t in edges:
             if en.before(t) == "1":

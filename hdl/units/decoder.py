@@ -1,0 +1,126 @@
+"""The host side of the core: the bus, the registers, the status bits and irq."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..enums import ADDR_BITS, REGION_SHIFT, Ctrl, Reg, Region, Status
+from ..params import CoreParams, bits_for
+from .signatures import host_field_bits, lane_host_signature
+
+HOST_BUS = wiring.Signature({
+    "addr": Out(ADDR_BITS),  # word address: (Region << REGION_SHIFT) | offset
+    "wdata": Out(32),
+    "we": Out(1),  # a write is taken in the cycle we is high
+    "re": Out(1),
+    "rdata": In(32),  # the read's data, one cycle after re
+    "rvalid": In(1),
+})
+
+
+def _has(view, flag):
+    """A FlagView holds ``flag``."""
+    return (view & flag).as_value().any()
+
+
+class HostDecoder(wiring.Component):
+    """Decodes ``bus`` (HOST_BUS, word addresses ``(region << 20) | offset``): the register
+    file of region ``Region.REG`` (``Reg``: docs/hardware.md "Registers"), the start
+    command, the sticky write-error bit, ``irq``, and the access handed to every lane
+    (``lanes[l]``: region, the offset's lane field ``sel`` and local part ``addr``, the state
+    buffer ``buf`` of a state region, ``wdata``, and ``we`` only while the core is idle).
+
+    Ports: ``bus`` (in); ``busy``, ``done`` (in: the controller's); ``s0_buf``, ``final_buf``
+    (in: where s^0 and the final state are); the read-only registers ``pred``,
+    ``cycles_free``, ``cycles_nudged``, ``cycles_update``, ``cycles_total``, ``free_steps``
+    (in); ``start`` (out, one cycle: a write of ``Ctrl.START`` while idle) with ``infer``
+    (``Ctrl.INFER`` of that write); the read/write registers ``beta_neg``, ``example``,
+    ``update``, ``n_free``, ``n_nudged``, ``settle_tol``, ``settle_steps`` (out, reset to
+    the design's values); ``irq`` (out, level: set when ``done`` rises, cleared by a read of
+    ``status`` or a start; the set wins); ``lanes[P]`` (out).
+    """
+
+    def __init__(self, params: CoreParams):
+        self.p = params
+        if host_field_bits(params) + (params.layout.P - 1).bit_length() > REGION_SHIFT:
+            raise ValueError(f"memory map: {params.layout.P} lanes of {1 << host_field_bits(params)} words do "
+                             f"not fit a region of 2^{REGION_SHIFT} words")
+        for key, v in (("n_free", params.n_free), ("n_nudged", params.n_nudged)):
+            if not 0 <= v < 1 << 16:
+                raise ValueError(f"{key}: {v} does not fit the 16-bit register")
+        settle = params.settle
+        sw = params.state.n_word
+        super().__init__({
+            "bus": In(HOST_BUS),
+            "busy": In(1), "done": In(1), "s0_buf": In(2), "final_buf": In(2),
+            "pred": In(8), "cycles_free": In(32), "cycles_nudged": In(32), "cycles_update": In(32),
+            "cycles_total": In(32), "free_steps": In(16),
+            "start": Out(1), "infer": Out(1),
+            "beta_neg": Out(1), "example": Out(32), "update": Out(32),
+            "n_free": Out(16, init=params.n_free), "n_nudged": Out(16, init=params.n_nudged),
+            # §4a: reset values from the design's rule; settle_steps = 0 is off
+            "settle_tol": Out(sw, init=settle.tol if settle is not None else 0),
+            "settle_steps": Out(16, init=settle.steps if settle is not None else 0),
+            "irq": Out(1),
+            "lanes": Out(lane_host_signature(params)).array(params.layout.P),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bus, fb = self.bus, host_field_bits(self.p)
+        region, off = bus.addr[REGION_SHIFT:], bus.addr[:REGION_SHIFT]
+        reg_we = bus.we & (region == Region.REG) & ~self.busy
+        ctrl, status = Ctrl(bus.wdata[:2]), Status(bus.wdata[:3])  # a write's bits, by name
+        m.d.comb += [self.start.eq(reg_we & (off == Reg.CTRL) & _has(ctrl, Ctrl.START)),
+                     self.infer.eq(_has(ctrl, Ctrl.INFER))]
+        buf = Mux(region == Region.S0, self.s0_buf, Mux(region == Region.FINAL, self.final_buf, 0))
+        for h in self.lanes:
+            m.d.comb += [h.region.eq(region), h.sel.eq(off[fb:]), h.addr.eq(off[:fb]), h.buf.eq(buf),
+                         h.wdata.eq(bus.wdata), h.we.eq(bus.we & ~self.busy)]
+        # status bit 2: a write while busy is dropped (every region) and sets it; a write of
+        # status with bit 2 set clears it (while idle)
+        wr_err = Signal()
+        with m.If(bus.we & self.busy):
+            m.d.sync += wr_err.eq(1)
+        with m.Elif(reg_we & (off == Reg.STATUS) & _has(status, Status.WR_ERR)):
+            m.d.sync += wr_err.eq(0)
+        done_prev = Signal()
+        m.d.sync += done_prev.eq(self.done)
+        with m.If(self.done & ~done_prev):
+            m.d.sync += self.irq.eq(1)
+        with m.Elif((bus.re & (region == Region.REG) & (off == Reg.STATUS)) | self.start):
+            m.d.sync += self.irq.eq(0)
+        writable = {Reg.BETA_NEG: self.beta_neg, Reg.EXAMPLE: self.example, Reg.UPDATE: self.update,
+                    Reg.N_FREE: self.n_free, Reg.N_NUDGED: self.n_nudged, Reg.SETTLE_TOL: self.settle_tol,
+                    Reg.SETTLE_STEPS: self.settle_steps}
+        with m.If(reg_we):
+            with m.Switch(off):
+                for reg, sig in writable.items():
+                    with m.Case(reg):
+                        m.d.sync += sig.eq(bus.wdata)
+        self._reads(m, region, off, fb, wr_err, writable)
+        return m
+
+    def _reads(self, m, region, off, fb, wr_err, writable):
+        """Reads: one cycle of latency; registers, or a lane's memory (states through lane 0)."""
+        bus = self.bus
+        rq_region, rq_off = Signal.like(region), Signal.like(off)
+        m.d.sync += [bus.rvalid.eq(bus.re), rq_region.eq(region), rq_off.eq(off)]
+        status = (self.busy * Status.BUSY.value) | (self.done * Status.DONE.value) | (wr_err * Status.WR_ERR.value)
+        readable = {Reg.STATUS: status, **writable, Reg.PRED: self.pred,
+                    Reg.CYCLES_FREE: self.cycles_free, Reg.CYCLES_NUDGED: self.cycles_nudged,
+                    Reg.CYCLES_UPDATE: self.cycles_update, Reg.CYCLES_TOTAL: self.cycles_total,
+                    Reg.FREE_STEPS: self.free_steps}
+        with m.Switch(rq_region):
+            with m.Case(Region.REG):
+                with m.Switch(rq_off):
+                    for reg, val in readable.items():
+                        with m.Case(reg):
+                            m.d.comb += bus.rdata.eq(val)
+            with m.Case(Region.WEIGHT, Region.BIAS):
+                lane = rq_off[fb:fb + bits_for(self.p.layout.P)]
+                m.d.comb += bus.rdata.eq(Array(h.rdata for h in self.lanes)[lane])
+            with m.Case(Region.STATE, Region.S0, Region.FINAL):
+                m.d.comb += bus.rdata.eq(self.lanes[0].rdata)

@@ -1,0 +1,73 @@
+"""Host access to one lane's memories (while the core is idle)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..enums import Region
+from ..params import CoreParams, bits_for
+from .banks import buffer_offset
+from .signatures import bank_bits, check_lane, host_field_bits, lane_host_signature, write_signature
+
+BANK_REGIONS = (Region.STATE, Region.S0, Region.FINAL)
+
+
+class HostPort(wiring.Component):
+    """Lane ``index``'s side of a host access (``host``, decoded by the core's HostDecoder):
+
+    - writes (``host.we``, only while the core is idle): a stored weight (``Region.WEIGHT``)
+      or bias (``BIAS``) or target bit (``TARGET``) when ``host.sel`` is this lane; an input
+      (``INPUT``) into every lane; a start state (``STATE``) into bank ``host.sel`` of every
+      lane (buffer ``host.buf``, 0). They come out on ``weight_wr``, ``bias_wr``,
+      ``target_wr``, ``input_wr`` and ``state_wr`` (en, addr, data), for the lane to give
+      the memories when they are not busy.
+    - reads (one cycle after the address): the lane points its FaninStore (weight), bias
+      memory and StateBanks source port (``bank_buf``, ``bank_loc``: bank ``sel``'s word in
+      buffer ``buf``) at the host's address while it is idle; ``weight``, ``bias``,
+      ``bank_data[P]`` (in) come back and ``host.rdata`` answers by the region of the
+      previous cycle (the core reads states through lane 0).
+    """
+
+    def __init__(self, params: CoreParams, index: int):
+        check_lane(params, index)
+        self.p = params
+        self.index = index
+        num, sw, fb = params.num, params.state.n_word, host_field_bits(params)
+        super().__init__({
+            "host": In(lane_host_signature(params)),
+            "weight_wr": Out(write_signature(fb, signed(num.weight_store.n_word))),
+            "bias_wr": Out(write_signature(fb, signed(num.bias.n_word))),
+            "target_wr": Out(write_signature(fb, 1)),
+            "input_wr": Out(write_signature(fb, sw)),
+            "state_wr": Out(write_signature(bank_bits(params), sw)).array(params.layout.P),
+            "bank_buf": Out(2), "bank_loc": Out(bank_bits(params)),
+            "weight": In(signed(num.weight_store.n_word)), "bias": In(signed(num.bias.n_word)),
+            "bank_data": In(sw).array(params.layout.P),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        h = self.host
+        mine = h.sel == self.index
+        for port, region, here in ((self.weight_wr, Region.WEIGHT, mine), (self.bias_wr, Region.BIAS, mine),
+                                   (self.target_wr, Region.TARGET, mine), (self.input_wr, Region.INPUT, 1)):
+            m.d.comb += [port.en.eq(h.we & (h.region == region) & here), port.addr.eq(h.addr),
+                         port.data.eq(h.wdata)]
+        for w, lane in enumerate(self.p.layout.lanes):
+            port = self.state_wr[w]
+            m.d.comb += [port.en.eq(h.we & (h.region == Region.STATE) & (h.sel == w)),
+                         port.addr.eq(buffer_offset(h.buf, len(lane.neurons)) + h.addr), port.data.eq(h.wdata)]
+        m.d.comb += [self.bank_buf.eq(h.buf), self.bank_loc.eq(h.addr)]
+        region_q = Signal(Region)
+        sel_q = Signal(bits_for(self.p.layout.P))
+        m.d.sync += [region_q.eq(h.region), sel_q.eq(h.sel)]
+        with m.Switch(region_q):
+            with m.Case(Region.WEIGHT):
+                m.d.comb += h.rdata.eq(self.weight)
+            with m.Case(Region.BIAS):
+                m.d.comb += h.rdata.eq(self.bias)
+            with m.Case(*BANK_REGIONS):
+                m.d.comb += h.rdata.eq(Array(self.bank_data)[sel_q])
+        return m

@@ -1,0 +1,84 @@
+"""The relaxation's multiply-accumulate walk over a lane's fan-in lists (§2)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arith import saturate
+from ..params import CoreParams
+from .signatures import check_lane, entry_bits, entry_layout, neuron_sum_signature
+
+
+class MacPipeline(wiring.Component):
+    """One multiply-accumulate per cycle over the entries of lane ``index``, in four stages:
+
+        I  issue: ``entry_addr`` to the FaninStore
+        F  fields: ``entry`` and the stored weight arrive; the source's read is issued
+           (``src_loc``: an input index or the source's local index in bank ``entry.sbank``);
+           MAC weight w = sat_w(W >> (fWs - fW)) (docs/numerics.md §1)
+        M  multiply: u = the input ``x_data`` or ``bank_data[sbank]``; w * u (exact)
+        A  accumulate (§2: exact, restarted at a neuron's first entry); on its last entry
+           the sum goes out on ``sum`` (one cycle ``valid``) to the NeuronUnit.
+
+    Ports: ``start`` (in, pulse: walk every entry once), ``entry_addr`` (out), ``entry`` and
+    ``weight`` (in, one cycle after ``entry_addr``), ``src_loc`` (out, combinational from
+    ``entry``), ``x_data`` and ``bank_data[P]`` (in, one cycle after ``src_loc``), ``sum``
+    (out: valid, acc, loc, idx, out), ``busy`` (out: a walk is in the pipeline).
+    """
+
+    LATENCY = 4  # an entry's issue -> the accumulator (or ``sum``) holds it
+
+    def __init__(self, params: CoreParams, index: int):
+        check_lane(params, index)
+        self.p = params
+        self.n_entries = len(params.layout.lanes[index].entries)
+        el = entry_layout(params)
+        sw = params.state.n_word
+        super().__init__({
+            "start": In(1),
+            "entry_addr": Out(entry_bits(self.n_entries)),
+            "entry": In(el),
+            "weight": In(signed(params.num.weight_store.n_word)),
+            "src_loc": Out(el.members["saddr"]),
+            "x_data": In(sw),
+            "bank_data": In(sw).array(params.layout.P),
+            "sum": Out(neuron_sum_signature(params)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, n = self.p, self.n_entries
+        W, S = p.num.weight, p.state
+        running, v1, v2, v3 = Signal(), Signal(), Signal(), Signal()
+        e1, e2 = Signal(entry_layout(p)), Signal(entry_layout(p))
+        w1 = Signal(signed(W.n_word))
+        prod = Signal(signed(W.n_word + S.n_word + 1))
+        acc = Signal(signed(p.acc_exact_bits))
+        ea = self.entry_addr
+        m.d.comb += self.busy.eq(running | v1 | v2 | v3)
+        # I: walk the entries
+        with m.If(self.start):
+            m.d.sync += [running.eq(n > 0), ea.eq(0)]
+        with m.Elif(running):
+            m.d.sync += ea.eq(ea + 1)
+            with m.If(ea == n - 1):
+                m.d.sync += running.eq(0)
+        # F: fields and stored weight in; MAC weight (§1); source read issued
+        m.d.comb += self.src_loc.eq(self.entry.saddr)
+        m.d.sync += [v1.eq(running), v2.eq(v1), e1.eq(self.entry), w1.eq(saturate(self.weight >> p.mac_shift, W))]
+        # M: source value in; the exact product (a dummy entry multiplies by 0)
+        u = Mux(e1.sel_in, self.x_data, Array(self.bank_data)[e1.sbank])
+        m.d.sync += [v3.eq(v2), e2.eq(e1), prod.eq(Mux(e1.dummy, 0, w1 * u))]
+        # A: accumulate; a neuron's last entry hands its sum on
+        acc_next = Signal.like(acc)
+        m.d.comb += acc_next.eq(Mux(e2.first, 0, acc) + prod)
+        s = self.sum
+        m.d.sync += s.valid.eq(0)
+        with m.If(v3):
+            m.d.sync += acc.eq(acc_next)
+            with m.If(e2.last):
+                m.d.sync += [s.valid.eq(1), s.acc.eq(acc_next), s.loc.eq(e2.nloc), s.idx.eq(e2.nidx), s.out.eq(e2.out)]
+        return m

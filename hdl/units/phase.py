@@ -1,0 +1,138 @@
+"""The phase controller: free, weakly-clamped, update, arg-max (the paper's section 5.1)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..enums import LaneMode, Phase
+from ..params import CoreParams
+from .signatures import lane_control_signature
+
+
+class PhaseController(wiring.Component):
+    """Runs one example (docs/numerics.md §4, §4a, §5, §6):
+
+        IDLE --start--> FREE (n_free steps, fewer under the settle rule) --> NUDGED
+             (n_nudged steps) --> UPDATE --> IDLE, done
+                            |  (infer)
+                            +--> ARGMAX --> IDLE, done
+
+    Every relaxation step starts all lanes together (``lanes.start``) and waits until no lane
+    is busy (synchronous semantics: a step reads buffer ``rd_buf`` and writes ``wr_buf``).
+    The free phase alternates buffers 0 and 1; s^0 stays where the free phase ended
+    (``s0_buf``) while the weakly-clamped phase alternates buffer 2 with the third one;
+    ``sb_buf`` is where it ended. After each free step the lanes' ``moved`` flags (ORed:
+    ``lanes_moved``) count consecutive quiet steps; ``settle_steps`` of them end the free
+    phase (0: off, §4a). ``ev_base`` is the step's first state event, example x stride +
+    t S, the weakly-clamped phase's from example x stride + n_free S wherever the free phase
+    stopped, and the update's u (n_conn + S) (§5).
+
+    Ports: ``start``, ``infer`` (in: HostDecoder's), ``example``, ``update``, ``n_free``,
+    ``n_nudged``, ``settle_steps`` (in: registers), ``lanes_busy``, ``lanes_moved`` (in),
+    ``argmax_done`` (in); ``lanes`` (out: every lane's control), ``phase`` (out), ``busy``
+    (out: not IDLE), ``done`` (out: sticky until the next start), ``free_steps`` (out: the
+    steps the last free phase took), ``cycles_free``, ``cycles_nudged``, ``cycles_update``,
+    ``cycles_total`` (out: the last example's cycles).
+    """
+
+    STEP_OVERHEAD = 1  # the launch cycle of each step
+    UPDATE_OVERHEAD = 2  # launch and done detection of the update pass
+
+    def __init__(self, params: CoreParams):
+        self.p = params
+        for key, v in (("n_free", params.n_free), ("n_nudged", params.n_nudged)):
+            if not 0 <= v < 1 << 16:
+                raise ValueError(f"{key}: {v} does not fit the 16-bit step counter")
+        super().__init__({
+            "start": In(1), "infer": In(1), "example": In(32), "update": In(32),
+            "n_free": In(16), "n_nudged": In(16), "settle_steps": In(16),
+            "lanes_busy": In(1), "lanes_moved": In(1), "argmax_done": In(1),
+            "lanes": Out(lane_control_signature(params)),
+            "phase": Out(Phase), "busy": Out(1), "done": Out(1), "free_steps": Out(16),
+            "cycles_free": Out(32), "cycles_nudged": Out(32), "cycles_update": Out(32), "cycles_total": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ph, ctl = self.phase, self.lanes
+        self._infer, self._quiet = Signal(name="infer"), Signal(16, name="quiet")  # quiet: consecutive quiet steps
+        self._step, self._nudge_base = Signal(16, name="step"), Signal(32, name="nudge_base")
+        launched = Signal()  # one cycle after a launch, before the lanes' busy can be read
+        m.d.comb += [self.busy.eq(ph != Phase.IDLE), ctl.nudge.eq(ph == Phase.NUDGED)]
+        m.d.sync += [ctl.start.eq(0), launched.eq(ctl.start)]
+        lanes_done = ~ctl.start & ~launched & ~self.lanes_busy  # the step (or the update) is over
+        with m.If(self.busy):
+            m.d.sync += self.cycles_total.eq(self.cycles_total + 1)
+        with m.Switch(ph):
+            with m.Case(Phase.IDLE):
+                with m.If(self.start):
+                    self._begin(m)
+            with m.Case(Phase.FREE, Phase.NUDGED):
+                free = ph == Phase.FREE
+                with m.If(free):
+                    m.d.sync += self.cycles_free.eq(self.cycles_free + 1)
+                with m.Else():
+                    m.d.sync += self.cycles_nudged.eq(self.cycles_nudged + 1)
+                with m.If(lanes_done):
+                    self._step_done(m, free)
+            with m.Case(Phase.UPDATE):
+                m.d.sync += self.cycles_update.eq(self.cycles_update + 1)
+                with m.If(lanes_done):
+                    m.d.sync += [ph.eq(Phase.IDLE), self.done.eq(1), ctl.mode.eq(LaneMode.RELAX)]
+            with m.Case(Phase.ARGMAX):
+                with m.If(self.argmax_done):
+                    m.d.sync += [ph.eq(Phase.IDLE), self.done.eq(1)]
+        return m
+
+    def _begin(self, m):
+        """A start: the example's event base (§5), buffers and counters cleared."""
+        p, ctl = self.p, self.lanes
+        S = p.layout.S
+        ex_base = (self.example * Mux(self.infer, p.n_free * S, (p.n_free + p.n_nudged) * S))[:32]
+        # _nudge_base: the weakly-clamped phase's first event, example base + n_free S (§5), with
+        # the design's n_free like the example stride (a constant: no multiplier for the register)
+        m.d.sync += [self._infer.eq(self.infer), self.done.eq(0), self._step.eq(0), ctl.rd_buf.eq(0),
+                     ctl.wr_buf.eq(1), ctl.s0_buf.eq(0), ctl.sb_buf.eq(0), self.cycles_free.eq(0),
+                     self.cycles_nudged.eq(0), self.cycles_update.eq(0), self.cycles_total.eq(0),
+                     self._quiet.eq(0), self.free_steps.eq(0), ctl.ev_base.eq(ex_base),
+                     self._nudge_base.eq((ex_base + p.n_free * S)[:32])]
+        with m.If(self.n_free > 0):
+            m.d.sync += [self.phase.eq(Phase.FREE), ctl.start.eq(1), ctl.mode.eq(LaneMode.RELAX)]
+        with m.Elif(self.infer):
+            m.d.sync += self.phase.eq(Phase.ARGMAX)
+        with m.Else():
+            m.d.sync += self.phase.eq(Phase.FREE)  # zero free steps: ends at the next cycle
+
+    def _step_done(self, m, free):
+        """A step has finished (or the phase has none): the next step, or the next phase."""
+        p, ctl, step = self.p, self.lanes, self._step
+        S = p.layout.S
+        step_next = step + 1
+        # §4a: a free step is quiet when no lane saw a change above settle_tol
+        quiet_next = Mux(self.lanes_moved, 0, self._quiet + 1)
+        settled = free & (self.settle_steps != 0) & (quiet_next >= self.settle_steps)
+        m.d.sync += self._quiet.eq(quiet_next)
+        n_steps = Mux(free, self.n_free, self.n_nudged)
+        with m.If((step_next < n_steps) & ~settled):
+            m.d.sync += [step.eq(step_next), ctl.ev_base.eq(ctl.ev_base + S), ctl.start.eq(1),
+                         ctl.rd_buf.eq(ctl.wr_buf)]
+            # free: alternate 0 and 1; weakly clamped: the buffer neither just written nor s^0's
+            m.d.sync += ctl.wr_buf.eq(Mux(free, ctl.rd_buf, 3 - ctl.wr_buf - ctl.s0_buf))
+        with m.Elif(free):
+            s0 = Mux(self.n_free > 0, ctl.wr_buf, 0)
+            # the weakly-clamped phase's events start at base + n_free S (§5), also after a
+            # free phase the settle rule ended early (§4a)
+            m.d.sync += [ctl.s0_buf.eq(s0), ctl.sb_buf.eq(s0), ctl.ev_base.eq(self._nudge_base),
+                         self.free_steps.eq(Mux(self.n_free > 0, step_next, 0))]
+            with m.If(self._infer):
+                m.d.sync += self.phase.eq(Phase.ARGMAX)
+            with m.Else():
+                m.d.sync += [self.phase.eq(Phase.NUDGED), step.eq(0), ctl.rd_buf.eq(s0), ctl.wr_buf.eq(2)]
+                with m.If(self.n_nudged > 0):
+                    m.d.sync += ctl.start.eq(1)
+        with m.Else():
+            m.d.sync += [ctl.sb_buf.eq(Mux(self.n_nudged > 0, ctl.wr_buf, ctl.s0_buf)), self.phase.eq(Phase.UPDATE),
+                         ctl.start.eq(1), ctl.mode.eq(LaneMode.UPDATE),
+                         ctl.ev_base.eq((self.update * (p.layout.n_edges + S))[:32])]

@@ -1,0 +1,119 @@
+"""Signatures shared by the components (``lib.wiring``), named from the producer's side."""
+
+from __future__ import annotations
+
+from amaranth.hdl import signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import Out
+
+from ..enums import Region
+from ..params import CoreParams, bits_for
+
+
+def check_lane(params: CoreParams, index: int) -> None:
+    if not isinstance(index, int) or not 0 <= index < params.layout.P:
+        raise ValueError(f"lane: index must be an integer in [0, {params.layout.P}), not {index!r}")
+
+
+def check_words(name: str, values, count: int, fmt) -> list[int]:
+    """``values`` as ``count`` raw integers of format ``fmt`` (ValueError naming ``name`` otherwise)."""
+    values = [0] * count if values is None else list(values)
+    if len(values) != count:
+        raise ValueError(f"{name}: {len(values)} values given, the lane has {count}")
+    for k, v in enumerate(values):
+        if int(v) != v or not fmt.min_raw <= v <= fmt.max_raw:
+            raise ValueError(f"{name}[{k}]: {v} is not a raw integer of {fmt} "
+                             f"([{fmt.min_raw}, {fmt.max_raw}])")
+    return [int(v) for v in values]
+
+
+def bank_bits(params: CoreParams) -> int:
+    """Address bits of one state bank: three buffers of the largest lane's neurons."""
+    return bits_for(3 * params.layout.neurons_per_lane)
+
+
+def loc_bits(params: CoreParams) -> int:
+    """Bits of a neuron's local index in its lane."""
+    return bits_for(params.layout.neurons_per_lane)
+
+
+def entry_bits(n_entries: int) -> int:
+    """Bits of an entry counter that runs from 0 to ``n_entries``."""
+    return bits_for(n_entries + 1)
+
+
+def entry_layout(params: CoreParams) -> data.StructLayout:
+    """One entry of a lane's connection list (``layout.Entry``, as the ROM holds it)."""
+    lay = params.layout
+    return data.StructLayout({
+        "sel_in": 1,  # the source is an input (read the input memory), else a state (read bank sbank)
+        "saddr": bits_for(max(lay.n_in, lay.neurons_per_lane)),  # input index, or the source's local index
+        "sbank": bits_for(lay.P),  # the lane that owns the source neuron
+        "nloc": loc_bits(params),  # the target neuron's local index in this lane
+        "nidx": bits_for(lay.S),  # its global non-input index (state events, §5)
+        "edge": bits_for(lay.n_edges + 1),  # its connection number (update events, §5)
+        "pair": bits_for(len(lay.pairs)),  # its layer pair (the rate multiplier, §6)
+        "first": 1,  # the neuron's first entry: the accumulator restarts
+        "last": 1,  # its last entry: the sum goes to the neuron unit
+        "dummy": 1,  # a neuron without sources: multiplies by 0, never updated
+        "out": 1,  # the neuron is an output (nudged in the weakly-clamped phase)
+    })
+
+
+def write_signature(addr_bits: int, shape) -> wiring.Signature:
+    """A memory write: ``en``, ``addr``, ``data`` (one word per cycle)."""
+    return wiring.Signature({"en": Out(1), "addr": Out(addr_bits), "data": Out(shape)})
+
+
+def bank_write_signature(params: CoreParams) -> wiring.Signature:
+    """One state written into a bank (address = buffer offset + local index)."""
+    return write_signature(bank_bits(params), params.state.n_word)
+
+
+def neuron_sum_signature(params: CoreParams) -> wiring.Signature:
+    """MacPipeline -> NeuronUnit: a neuron's accumulated sum (one-cycle ``valid``)."""
+    lay = params.layout
+    return wiring.Signature({
+        "valid": Out(1),
+        "acc": Out(signed(params.acc_exact_bits)),  # §2 without the bias
+        "loc": Out(loc_bits(params)),
+        "idx": Out(bits_for(lay.S)),
+        "out": Out(1),
+    })
+
+
+def host_field_bits(params: CoreParams) -> int:
+    """Bits of the per-lane offset inside the weight/bias/target/state regions."""
+    lay = params.layout
+    return max(bits_for(lay.lane_depth), bits_for(3 * lay.neurons_per_lane), bits_for(lay.n_in))
+
+
+def lane_host_signature(params: CoreParams) -> wiring.Signature:
+    """HostDecoder -> every lane's HostPort: one host access, decoded. ``we`` is high only
+    while the core is idle; ``rdata`` answers a read one cycle after its address."""
+    return wiring.Signature({
+        "region": Out(Region),
+        "sel": Out(bits_for(params.layout.P)),  # the address's lane field: lane (weight, bias,
+        # target) or bank (state, s0, final)
+        "buf": Out(2),  # the state buffer a bank read or write addresses
+        "addr": Out(host_field_bits(params)),  # entry, local neuron or input index
+        "wdata": Out(32),
+        "we": Out(1),
+        "rdata": wiring.In(32),
+    })
+
+
+def lane_control_signature(params: CoreParams) -> wiring.Signature:
+    """PhaseController -> every lane: what a step or the update does."""
+    from ..enums import LaneMode
+
+    return wiring.Signature({
+        "start": Out(1),  # pulse: begin a relaxation step or the update pass
+        "mode": Out(LaneMode),
+        "nudge": Out(1),  # the weakly-clamped phase: output neurons get the beta term (§4 step 4)
+        "rd_buf": Out(2),  # the state buffer a relaxation step reads (the previous step's states)
+        "wr_buf": Out(2),  # the state buffer it writes
+        "s0_buf": Out(2),  # where s^0 (the free phase's last state) is
+        "sb_buf": Out(2),  # where s^beta (the weakly-clamped phase's last state) is
+        "ev_base": Out(32),  # first random event of the step (state stream) or update (§5)
+    })

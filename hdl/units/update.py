@@ -1,0 +1,140 @@
+"""The local weight and bias update of eqs. 7-8 in fixed point (docs/numerics.md §6)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arith import round_shift, saturate
+from ..enums import UpdateState as U
+from ..params import CoreParams, bits_for
+from ..rng import RandomWord
+from .signatures import check_lane, entry_bits, entry_layout, loc_bits, write_signature
+
+
+def update_read_signature(params: CoreParams) -> wiring.Signature:
+    """UpdateUnit -> the lane: the state and input reads it needs (data one cycle later)."""
+    return wiring.Signature({
+        "sb": Out(1),  # read the s^beta buffer (else s^0)
+        "src": Out(entry_layout(params).members["saddr"]),  # source: input index or local index
+        "own": Out(loc_bits(params)),  # neuron i's local index
+    })
+
+
+class UpdateUnit(wiring.Component):
+    """W <- sat(W + round(sigma D M 2^-z)) for every entry of lane ``index``, then
+    b <- sat(b + round(sigma D_b M 2^-z)) for each of its neurons (§6, batch 1:
+    D = s^b_i s^b_j - s^0_i s^0_j, D_b = s^b_i - s^0_i; the rounding at the pair's
+    ``weight_shift`` / ``bias_shift`` with the random word of the entry's connection or the
+    neuron's bias event, §5). ``UpdateState`` names the cycles: 6 per entry, 5 per bias.
+
+    Ports: ``start`` (in, pulse), ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the update's
+    first event, u (n_conn + S)), ``busy`` (out); ``entry_addr`` (out) -> ``entry``,
+    ``weight`` (in, from the FaninStore one cycle later); ``rd`` (out: sb, src, own) ->
+    ``x_data``, ``bank_data[P]``, ``own_data`` (in, one cycle later); ``bias_addr`` (out) ->
+    ``bias`` (in); ``w_wr``, ``b_wr`` (out: en, addr, data): the new stored weight and bias.
+    """
+
+    CYCLES_PER_ENTRY = 6
+    CYCLES_PER_BIAS = 5
+
+    def __init__(self, params: CoreParams, index: int):
+        check_lane(params, index)
+        self.p = params
+        self.lane = params.layout.lanes[index]
+        self.n_entries, self.n_own = len(self.lane.entries), len(self.lane.neurons)
+        if any(p.M < 0 for p in params.net.mult.values()):
+            raise ValueError("rates: a negative multiplier")
+        num, sw = params.num, params.state.n_word
+        ebits = entry_bits(self.n_entries)
+        super().__init__({
+            "start": In(1), "beta_neg": In(1), "ev_base": In(32), "busy": Out(1),
+            "entry_addr": Out(ebits), "entry": In(entry_layout(params)),
+            "weight": In(signed(num.weight_store.n_word)),
+            "rd": Out(update_read_signature(params)),
+            "x_data": In(sw), "bank_data": In(sw).array(params.layout.P), "own_data": In(sw),
+            "bias_addr": Out(loc_bits(params)), "bias": In(signed(num.bias.n_word)),
+            "w_wr": Out(write_signature(ebits, signed(num.weight_store.n_word))),
+            "b_wr": Out(write_signature(loc_bits(params), signed(num.bias.n_word))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, lay = self.p, self.p.layout
+        sw, pairs = p.state.n_word, range(len(lay.pairs))
+        st = Signal(U)
+        ea, bl = self.entry_addr, Signal(bits_for(self.n_own + 1))  # entry, bias index
+        eu = Signal(entry_layout(p))
+        wst, bst = Signal(signed(p.num.weight_store.n_word)), Signal(signed(p.num.bias.n_word))
+        s0j, s0i = Signal(sw), Signal(sw)
+        D = Signal(signed(2 * sw + 2))
+        Ms = [p.pair_mult(q).M for q in pairs]
+        PD = Signal(signed(len(D) + max(Ms).bit_length() + 2))
+        Mtab = Array(Const(M, unsigned(max(max(Ms).bit_length(), 1))) for M in Ms)
+        brow = data.StructLayout({"nidx": bits_for(lay.S), "pair": bits_for(len(lay.pairs))})
+        bconst = m.submodules.bconst = memory.Memory(shape=brow, depth=max(self.n_own, 1), init=[
+            {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
+        bc = bconst.read_port()
+        bpair = Signal.like(bc.data.pair)
+        rng = m.submodules.rng = RandomWord(p.num.seed_update)
+        src = Mux(eu.sel_in, self.x_data, Array(self.bank_data)[eu.sbank])
+        after_w = U.B_ISSUE if self.n_own > 0 else U.IDLE
+
+        def sigma_dm(pair):  # sigma D M (§6)
+            dm = D * Mtab[pair]
+            return PD.eq(Mux(self.beta_neg, -dm, dm))
+
+        m.d.comb += [self.busy.eq(st != U.IDLE), bc.addr.eq(bl), self.bias_addr.eq(bl)]
+        with m.If(self.start):
+            m.d.sync += [ea.eq(0), bl.eq(0), st.eq(U.W_ISSUE if self.n_entries > 0 else after_w)]
+        with m.Switch(st):
+            with m.Case(U.W_ISSUE):
+                m.d.sync += st.eq(U.W_FIELDS)
+            with m.Case(U.W_FIELDS):
+                m.d.comb += [self.rd.src.eq(self.entry.saddr), self.rd.own.eq(self.entry.nloc)]
+                m.d.sync += [eu.eq(self.entry), wst.eq(self.weight), st.eq(U.W_S0)]
+            with m.Case(U.W_S0):
+                m.d.comb += [self.rd.sb.eq(1), self.rd.src.eq(eu.saddr), self.rd.own.eq(eu.nloc)]
+                m.d.sync += [s0j.eq(src), s0i.eq(self.own_data), st.eq(U.W_SB)]
+            with m.Case(U.W_SB):
+                m.d.sync += [D.eq(Mux(eu.dummy, 0, self.own_data * src - s0i * s0j)), st.eq(U.W_MUL)]
+            with m.Case(U.W_MUL):
+                m.d.sync += [sigma_dm(eu.pair), st.eq(U.W_RND)]
+            with m.Case(U.W_RND):
+                m.d.sync += [ea.eq(ea + 1), st.eq(Mux(ea == self.n_entries - 1, after_w, U.W_ISSUE))]
+            with m.Case(U.B_ISSUE):
+                m.d.comb += self.rd.own.eq(bl)
+                m.d.sync += st.eq(U.B_S0)
+            with m.Case(U.B_S0):
+                m.d.comb += [self.rd.sb.eq(1), self.rd.own.eq(bl)]
+                m.d.sync += [s0i.eq(self.own_data), bst.eq(self.bias), bpair.eq(bc.data.pair), st.eq(U.B_SB)]
+            with m.Case(U.B_SB):
+                m.d.sync += [D.eq(self.own_data - s0i), st.eq(U.B_MUL)]
+            with m.Case(U.B_MUL):
+                m.d.sync += [sigma_dm(bpair), st.eq(U.B_RND)]
+            with m.Case(U.B_RND):
+                m.d.sync += [bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
+        # The random word of the event, issued in W_SB / B_SB, is there in W_RND / B_RND (§5).
+        m.d.comb += rng.index.eq(Mux(st == U.B_SB, self.ev_base + lay.n_edges + bc.data.nidx,
+                                     self.ev_base + eu.edge)[:32])
+        dW = self._round_by_pair(m, eu.pair, p.weight_shift, rng.word, PD)
+        dB = self._round_by_pair(m, bpair, p.bias_shift, rng.word, PD)
+        m.d.comb += [self.w_wr.en.eq((st == U.W_RND) & ~eu.dummy), self.w_wr.addr.eq(ea),
+                     self.w_wr.data.eq(saturate(wst + dW, p.num.weight_store)),
+                     self.b_wr.en.eq(st == U.B_RND), self.b_wr.addr.eq(bl),
+                     self.b_wr.data.eq(saturate(bst + dB, p.num.bias))]
+        return m
+
+    def _round_by_pair(self, m, pair, shift_of, word, value):
+        """round(value, shift_of(pair)) (§3 in the update's mode): one rounding unit per
+        distinct shift, selected by the pair."""
+        n_pairs = len(self.p.layout.pairs)
+        shifts = sorted({shift_of(q) for q in range(n_pairs)})
+        outs = {d: round_shift(value, d, self.p.num.rounding, word) for d in shifts}
+        res = Signal(signed(len(value) + 2 + max(0, -min(shifts))))
+        with m.Switch(pair):
+            for q in range(n_pairs):
+                with m.Case(q):
+                    m.d.comb += res.eq(outs[shift_of(q)])
+        return res

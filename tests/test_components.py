@@ -1,0 +1,422 @@
+"""Each RTL component on its own (amaranth.sim) against the fixed-point model's arithmetic.
+
+The memories a component reads are played by the testbench (data one cycle after the
+address, as the lane's synchronous memories give it), so each test drives exactly one
+component and checks it against an independent computation: ``FixedNetwork`` for the
+arithmetic (§1-§6 of docs/numerics.md), the layout for the connection lists, a hand count for
+latencies and schedules. The whole core stays tested in tests/test_rtl.py.
+"""
+
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from eqprop.hdl.core import HOST_BUS  # noqa: F401  (the bus the decoder takes)
+from eqprop.hdl.driver import AmaranthBus
+from eqprop.hdl.enums import Ctrl, LaneMode, Phase, Reg, Region, Status
+from eqprop.hdl.lane import Lane
+from eqprop.hdl.params import CoreParams
+from eqprop.hdl.units import (
+    ArgMax,
+    FaninStore,
+    HostDecoder,
+    HostPort,
+    MacPipeline,
+    NeuronUnit,
+    PhaseController,
+    StateBanks,
+    UpdateUnit,
+    buffer_offset,
+)
+from eqprop.hdl.units.fanin import entry_rows
+from eqprop.model.numerics import numerics_from_mapping
+from eqprop.model.settle import SettleRule
+from eqprop.model.topology import layer_skipping
+
+I64 = torch.int64
+FIXED = {"state": "fxp-u8/7", "weight": "fxp-s8/6", "weight_store": "fxp-s12/10", "bias": 10,
+         "rounding": "stochastic", "state_rounding": "stochastic"}
+
+
+def _params(fixed=FIXED, P=2, beta=1.0, nudge="after-step", rates=(0.5, 0.25, 0.125), seed=0, settle=None):
+    topo = layer_skipping([6, 5, 4, 3], n_rewire=6, seed=1)
+    p = CoreParams(topo, numerics_from_mapping(fixed), 0.5, beta, list(rates), P, n_free=3, n_nudged=2,
+                   nudge=nudge, settle=settle)
+    net = p.net.init_params(seed, other=0.6)
+    g = torch.Generator().manual_seed(seed + 7)
+    net.b = torch.randint(net.num.bias.min_raw // 2, net.num.bias.max_raw // 2, (net.n_s,), generator=g, dtype=I64)
+    net._refresh()
+    return p, net, g
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _states(p, g, n=1):
+    return torch.randint(0, p.state.one() + 1, (n, p.layout.S), generator=g, dtype=I64)
+
+
+def _inputs(p, g):
+    return torch.randint(0, p.state.one() + 1, (1, p.layout.n_in), generator=g, dtype=I64)
+
+
+def _banks_of(p, s):
+    """Each lane's states in local order (what bank w of every lane holds)."""
+    return [[int(s[0, i]) for i in lane.neurons] for lane in p.layout.lanes]
+
+
+# ------------------------------------------------------------------ lane
+@pytest.mark.parametrize("lane", [0, 1])
+def test_fanin_store_holds_the_layout_and_the_weights(lane):
+    p, net, _ = _params()
+    ws = p.lane_weights(net.W_in, net.W_ss)[lane]
+    dut = FaninStore(p, lane, ws)
+    entries = p.layout.lanes[lane].entries
+    lay = p.layout
+
+    async def bench(ctx):
+        for k, e in enumerate(entries):
+            ctx.set(dut.addr, k)
+            await ctx.tick()  # LATENCY = 1
+            f = ctx.get(dut.entry)
+            assert ctx.get(dut.weight) == ws[k]
+            assert (f.nloc, f.nidx, f.first, f.last, f.dummy, f.sel_in) == \
+                (lay.local[e.neuron], e.neuron, e.first, e.last, e.dummy, e.src_input)
+            assert f.saddr == (e.src if e.src_input else lay.local[e.src])
+            assert f.out == (e.neuron >= lay.out_first)
+        ctx.set(dut.wr.en, 1), ctx.set(dut.wr.addr, 1), ctx.set(dut.wr.data, -5)
+        await ctx.tick()
+        ctx.set(dut.wr.en, 0), ctx.set(dut.addr, 1)
+        await ctx.tick()
+        assert ctx.get(dut.weight) == -5
+
+    _run(dut, bench)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_components_check_their_parameters():
+    p, net, _ = _params()
+    ws = p.lane_weights(net.W_in, net.W_ss)
+    with pytest.raises(ValueError, match="lane 0 weights: 3 values given, the lane has"):
+        FaninStore(p, 0, [0, 0, 0])
+    with pytest.raises(ValueError, match=r"lane 1 weights\[0\]: 4096 is not a raw integer of fxp-s12/10"):
+        Lane(p, 1, [4096] + ws[1][1:])
+    with pytest.raises(ValueError, match=r"lane 0 biases: 1 values given"):
+        Lane(p, 0, ws[0], [0])
+    with pytest.raises(ValueError, match=r"lane: index must be an integer in \[0, 2\), not 2"):
+        MacPipeline(p, 2)
+    with pytest.raises(ValueError, match="buf: 3 is not a state buffer"):
+        buffer_offset(3, 4)
+    with pytest.raises(ValueError, match="lane_weights: 1 lanes given, the core has 2"):
+        from eqprop.hdl.core import Core
+
+        Core(p, ws[:1])
+
+
+def test_state_banks_read_what_was_written_in_each_buffer():
+    p, _, g = _params()
+    dut = StateBanks(p, 1)
+    sizes = [len(lane.neurons) for lane in p.layout.lanes]
+    mem = {(w, b, i): int(torch.randint(0, 256, (1,), generator=g)) for w, n in enumerate(sizes)
+           for b in range(3) for i in range(n)}
+
+    async def bench(ctx):
+        for (w, b, i), v in mem.items():
+            wr = dut.write[w]
+            ctx.set(wr.en, 1), ctx.set(wr.addr, buffer_offset(b, sizes[w]) + i), ctx.set(wr.data, v)
+            await ctx.tick()
+            ctx.set(wr.en, 0)
+        for b in range(3):
+            for i in range(max(sizes)):
+                ctx.set(dut.src_buf, b), ctx.set(dut.src_loc, i), ctx.set(dut.own_buf, b), ctx.set(dut.own_loc, i)
+                await ctx.tick()
+                for w, n in enumerate(sizes):
+                    if i < n:
+                        assert ctx.get(dut.src_data[w]) == mem[(w, b, i)]
+                if i < sizes[1]:
+                    assert ctx.get(dut.own_data) == mem[(1, b, i)]
+
+    _run(dut, bench)
+
+
+@pytest.mark.parametrize("lane", [0, 1])
+def test_mac_pipeline_sums_equal_the_model(lane):
+    """Every neuron's sum (§2 without the bias, MAC weights sat(W >> (fWs - fW)) of §1)
+    equals x Wm_in + s Wm_ss of the model, the last one MAC latency after its issue."""
+    p, net, g = _params()
+    rows, ws = entry_rows(p, lane), p.lane_weights(net.W_in, net.W_ss)[lane]
+    dut = MacPipeline(p, lane)
+    s, x = _states(p, g), _inputs(p, g)
+    banks = _banks_of(p, s)
+    want = (x @ net.Wm_in + s @ net.Wm_ss)[0]
+    got, n = {}, len(rows)
+
+    async def bench(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        src = 0
+        for cycle in range(1, n + 20):
+            ea = ctx.get(dut.entry_addr)
+            await ctx.tick()
+            # the memories: the entry and weight, the source one cycle after its address
+            ctx.set(dut.x_data, int(x[0, src]) if src < p.layout.n_in else 0)
+            for w, bank in enumerate(banks):
+                ctx.set(dut.bank_data[w], bank[src] if src < len(bank) else 0)
+            if ea < n:
+                ctx.set(dut.entry, rows[ea]), ctx.set(dut.weight, ws[ea])
+            src = ctx.get(dut.src_loc)
+            if ctx.get(dut.sum.valid):
+                got[ctx.get(dut.sum.idx)] = (ctx.get(dut.sum.acc), cycle + 1)
+        assert not ctx.get(dut.busy)
+
+    _run(dut, bench)
+    neurons = p.layout.lanes[lane].neurons
+    assert {i: a for i, (a, _) in got.items()} == {i: int(want[i]) for i in neurons}
+    assert max(c for _, c in got.values()) == n + MacPipeline.LATENCY
+
+
+@pytest.mark.parametrize("nudge", ["eq5", "after-step"])
+@pytest.mark.parametrize("beta", [1.0, -0.5])
+@pytest.mark.parametrize("acc", [0, 14])
+def test_neuron_unit_equals_the_model_step(nudge, beta, acc):
+    """The new state of every neuron (§4: bias, eq. 5, the nudge, stochastic rounding with the
+    events of §5, clip) equals FixedNetwork.step with the sums as its net input, and the
+    settle flag says whether any state moved by more than settle_tol (§4a)."""
+    fixed = dict(FIXED, acc=acc, acc_overflow="saturate") if acc else FIXED
+    p, net, g = _params(fixed, P=1, beta=beta, nudge=nudge)  # one lane: local index = neuron index
+    dut = NeuronUnit(p)
+    S, ev_base, tol = p.layout.S, 123456, 2
+    s = _states(p, g)
+    sums = torch.randint(-(1 << (p.acc_exact_bits - 2)), 1 << (p.acc_exact_bits - 2), (1, S), generator=g, dtype=I64)
+    label = 1
+    target = torch.zeros(1, net.n_out, dtype=I64)
+    target[0, label] = p.state.one()
+    net.W_in.zero_(), net.W_ss.zero_()
+    net._refresh()
+    drive = sums + (net.b << p.bias_align)
+    sign = 1 if beta > 0 else -1
+    want = net.step(s, drive, sign, target, ev_base + torch.arange(S)[None, :])[0]
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(dut.nudge, 1), ctx.set(dut.beta_neg, beta < 0), ctx.set(dut.ev_base, ev_base)
+        ctx.set(dut.settle_tol, tol)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        valid_at = {}
+        for cycle in range(S + 8):
+            i = cycle if cycle < S else None
+            sm = dut.sum
+            ctx.set(sm.valid, i is not None)
+            if i is not None:
+                ctx.set(sm.acc, int(sums[0, i])), ctx.set(sm.loc, i), ctx.set(sm.idx, i)
+                ctx.set(sm.out, i >= p.layout.out_first)
+                valid_at[i] = cycle
+            loc = ctx.get(dut.rd_loc)
+            await ctx.tick()
+            if i is not None:  # the bias, old state and target of rd_loc, one cycle later
+                ctx.set(dut.bias, int(net.b[loc])), ctx.set(dut.state, int(s[0, loc]))
+                ctx.set(dut.target, loc - p.layout.out_first == label)
+            if ctx.get(dut.result.en):
+                k = ctx.get(dut.result.addr)
+                got[k] = ctx.get(dut.result.data)
+                assert cycle + 1 - valid_at[k] == NeuronUnit.LATENCY - 1  # written at the next edge
+        assert ctx.get(dut.moved) == bool(((want - s[0]).abs() > tol).any())
+
+    _run(dut, bench)
+    assert got == {i: int(want[i]) for i in range(S)}
+
+
+@pytest.mark.parametrize("lane", [0, 1])
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest-even"])
+def test_update_unit_equals_the_model_learn(lane, rounding):
+    """Every stored weight and bias the unit writes back equals FixedNetwork.learn (batch 1,
+    §6: sigma D M, rounding at the pair's shift with the events of §5, saturation), in
+    6 cycles per entry and 5 per bias."""
+    p, net, g = _params(dict(FIXED, rounding=rounding), beta=-1.0)
+    rows, ws = entry_rows(p, lane), p.lane_weights(net.W_in, net.W_ss)[lane]
+    dut = UpdateUnit(p, lane)
+    s0, sb, x = _states(p, g), _states(p, g), _inputs(p, g)
+    bufs = {0: _banks_of(p, s0), 1: _banks_of(p, sb)}
+    own = p.layout.lanes[lane].neurons
+    b_lane = [int(net.b[i]) for i in own]
+    upd_no = 5
+    net.learn(x, s0, sb, -1.0, upd_no)
+    want_w = p.lane_weights(net.W_in, net.W_ss)[lane]
+    want_b = [int(net.b[i]) for i in own]
+    got_w, got_b = list(ws), list(b_lane)
+
+    async def bench(ctx):
+        ctx.set(dut.beta_neg, 1), ctx.set(dut.ev_base, upd_no * net.events_per_update)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        cycles = 0
+        while ctx.get(dut.busy):
+            ea, sb_, src, o, bl = (ctx.get(v) for v in (dut.entry_addr, dut.rd.sb, dut.rd.src, dut.rd.own,
+                                                        dut.bias_addr))
+            for wr, mem in ((dut.w_wr, got_w), (dut.b_wr, got_b)):
+                if ctx.get(wr.en):
+                    mem[ctx.get(wr.addr)] = ctx.get(wr.data)
+            await ctx.tick()
+            cycles += 1
+            if ea < len(rows):
+                ctx.set(dut.entry, rows[ea]), ctx.set(dut.weight, ws[ea])
+            ctx.set(dut.x_data, int(x[0, src]) if src < p.layout.n_in else 0)
+            for w, bank in enumerate(bufs[sb_]):
+                ctx.set(dut.bank_data[w], bank[src] if src < len(bank) else 0)
+            ctx.set(dut.own_data, bufs[sb_][lane][o] if o < len(own) else 0)
+            ctx.set(dut.bias, b_lane[bl] if bl < len(own) else 0)
+        assert cycles == UpdateUnit.CYCLES_PER_ENTRY * len(rows) + UpdateUnit.CYCLES_PER_BIAS * len(own)
+
+    _run(dut, bench)
+    assert got_w == want_w and got_b == want_b
+
+
+def test_host_port_routes_writes_and_reads():
+    p, _, _ = _params()
+    dut = HostPort(p, 1)
+    sizes = [len(lane.neurons) for lane in p.layout.lanes]
+
+    async def bench(ctx):
+        h = dut.host
+        ports = {Region.WEIGHT: dut.weight_wr, Region.BIAS: dut.bias_wr, Region.TARGET: dut.target_wr,
+                 Region.INPUT: dut.input_wr}
+        for region in Region:
+            for sel in (0, 1):
+                ctx.set(h.region, region), ctx.set(h.sel, sel), ctx.set(h.addr, 2), ctx.set(h.buf, 2)
+                ctx.set(h.wdata, 77), ctx.set(h.we, 1)
+                for r, port in ports.items():
+                    mine = r == region and (sel == 1 or r == Region.INPUT)
+                    assert ctx.get(port.en) == mine and ctx.get(port.addr) == 2
+                for w in (0, 1):
+                    st = dut.state_wr[w]
+                    assert ctx.get(st.en) == (region == Region.STATE and sel == w)
+                    assert ctx.get(st.addr) == 2 * sizes[w] + 2
+        ctx.set(h.we, 0)
+        ctx.set(dut.weight, -3), ctx.set(dut.bias, -7), ctx.set(dut.bank_data[0], 11), ctx.set(dut.bank_data[1], 22)
+        for region, sel, want in ((Region.WEIGHT, 1, -3), (Region.BIAS, 1, -7), (Region.S0, 0, 11),
+                                  (Region.FINAL, 1, 22), (Region.REG, 0, 0)):
+            ctx.set(h.region, region), ctx.set(h.sel, sel)
+            await ctx.tick()  # rdata answers the previous cycle's region
+            assert ctx.get(h.rdata) == want & 0xFFFFFFFF
+
+    _run(dut, bench)
+
+
+# ------------------------------------------------------------------ core
+def test_host_decoder_registers_status_and_irq():
+    p, _, _ = _params(settle=SettleRule(1, 2))
+    dut = HostDecoder(p)
+
+    async def bench(ctx):
+        bus = AmaranthBus(ctx, dut.bus)
+        addr = lambda r: (Region.REG.value << 20) | r.value  # noqa: E731
+        assert await bus.read(addr(Reg.N_FREE)) == 3 and await bus.read(addr(Reg.SETTLE_STEPS)) == 2
+        for k, reg in enumerate((Reg.EXAMPLE, Reg.UPDATE, Reg.N_NUDGED, Reg.SETTLE_TOL)):
+            await bus.write(addr(reg), 40 + k)
+            assert await bus.read(addr(reg)) == 40 + k
+        ctx.set(dut.cycles_total, 999)
+        assert await bus.read(addr(Reg.CYCLES_TOTAL)) == 999
+        # the start command: one cycle, with the inference bit
+        ctx.set(dut.bus.addr, addr(Reg.CTRL)), ctx.set(dut.bus.wdata, (Ctrl.START | Ctrl.INFER).value)
+        ctx.set(dut.bus.we, 1)
+        assert ctx.get(dut.start) and ctx.get(dut.infer)
+        ctx.set(dut.busy, 1)
+        assert not ctx.get(dut.start)  # ignored while busy ...
+        await ctx.tick()
+        ctx.set(dut.bus.we, 0)
+        st = Status(await bus.read(addr(Reg.STATUS)))
+        assert st == Status.BUSY | Status.WR_ERR  # ... and flagged
+        await bus.write(addr(Reg.EXAMPLE), 1)  # dropped while busy
+        ctx.set(dut.busy, 0), ctx.set(dut.done, 1)
+        await ctx.tick()
+        assert ctx.get(dut.irq)
+        assert await bus.read(addr(Reg.EXAMPLE)) == 40
+        assert ctx.get(dut.irq)  # the example read does not clear it ...
+        assert Status(await bus.read(addr(Reg.STATUS))) == Status.DONE | Status.WR_ERR
+        await ctx.tick()
+        assert not ctx.get(dut.irq)  # ... a status read does
+        await bus.write(addr(Reg.STATUS), Status.WR_ERR.value)
+        assert Status.finished(await bus.read(addr(Reg.STATUS)))
+        assert await bus.read(addr(Reg.STATUS)) == Status.DONE.value
+
+    _run(dut, bench)
+
+
+@pytest.mark.parametrize("infer", [False, True])
+def test_phase_controller_schedule(infer):
+    """Against a hand count of one example: the buffers, event bases and phases of every
+    launch, the settle rule ending the free phase (§4a, §5), and the cycle counters."""
+    p, _, _ = _params()
+    dut = PhaseController(p)
+    S, busy_len = p.layout.S, 5
+    moved = [1, 0, 0, 1]  # the lanes' moved flag after each free step
+    launches = []
+
+    async def bench(ctx):
+        for k, v in (("example", 2), ("update", 3), ("n_free", 6), ("n_nudged", 2), ("settle_steps", 2)):
+            ctx.set(getattr(dut, k), v)
+        ctx.set(dut.start, 1), ctx.set(dut.infer, infer)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        busy, free_done = 0, 0
+        for _ in range(200):
+            c = dut.lanes
+            if ctx.get(c.start):
+                launches.append((ctx.get(dut.phase), ctx.get(c.mode), ctx.get(c.rd_buf), ctx.get(c.wr_buf),
+                                 ctx.get(c.ev_base)))
+                busy = busy_len
+            ctx.set(dut.argmax_done, ctx.get(dut.phase) == Phase.ARGMAX)
+            await ctx.tick()
+            ctx.set(dut.lanes_busy, busy > 0)
+            if busy == 1 and ctx.get(dut.phase) == Phase.FREE:
+                ctx.set(dut.lanes_moved, moved[free_done])
+                free_done += 1
+            busy = max(busy - 1, 0)
+            if ctx.get(dut.done):
+                break
+        assert not ctx.get(dut.busy) and ctx.get(dut.free_steps) == 3
+        step = busy_len + 2  # busy, then the launch cycle and the done detection
+        assert ctx.get(dut.cycles_free) == 3 * step
+
+    _run(dut, bench)
+    F, N, U = Phase.FREE, Phase.NUDGED, Phase.UPDATE
+    R, W = LaneMode.RELAX, LaneMode.UPDATE
+    # the example stride and the weakly-clamped phase's events use the design's n_free (3) and
+    # n_nudged (2), not the registers' (§5)
+    stride = 3 * S if infer else 5 * S
+    want = [(F, R, 0, 1, 2 * stride), (F, R, 1, 0, 2 * stride + S), (F, R, 0, 1, 2 * stride + 2 * S)]
+    if not infer:  # s^0 in buffer 1; the weakly-clamped phase alternates 2 and 0
+        want += [(N, R, 1, 2, 2 * stride + 3 * S), (N, R, 2, 0, 2 * stride + 4 * S),
+                 (U, W, 2, 0, 3 * (p.layout.n_edges + S))]
+    assert launches == want
+
+
+def test_argmax_first_of_equal_maxima():
+    p, _, g = _params()
+    dut = ArgMax(p)
+    lay = p.layout
+    s0 = _states(p, g)[0]
+    s0[lay.out_first:] = torch.tensor([50, 90, 90])
+    banks = _banks_of(p, s0[None])
+
+    async def bench(ctx):
+        ctx.set(dut.run, 1), ctx.set(dut.s0_buf, 1)
+        for cycle in range(dut.CYCLES):
+            lane = dut.lane
+            assert ctx.get(lane.region) == Region.S0 and ctx.get(lane.buf) == 1 and not ctx.get(lane.we)
+            w, loc = ctx.get(lane.sel), ctx.get(lane.addr)
+            assert ctx.get(dut.done) == (cycle == dut.CYCLES - 1)
+            await ctx.tick()
+            ctx.set(lane.rdata, banks[w][loc] if loc < len(banks[w]) else 0)
+        ctx.set(dut.run, 0)
+        assert ctx.get(dut.pred) == 1
+
+    _run(dut, bench)
