@@ -25,7 +25,10 @@ def jenkins(x: Value) -> Value:
 
 
 class RandomWord(wiring.Component):
-    """word = J(J(index XOR seed)), two cycles after ``index``."""
+    """word = J(J(index XOR seed)), ``LATENCY`` cycles after ``index`` (docs/numerics.md §5).
+
+    Ports: ``index`` (in, the event number mod 2^32), ``word`` (out, the 32-bit random word).
+    """
 
     LATENCY = 2
 
@@ -33,7 +36,9 @@ class RandomWord(wiring.Component):
     word: Out(32)
 
     def __init__(self, seed: int):
-        self.seed = seed & M32
+        if int(seed) != seed or not 0 <= seed <= M32:
+            raise ValueError(f"seed: {seed!r} is not a 32-bit unsigned integer (docs/numerics.md §5)")
+        self.seed = int(seed)
         super().__init__()
 
     def elaborate(self, platform):

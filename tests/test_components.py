@@ -109,6 +109,10 @@ def test_components_check_their_parameters():
         Lane(p, 0, ws[0], [0])
     with pytest.raises(ValueError, match=r"lane: index must be an integer in \[0, 2\), not 2"):
         MacPipeline(p, 2)
+    with pytest.raises(ValueError, match="seed: 4294967296 is not a 32-bit unsigned integer"):
+        from eqprop.hdl.rng import RandomWord
+
+        RandomWord(1 << 32)
     with pytest.raises(ValueError, match="buf: 3 is not a state buffer"):
         buffer_offset(3, 4)
     with pytest.raises(ValueError, match="lane_weights: 1 lanes given, the core has 2"):

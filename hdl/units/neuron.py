@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from ..arith import round_shift, saturate, wrap
 from ..params import CoreParams
 from ..rng import RandomWord
-from .signatures import loc_bits, neuron_sum_signature, write_signature
+from .signatures import check_rounding, loc_bits, neuron_sum_signature, write_signature
 
 
 def eps_step(p: CoreParams, acc: Value, bias: Value, s: Value, target: Value, nudge: Value,
@@ -59,6 +59,7 @@ class NeuronUnit(wiring.Component):
     def __init__(self, params: CoreParams):
         if params.nudge not in ("eq5", "after-step"):
             raise ValueError(f"nudge: {params.nudge!r} is not eq5 or after-step")
+        check_rounding("state_rounding", params.num.state_rounding)
         self.p = params
         sw = params.state.n_word
         super().__init__({

@@ -15,6 +15,14 @@ def check_lane(params: CoreParams, index: int) -> None:
         raise ValueError(f"lane: index must be an integer in [0, {params.layout.P}), not {index!r}")
 
 
+ROUNDING_MODES = ("floor", "nearest-even", "stochastic")  # what arith.round_shift builds (§3)
+
+
+def check_rounding(key: str, mode: str) -> None:
+    if mode not in ROUNDING_MODES:
+        raise ValueError(f"{key}: {mode!r} is not one of {', '.join(ROUNDING_MODES)} (docs/numerics.md §3)")
+
+
 def check_words(name: str, values, count: int, fmt) -> list[int]:
     """``values`` as ``count`` raw integers of format ``fmt`` (ValueError naming ``name`` otherwise)."""
     values = [0] * count if values is None else list(values)

@@ -10,7 +10,7 @@ from ..arith import round_shift, saturate
 from ..enums import UpdateState as U
 from ..params import CoreParams, bits_for
 from ..rng import RandomWord
-from .signatures import check_lane, entry_bits, entry_layout, loc_bits, write_signature
+from .signatures import check_lane, check_rounding, entry_bits, entry_layout, loc_bits, write_signature
 
 
 def update_read_signature(params: CoreParams) -> wiring.Signature:
@@ -44,8 +44,7 @@ class UpdateUnit(wiring.Component):
         self.p = params
         self.lane = params.layout.lanes[index]
         self.n_entries, self.n_own = len(self.lane.entries), len(self.lane.neurons)
-        if any(p.M < 0 for p in params.net.mult.values()):
-            raise ValueError("rates: a negative multiplier")
+        check_rounding("rounding", params.num.rounding)
         num, sw = params.num, params.state.n_word
         ebits = entry_bits(self.n_entries)
         super().__init__({
