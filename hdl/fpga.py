@@ -185,7 +185,7 @@ _SINK = re.compile(r"^Info:\s+Sink\s+(?P<name>\S+)")
 _TOTALS = re.compile(r"^Info:\s+(?P<logic>[\d.]+) ns logic, (?P<routing>[\d.]+) ns routing")
 # Where Yosys/nextpnr start decorating an RTL signal's name when they name cells and nets.
 _DECORATION = re.compile(r"_(?=SB_|TRELLIS_|LUT4_|CCU2C_|MULT18X18D|DP16KD|PFUMX|L6MUX21|DFF)|"
-                         r"\$(?=tr_io|sb_io|CCU2_|glb|nextpnr)")
+                         r"\$(?=tr_io|sb_io|CCU2_|DPRAM_|glb|nextpnr)")
 
 
 def _domain(name: str) -> str:

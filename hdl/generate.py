@@ -496,6 +496,14 @@ def _check_tools(opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: 
         with tool_errors(f"target {opts['target']}"):
             record(run_flow(opts["fpga"], out / f"{name}_serial.v", f"{name}_serial", out,
                             float(opts["clock_mhz"]), pnr, log, on_synth=record))
+        fmax = manifest.get("pnr", {}).get("min_fmax_mhz")
+        if pnr and fmax:  # the cycle model's examples at the clock the design reaches
+            cm = manifest["cycle_model"]
+            manifest["pnr"]["at_fmax"] = {"train_example_us": cm["train_example"] / fmax,
+                                          "inference_example_us": cm["inference_example"] / fmax}
+            _write_json(out / "manifest.json", manifest)
+            log(f"at fmax {fmax:.2f} MHz: {cm['train_example']:,} cycles = {cm['train_example'] / fmax:,.1f} us per "
+                f"training example, {cm['inference_example'] / fmax:,.1f} us per inference (full free phase)")
 
 
 def main(args) -> int:

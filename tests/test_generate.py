@@ -65,8 +65,10 @@ def test_generate_lint_synth_and_pnr(tmp_path, capsys):
     assert f"critical path clk: {crit['signals'][0]} -> {crit['signals'][-1]}: " in timing
     assert f"warning: {syn['dsp']} of {syn['dsp']} SB_MAC16 DSPs combinational" in timing
     assert {"synth.json", "timing.txt", "nextpnr.log", "tiny_core_serial.bin"} <= set(man["files"])
+    assert pnr["at_fmax"]["train_example_us"] == pytest.approx(cm["train_example"] / pnr["min_fmax_mhz"])
     printed = capsys.readouterr().out
     assert "nextpnr-ice40: fmax clk" in printed and "bitstream tiny_core_serial.bin" in printed
+    assert f"{cm['train_example']:,} cycles = {pnr['at_fmax']['train_example_us']:,.1f} us per training" in printed
     # memory init files: one word per entry of each lane
     lines = (out / "lane0_weights.hex").read_text().split()
     assert len(lines) == man["lanes"]["per_lane"][0]["entries"]
