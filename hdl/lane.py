@@ -39,9 +39,6 @@ NEURON_LATENCY = NeuronUnit.LATENCY  # last entry accumulated -> the new state i
 UPDATE_CYCLES_PER_ENTRY = UpdateUnit.CYCLES_PER_ENTRY
 UPDATE_CYCLES_PER_BIAS = UpdateUnit.CYCLES_PER_BIAS
 
-MODE_RELAX = LaneMode.RELAX.value
-MODE_UPDATE = LaneMode.UPDATE.value
-
 
 class Lane(wiring.Component):
     """Lane ``index`` of a core built from ``params``.

@@ -113,6 +113,10 @@ def test_components_check_their_parameters():
         from eqprop.hdl.rng import RandomWord
 
         RandomWord(1 << 32)
+    big = CoreParams(p.topology, p.num, 0.5, 1.0, [0.5], 2, n_free=1 << 16, n_nudged=2)
+    for unit in (PhaseController, HostDecoder):
+        with pytest.raises(ValueError, match="n_free: 65536 does not fit the 16-bit step registers"):
+            unit(big)
     with pytest.raises(ValueError, match="buf: 3 is not a state buffer"):
         buffer_offset(3, 4)
     with pytest.raises(ValueError, match="lane_weights: 1 lanes given, the core has 2"):

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..enums import ADDR_BITS, REGION_SHIFT, Ctrl, Reg, Region, Status
 from ..params import CoreParams, bits_for
-from .signatures import host_field_bits, lane_host_signature
+from .signatures import check_steps, host_field_bits, lane_host_signature
 
 HOST_BUS = wiring.Signature({
     "addr": Out(ADDR_BITS),  # word address: (Region << REGION_SHIFT) | offset
@@ -47,9 +47,7 @@ class HostDecoder(wiring.Component):
         if host_field_bits(params) + (params.layout.P - 1).bit_length() > REGION_SHIFT:
             raise ValueError(f"memory map: {params.layout.P} lanes of {1 << host_field_bits(params)} words do "
                              f"not fit a region of 2^{REGION_SHIFT} words")
-        for key, v in (("n_free", params.n_free), ("n_nudged", params.n_nudged)):
-            if not 0 <= v < 1 << 16:
-                raise ValueError(f"{key}: {v} does not fit the 16-bit register")
+        check_steps(params)
         settle = params.settle
         sw = params.state.n_word
         super().__init__({

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..enums import LaneMode, Phase
 from ..params import CoreParams
-from .signatures import lane_control_signature
+from .signatures import check_steps, lane_control_signature
 
 
 class PhaseController(wiring.Component):
@@ -41,10 +41,8 @@ class PhaseController(wiring.Component):
     UPDATE_OVERHEAD = 2  # launch and done detection of the update pass
 
     def __init__(self, params: CoreParams):
+        check_steps(params)
         self.p = params
-        for key, v in (("n_free", params.n_free), ("n_nudged", params.n_nudged)):
-            if not 0 <= v < 1 << 16:
-                raise ValueError(f"{key}: {v} does not fit the 16-bit step counter")
         super().__init__({
             "start": In(1), "infer": In(1), "example": In(32), "update": In(32),
             "n_free": In(16), "n_nudged": In(16), "settle_steps": In(16),

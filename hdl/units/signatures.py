@@ -15,6 +15,13 @@ def check_lane(params: CoreParams, index: int) -> None:
         raise ValueError(f"lane: index must be an integer in [0, {params.layout.P}), not {index!r}")
 
 
+def check_steps(params: CoreParams) -> None:
+    """The design's step counts fit the 16-bit registers and step counters."""
+    for key, v in (("n_free", params.n_free), ("n_nudged", params.n_nudged)):
+        if not 0 <= v < 1 << 16:
+            raise ValueError(f"{key}: {v} does not fit the 16-bit step registers")
+
+
 ROUNDING_MODES = ("floor", "nearest-even", "stochastic")  # what arith.round_shift builds (§3)
 
 
