@@ -103,7 +103,9 @@ class Lane(wiring.Component):
         relax_start = c.start & (c.mode == LaneMode.RELAX)
         m.d.comb += [
             self.busy.eq(mac.busy | neu.busy | upd.busy), self.moved.eq(neu.moved),
-            mac.start.eq(relax_start), neu.clear.eq(relax_start),
+            mac.start.eq(relax_start), neu.clear.eq(relax_start), fan.start.eq(c.start),
+            fan.advance.eq(mac.advance | upd.advance), mac.last.eq(fan.last), upd.last.eq(fan.last),
+            upd.pos.eq(fan.pos), fan.host_rd.eq(idle), fan.host_addr.eq(hp.host.addr),
             upd.start.eq(c.start & (c.mode == LaneMode.UPDATE)),
             neu.nudge.eq(c.nudge), neu.beta_neg.eq(self.beta_neg), upd.beta_neg.eq(self.beta_neg),
             neu.ev_base.eq(c.ev_base), upd.ev_base.eq(c.ev_base), neu.settle_tol.eq(self.settle_tol),
@@ -115,7 +117,6 @@ class Lane(wiring.Component):
             *[d.eq(banks.src_data[w]) for w in range(p.layout.P) for d in
               (mac.bank_data[w], upd.bank_data[w], hp.bank_data[w])],
             # read addresses: the host while idle, else the update or the relaxation
-            fan.addr.eq(Mux(idle, hp.host.addr, Mux(updating, upd.entry_addr, mac.entry_addr))),
             b_rd.addr.eq(Mux(idle, hp.host.addr, Mux(updating, upd.bias_addr, neu.rd_loc))),
             t_rd.addr.eq(neu.rd_loc),
             x_rd.addr.eq(Mux(updating, upd.rd.src, mac.src_loc)),

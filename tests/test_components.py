@@ -79,8 +79,11 @@ def test_fanin_store_holds_the_layout_and_the_weights(lane):
     lay = p.layout
 
     async def bench(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0), ctx.set(dut.advance, 1)
         for k, e in enumerate(entries):
-            ctx.set(dut.addr, k)
+            assert ctx.get(dut.pos) == k and ctx.get(dut.last) == (k == len(entries) - 1)
             await ctx.tick()  # LATENCY = 1
             f = ctx.get(dut.entry)
             assert ctx.get(dut.weight) == ws[k]
@@ -88,12 +91,12 @@ def test_fanin_store_holds_the_layout_and_the_weights(lane):
                 (lay.local[e.neuron], e.neuron, e.first, e.last, e.dummy, e.src_input)
             assert f.saddr == (e.src if e.src_input else lay.local[e.src])
             assert f.out == (e.neuron >= lay.out_first)
+        ctx.set(dut.advance, 0)
         ctx.set(dut.wr.en, 1), ctx.set(dut.wr.addr, 1), ctx.set(dut.wr.data, -5)
         await ctx.tick()
-        ctx.set(dut.wr.en, 0), ctx.set(dut.addr, 1)
+        ctx.set(dut.wr.en, 0), ctx.set(dut.host_rd, 1), ctx.set(dut.host_addr, 1)
         await ctx.tick()
         assert ctx.get(dut.weight) == -5
-
     _run(dut, bench)
 
 
@@ -167,9 +170,11 @@ def test_mac_pipeline_sums_equal_the_model(lane):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        src = 0
+        src, pos = 0, 0  # the FaninStore's walk, restarted by the start
         for cycle in range(1, n + 20):
-            ea = ctx.get(dut.entry_addr)
+            ctx.set(dut.last, pos == n - 1)
+            ea = pos
+            pos += ctx.get(dut.advance)
             await ctx.tick()
             # the memories: the entry and weight, the source one cycle after its address
             ctx.set(dut.x_data, int(x[0, src]) if src < p.layout.n_in else 0)
@@ -265,13 +270,14 @@ def test_update_unit_equals_the_model_learn(lane, rounding):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        cycles = 0
+        cycles, pos = 0, 0  # the FaninStore's walk, restarted by the start
         while ctx.get(dut.busy):
-            ea, sb_, src, o, bl = (ctx.get(v) for v in (dut.entry_addr, dut.rd.sb, dut.rd.src, dut.rd.own,
-                                                        dut.bias_addr))
+            ctx.set(dut.pos, pos), ctx.set(dut.last, pos == len(rows) - 1)
+            ea, sb_, src, o, bl = pos, *(ctx.get(v) for v in (dut.rd.sb, dut.rd.src, dut.rd.own, dut.bias_addr))
             for wr, mem in ((dut.w_wr, got_w), (dut.b_wr, got_b)):
                 if ctx.get(wr.en):
                     mem[ctx.get(wr.addr)] = ctx.get(wr.data)
+            pos += ctx.get(dut.advance)
             await ctx.tick()
             cycles += 1
             if ea < len(rows):

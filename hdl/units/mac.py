@@ -8,13 +8,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..arith import saturate
 from ..params import CoreParams
-from .signatures import check_lane, entry_bits, entry_layout, neuron_sum_signature
+from .signatures import check_lane, entry_layout, neuron_sum_signature
 
 
 class MacPipeline(wiring.Component):
     """One multiply-accumulate per cycle over the entries of lane ``index``, in four stages:
 
-        I  issue: ``entry_addr`` to the FaninStore
+        I  issue: ``advance`` the FaninStore's walk (its read of the entry is issued)
         F  fields: ``entry`` and the stored weight arrive; the source's read is issued
            (``src_loc``: an input index or the source's local index in bank ``entry.sbank``);
            MAC weight w = sat_w(W >> (fWs - fW)) (docs/numerics.md §1)
@@ -22,8 +22,9 @@ class MacPipeline(wiring.Component):
         A  accumulate (§2: exact, restarted at a neuron's first entry); on its last entry
            the sum goes out on ``sum`` (one cycle ``valid``) to the NeuronUnit.
 
-    Ports: ``start`` (in, pulse: walk every entry once), ``entry_addr`` (out), ``entry`` and
-    ``weight`` (in, one cycle after ``entry_addr``), ``src_loc`` (out, combinational from
+    Ports: ``start`` (in, pulse: walk every entry once; the FaninStore restarts its walk),
+    ``advance`` (out: the walk moves on), ``last`` (in: the walk is at the last entry),
+    ``entry`` and ``weight`` (in, one cycle after the entry's issue), ``src_loc`` (out, from
     ``entry``), ``x_data`` and ``bank_data[P]`` (in, one cycle after ``src_loc``), ``sum``
     (out: valid, acc, loc, idx, out), ``busy`` (out: a walk is in the pipeline).
     """
@@ -38,7 +39,7 @@ class MacPipeline(wiring.Component):
         sw = params.state.n_word
         super().__init__({
             "start": In(1),
-            "entry_addr": Out(entry_bits(self.n_entries)),
+            "advance": Out(1), "last": In(1),
             "entry": In(el),
             "weight": In(signed(params.num.weight_store.n_word)),
             "src_loc": Out(el.members["saddr"]),
@@ -57,15 +58,12 @@ class MacPipeline(wiring.Component):
         w1 = Signal(signed(W.n_word))
         prod = Signal(signed(W.n_word + S.n_word + 1))
         acc = Signal(signed(p.acc_exact_bits))
-        ea = self.entry_addr
-        m.d.comb += self.busy.eq(running | v1 | v2 | v3)
+        m.d.comb += [self.busy.eq(running | v1 | v2 | v3), self.advance.eq(running)]
         # I: walk the entries
         with m.If(self.start):
-            m.d.sync += [running.eq(n > 0), ea.eq(0)]
-        with m.Elif(running):
-            m.d.sync += ea.eq(ea + 1)
-            with m.If(ea == n - 1):
-                m.d.sync += running.eq(0)
+            m.d.sync += running.eq(n > 0)
+        with m.Elif(running & self.last):
+            m.d.sync += running.eq(0)
         # F: fields and stored weight in; MAC weight (§1); source read issued
         m.d.comb += self.src_loc.eq(self.entry.saddr)
         m.d.sync += [v1.eq(running), v2.eq(v1), e1.eq(self.entry), w1.eq(saturate(self.weight >> p.mac_shift, W))]

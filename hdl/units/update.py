@@ -30,8 +30,9 @@ class UpdateUnit(wiring.Component):
     neuron's bias event, §5). ``UpdateState`` names the cycles: 6 per entry, 5 per bias.
 
     Ports: ``start`` (in, pulse), ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the update's
-    first event, u (n_conn + S)), ``busy`` (out); ``entry_addr`` (out) -> ``entry``,
-    ``weight`` (in, from the FaninStore one cycle later); ``rd`` (out: sb, src, own) ->
+    first event, u (n_conn + S)), ``busy`` (out); ``advance`` (out: the FaninStore's walk
+    moves on), ``pos``, ``last`` (in: where the walk is), ``entry``, ``weight`` (in: the
+    entry at ``pos`` one cycle later); ``rd`` (out: sb, src, own) ->
     ``x_data``, ``bank_data[P]``, ``own_data`` (in, one cycle later); ``bias_addr`` (out) ->
     ``bias`` (in); ``w_wr``, ``b_wr`` (out: en, addr, data): the new stored weight and bias.
     """
@@ -49,7 +50,7 @@ class UpdateUnit(wiring.Component):
         ebits = entry_bits(self.n_entries)
         super().__init__({
             "start": In(1), "beta_neg": In(1), "ev_base": In(32), "busy": Out(1),
-            "entry_addr": Out(ebits), "entry": In(entry_layout(params)),
+            "advance": Out(1), "pos": In(ebits), "last": In(1), "entry": In(entry_layout(params)),
             "weight": In(signed(num.weight_store.n_word)),
             "rd": Out(update_read_signature(params)),
             "x_data": In(sw), "bank_data": In(sw).array(params.layout.P), "own_data": In(sw),
@@ -63,7 +64,7 @@ class UpdateUnit(wiring.Component):
         p, lay = self.p, self.p.layout
         sw, pairs = p.state.n_word, range(len(lay.pairs))
         st = Signal(U)
-        ea, bl = self.entry_addr, Signal(bits_for(self.n_own + 1))  # entry, bias index
+        bl = Signal(bits_for(self.n_own + 1))  # bias index
         eu = Signal(entry_layout(p))
         wst, bst = Signal(signed(p.num.weight_store.n_word)), Signal(signed(p.num.bias.n_word))
         s0j, s0i = Signal(sw), Signal(sw)
@@ -86,7 +87,7 @@ class UpdateUnit(wiring.Component):
 
         m.d.comb += [self.busy.eq(st != U.IDLE), bc.addr.eq(bl), self.bias_addr.eq(bl)]
         with m.If(self.start):
-            m.d.sync += [ea.eq(0), bl.eq(0), st.eq(U.W_ISSUE if self.n_entries > 0 else after_w)]
+            m.d.sync += [bl.eq(0), st.eq(U.W_ISSUE if self.n_entries > 0 else after_w)]
         with m.Switch(st):
             with m.Case(U.W_ISSUE):
                 m.d.sync += st.eq(U.W_FIELDS)
@@ -101,7 +102,8 @@ class UpdateUnit(wiring.Component):
             with m.Case(U.W_MUL):
                 m.d.sync += [sigma_dm(eu.pair), st.eq(U.W_RND)]
             with m.Case(U.W_RND):
-                m.d.sync += [ea.eq(ea + 1), st.eq(Mux(ea == self.n_entries - 1, after_w, U.W_ISSUE))]
+                m.d.comb += self.advance.eq(1)
+                m.d.sync += st.eq(Mux(self.last, after_w, U.W_ISSUE))
             with m.Case(U.B_ISSUE):
                 m.d.comb += self.rd.own.eq(bl)
                 m.d.sync += st.eq(U.B_S0)
@@ -119,7 +121,7 @@ class UpdateUnit(wiring.Component):
                                      self.ev_base + eu.edge)[:32])
         dW = self._round_by_pair(m, eu.pair, p.weight_shift, rng.word, PD)
         dB = self._round_by_pair(m, bpair, p.bias_shift, rng.word, PD)
-        m.d.comb += [self.w_wr.en.eq((st == U.W_RND) & ~eu.dummy), self.w_wr.addr.eq(ea),
+        m.d.comb += [self.w_wr.en.eq((st == U.W_RND) & ~eu.dummy), self.w_wr.addr.eq(self.pos),
                      self.w_wr.data.eq(saturate(wst + dW, p.num.weight_store)),
                      self.b_wr.en.eq(st == U.B_RND), self.b_wr.addr.eq(bl),
                      self.b_wr.data.eq(saturate(bst + dB, p.num.bias))]
