@@ -70,6 +70,9 @@ TARGETS = {
        for k in ("25k", "45k", "85k")},
 }
 DEFAULT_TARGET = "up5k"
+#: Place and route may take long: YoWASP's nextpnr-ecp5 routes the 8-lane demo design
+#: (25,000 LUT4 sites) in 10-20 minutes on a loaded 2-core machine.
+PNR_TIMEOUT_S = 3600
 
 #: The resources of the printed report and docs/hardware.md, per family: label -> nextpnr's
 #: utilisation key. ECP5 logic is counted in LUT4 sites (TRELLIS_COMB: LUT4s and carry halves).
@@ -104,7 +107,7 @@ def synth_ecp5(paths: Iterable[Path | str], top: str, json_out: Path | str | Non
 
 def place_ecp5(json_path: Path | str, device: str = "85k", package: str = "CABGA381", freq_mhz: float = 12, *,
                speed: int = 6, lpf: Path | str | None = None, config_out: Path | str | None = None,
-               seed: int = 1, timeout: float = tc.DEFAULT_TIMEOUT_S) -> PnrReport:
+               seed: int = 1, timeout: float = PNR_TIMEOUT_S) -> PnrReport:
     """Place and route a ``synth_ecp5`` netlist with YoWASP's nextpnr-ecp5:
     ``--{25k,45k,85k} --package PKG --speed S --json J [--lpf L | --lpf-allow-unconstrained]
     [--textcfg C]`` and the common options of :func:`eqprop.hdl.toolchain.run_nextpnr`.
@@ -347,7 +350,7 @@ def place(target: Target, netlist: Path, freq_mhz: float, layout: Path) -> tuple
         return (place_ecp5(netlist, target.device, target.package, freq_mhz, speed=target.speed,
                            config_out=layout),
                 f"nextpnr-ecp5 --{target.device} --package {target.package} --speed {target.speed}")
-    return (tc.place_ice40(netlist, target.device, target.package, freq_mhz, asc_out=layout),
+    return (tc.place_ice40(netlist, target.device, target.package, freq_mhz, asc_out=layout, timeout=PNR_TIMEOUT_S),
             f"nextpnr-ice40 --{target.device} --package {target.package}")
 
 
