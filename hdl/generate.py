@@ -370,6 +370,9 @@ def _write_design(cfg, opts, topo, net, stage: Path):
 
         top = AxiLiteCore(core)  # NAME is the wrapper; the core is its submodule "core"
     (stage / f"{name}.v").write_text(evaluate_comb_at_time0(generate_verilog(top, name, emit_src=False)))
+    from .regmap import c_header
+
+    (stage / f"{name}.h").write_text(c_header(MemoryMap(params), name, opts["bus"]))  # the register map in C
     params.topology.save(stage / "topology.npz")  # the exact network, for testbenches
     serial = SerialCore(Core(params, lw, lb))
     (stage / f"{name}_serial.v").write_text(
@@ -395,6 +398,9 @@ def memory_map(params, bus: str = "native") -> dict:
     out["ctrl_bits"] = {"start": CTRL_START, "infer": CTRL_INFER}
     out["status_bits"] = {"busy": STATUS_BUSY, "done": STATUS_DONE, "write_error": STATUS_WR_ERR}
     out["reset"] = "rst: active high, synchronous"
+    from .regmap import register_doc
+
+    out["register_doc"] = register_doc()  # access and meaning of every register, region and bit
     if bus == "axi4lite":
         from .axi import AXI_ADDR_BITS
 
