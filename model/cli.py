@@ -215,7 +215,7 @@ def cmd_study(args) -> int:
     from .study import run_study
 
     run_study(args.config, args.out, args.dry_run, jobs=args.jobs, ray=args.ray, cpus_per_point=args.cpus_per_point,
-              gpus_per_point=args.gpus_per_point, gradcheck=args.gradcheck)
+              gpus_per_point=args.gpus_per_point, gradcheck=args.gradcheck, summary_only=args.summary_only)
     return 0
 
 
@@ -266,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", required=True, help="study TOML ([study], [train], [networks.NAME])")
     st.add_argument("--out", help="study directory (default: the file's study.out)")
     st.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    st.add_argument("--summary-only", dest="summary_only", action="store_true",
+                    help="write summary.csv/.md and the figures from what the points have so far, train nothing "
+                         "(safe while the study runs)")
     st.add_argument("--jobs", type=int, help="points trained at once, one thread each (default 1; with a local "
                                              "--ray, every CPU)")
     st.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",

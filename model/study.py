@@ -387,7 +387,7 @@ def _run_ray(todo, n_grid: int, address, jobs, cpus: float, gpus: float, gradche
 
 def run_study(config_path: str, out: str | None = None, dry_run: bool = False, log=print, jobs: int | None = None,
               ray: str | None = None, cpus_per_point: float = 1, gpus_per_point: float = 0,
-              gradcheck: int | None = None) -> Path:
+              gradcheck: int | None = None, summary_only: bool = False) -> Path:
     """Run every unfinished point. Without ``ray``: ``jobs`` > 1 trains that many points at
     once, one thread each (small networks gain nothing from a second thread, and two
     multi-threaded processes on two cores slow each other down badly). With ``ray`` ("local"
@@ -414,6 +414,11 @@ def run_study(config_path: str, out: str | None = None, dry_run: bool = False, l
     if dry_run:
         for label, _ in grid:
             log(f"  {label['dir']}")
+        return outp
+    if summary_only:  # partial points count with the epochs they have (status partial)
+        if not outp.is_dir():
+            raise ConfigError(f"--summary-only: {outp} holds no study yet")
+        summarize(outp, grid, log)
         return outp
     outp.mkdir(parents=True, exist_ok=True)
     (outp / "study.toml").write_text(Path(config_path).read_text())

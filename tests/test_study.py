@@ -53,6 +53,13 @@ def test_tiny_study(tmp_path, capsys):
     # A second call finds every point done and trains nothing.
     assert main(["study", "bitdepth", "--config", str(f), "--out", str(out)]) == 0
     assert "[1/" not in capsys.readouterr().out
+    # --summary-only rewrites the summary from the points' files and trains nothing.
+    (out / "summary.md").unlink()
+    assert main(["study", "bitdepth", "--config", str(f), "--out", str(out), "--summary-only"]) == 0
+    assert "| skip | 4 | stochastic |" in (out / "summary.md").read_text()
+    assert "[1/" not in capsys.readouterr().out
+    assert main(["study", "bitdepth", "--config", str(f), "--out", str(tmp_path / "none"), "--summary-only"]) == 2
+    assert "holds no study yet" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text,needle", [
