@@ -251,7 +251,7 @@ def test_neuron_unit_equals_the_model_step(nudge, beta, acc):
 def test_update_unit_equals_the_model_learn(lane, rounding):
     """Every stored weight and bias the unit writes back equals FixedNetwork.learn (batch 1,
     §6: sigma D M, rounding at the pair's shift with the events of §5, saturation), in
-    6 cycles per entry and 5 per bias."""
+    6 cycles per entry and 7 per bias."""
     p, net, g = _params(dict(FIXED, rounding=rounding), beta=-1.0)
     rows, ws = entry_rows(p, lane), p.lane_weights(net.W_in, net.W_ss)[lane]
     dut = UpdateUnit(p, lane)

@@ -58,6 +58,13 @@ class PhaseController(wiring.Component):
         self._infer, self._quiet = Signal(name="infer"), Signal(16, name="quiet")  # quiet: consecutive quiet steps
         self._step, self._nudge_base = Signal(16, name="step"), Signal(32, name="nudge_base")
         launched = Signal()  # one cycle after a launch, before the lanes' busy can be read
+        # The step compares, registered from the step and quiet counters (they change only when
+        # a step ends or at a start, and the next step ends three cycles later at the
+        # earliest; where it ends sooner, the phase has no steps and the compare is false)
+        self._more_free, self._more_nudged, self._quiet_hit = Signal(), Signal(), Signal()
+        m.d.sync += [self._more_free.eq(self._step + 1 < self.n_free),
+                     self._more_nudged.eq(self._step + 1 < self.n_nudged),
+                     self._quiet_hit.eq((self.settle_steps != 0) & (self._quiet + 1 >= self.settle_steps))]
         m.d.comb += [self.busy.eq(ph != Phase.IDLE), ctl.nudge.eq(ph == Phase.NUDGED)]
         m.d.sync += [ctl.start.eq(0), launched.eq(ctl.start)]
         lanes_done = ~ctl.start & ~launched & ~self.lanes_busy  # the step (or the update) is over
@@ -110,10 +117,11 @@ class PhaseController(wiring.Component):
         step_next = step + 1
         # §4a: a free step is quiet when no lane saw a change above settle_tol
         quiet_next = Mux(self.lanes_moved, 0, self._quiet + 1)
-        settled = free & (self.settle_steps != 0) & (quiet_next >= self.settle_steps)
+        # (quiet_next >= settle_steps != 0 without a moved lane; registered: _quiet_hit)
+        settled = free & ~self.lanes_moved & self._quiet_hit
         m.d.sync += self._quiet.eq(quiet_next)
-        n_steps = Mux(free, self.n_free, self.n_nudged)
-        with m.If((step_next < n_steps) & ~settled):
+        more = Mux(free, self._more_free, self._more_nudged)  # step_next < the phase's steps
+        with m.If(more & ~settled):
             m.d.sync += [step.eq(step_next), ctl.ev_base.eq(ctl.ev_base + S), ctl.start.eq(1),
                          ctl.rd_buf.eq(ctl.wr_buf)]
             # free: alternate 0 and 1; weakly clamped: the buffer neither just written nor s^0's

@@ -27,7 +27,8 @@ class UpdateUnit(wiring.Component):
     b <- sat(b + round(sigma D_b M 2^-z)) for each of its neurons (§6, batch 1:
     D = s^b_i s^b_j - s^0_i s^0_j, D_b = s^b_i - s^0_i; the rounding at the pair's
     ``weight_shift`` / ``bias_shift`` with the random word of the entry's connection or the
-    neuron's bias event, §5). ``UpdateState`` names the cycles: 6 per entry, 5 per bias.
+    neuron's bias event, §5). ``UpdateState`` names the cycles: 6 per entry, 7 per bias (B_RND
+    takes three: round, add, saturate and write).
 
     Ports: ``start`` (in, pulse), ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the update's
     first event, u (n_conn + S)), ``busy`` (out); ``advance`` (out: the FaninStore's walk
@@ -38,7 +39,7 @@ class UpdateUnit(wiring.Component):
     """
 
     CYCLES_PER_ENTRY = 6
-    CYCLES_PER_BIAS = 5
+    CYCLES_PER_BIAS = 7
 
     def __init__(self, params: CoreParams, index: int):
         check_lane(params, index)
@@ -79,13 +80,14 @@ class UpdateUnit(wiring.Component):
         bpair = Signal.like(bc.data.pair)
         rng = m.submodules.rng = RandomWord(p.num.seed_update)
         src = Mux(eu.sel_in, self.x_data, Array(self.bank_data)[eu.sbank])
+        b_ph = Signal(2)  # the cycle of B_RND
         after_w = U.B_ISSUE if self.n_own > 0 else U.IDLE
 
         def sigma_dm(pair):  # sigma D M (§6)
             dm = D * Mtab[pair]
             return PD.eq(Mux(self.beta_neg, -dm, dm))
 
-        m.d.comb += [self.busy.eq(st != U.IDLE), bc.addr.eq(bl), self.bias_addr.eq(bl)]
+        m.d.comb += [bc.addr.eq(bl), self.bias_addr.eq(bl)]
         with m.If(self.start):
             m.d.sync += [bl.eq(0), st.eq(U.W_ISSUE if self.n_entries > 0 else after_w)]
         with m.Switch(st):
@@ -114,17 +116,33 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += [D.eq(self.own_data - s0i), st.eq(U.B_MUL)]
             with m.Case(U.B_MUL):
                 m.d.sync += [sigma_dm(bpair), st.eq(U.B_RND)]
-            with m.Case(U.B_RND):
-                m.d.sync += [bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
+            with m.Case(U.B_RND):  # three cycles (b_ph): round, add, saturate and write
+                m.d.sync += b_ph.eq(b_ph + 1)
+                with m.If(b_ph == 2):
+                    m.d.sync += [b_ph.eq(0), bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
         # The random word of the event, issued in W_SB / B_SB, is there in W_RND / B_RND (§5).
         m.d.comb += rng.index.eq(Mux(st == U.B_SB, self.ev_base + lay.n_edges + bc.data.nidx,
                                      self.ev_base + eu.edge)[:32])
         dW = self._round_by_pair(m, eu.pair, p.weight_shift, rng.word, PD)
         dB = self._round_by_pair(m, bpair, p.bias_shift, rng.word, PD)
-        m.d.comb += [self.w_wr.en.eq((st == U.W_RND) & ~eu.dummy), self.w_wr.addr.eq(self.pos),
-                     self.w_wr.data.eq(saturate(wst + dW, p.num.weight_store)),
-                     self.b_wr.en.eq(st == U.B_RND), self.b_wr.addr.eq(bl),
-                     self.b_wr.data.eq(saturate(bst + dB, p.num.bias))]
+        # The write-back in three stages: *_RND registers the rounded step, the next cycle
+        # adds it to the stored value, the one after saturates and writes. A weight's last two
+        # overlap the next entry's W_ISSUE and W_FIELDS (or the first B_ISSUE, B_S0; other
+        # addresses, and the stored weight ``wst`` is replaced only at W_FIELDS' end); a
+        # bias's are B_RND's second and third cycles.
+        dW_r, dB_r = Signal(dW.shape()), Signal(dB.shape())
+        w_sum, b_sum = Signal((wst + dW_r).shape()), Signal((bst + dB_r).shape())
+        w_en1, w_en, w_addr1, w_addr = Signal(), Signal(), Signal.like(self.pos), Signal.like(self.pos)
+        m.d.sync += [w_en1.eq((st == U.W_RND) & ~eu.dummy), w_addr1.eq(self.pos), dW_r.eq(dW),
+                     w_en.eq(w_en1), w_addr.eq(w_addr1), w_sum.eq(wst + dW_r)]
+        with m.If(b_ph == 0):
+            m.d.sync += dB_r.eq(dB)
+        m.d.sync += b_sum.eq(bst + dB_r)
+        m.d.comb += [self.busy.eq((st != U.IDLE) | w_en1 | w_en),
+                     self.w_wr.en.eq(w_en), self.w_wr.addr.eq(w_addr),
+                     self.w_wr.data.eq(saturate(w_sum, p.num.weight_store)),
+                     self.b_wr.en.eq((st == U.B_RND) & (b_ph == 2)), self.b_wr.addr.eq(bl),
+                     self.b_wr.data.eq(saturate(b_sum, p.num.bias))]
         return m
 
     def _round_by_pair(self, m, pair, shift_of, word, value):
