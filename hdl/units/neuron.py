@@ -101,7 +101,8 @@ class NeuronUnit(wiring.Component):
         n2_V = Signal(signed(p.acc_exact_bits + p.k + p.nudge_shift + sw + 4))
         n2_old = Signal(sw)  # the old state (read in N0, in at N1), for the settle rule (§4a)
         n3, n3_loc, n3_old = Signal(), Signal(loc_bits(p)), Signal(sw)
-        n4_old = Signal(sw)  # the old state beside ``result``
+        # the old state -+ settle_tol, beside ``result`` (§4a's bounds)
+        n4_lo, n4_hi = Signal(signed(sw + 2)), Signal(unsigned(sw + 1))
         moved = Signal()
         res = self.result
         m.d.comb += [self.busy.eq(self.sum.valid | n1 | nb | n2 | n3 | res.en), self.rd_loc.eq(self.sum.loc),
@@ -121,14 +122,15 @@ class NeuronUnit(wiring.Component):
         m.d.sync += [n3.eq(n2), n3_r.eq(r), n3_loc.eq(n2_loc), n3_old.eq(n2_old)]
         # N3: the clip (§4 step 5), out on ``result``
         s_new = Mux(n3_r < 0, 0, Mux(n3_r > one, one, n3_r))[:sw]
-        m.d.sync += [res.en.eq(n3), res.addr.eq(n3_loc), res.data.eq(s_new), n4_old.eq(n3_old)]
+        m.d.sync += [res.en.eq(n3), res.addr.eq(n3_loc), res.data.eq(s_new),
+                     n4_lo.eq(n3_old - self.settle_tol), n4_hi.eq(n3_old + self.settle_tol)]
         # §4a, in the write cycle (from the registered new state, off the rounding's path):
         # |s_new - s_old| > settle_tol raises the sticky flag (both unsigned words); ``busy``
         # covers that cycle, so the flag is set when the step is seen to be over
+        # (|s' - s| > tol as s' outside [s - tol, s + tol], the bounds registered in N3)
         s_w = res.data
-        change = Mux(s_w >= n4_old, s_w - n4_old, n4_old - s_w)
         with m.If(self.clear):
             m.d.sync += moved.eq(0)
-        with m.Elif(res.en & (change > self.settle_tol)):
+        with m.Elif(res.en & ((s_w < n4_lo) | (s_w > n4_hi))):
             m.d.sync += moved.eq(1)
         return m

@@ -87,9 +87,15 @@ class UpdateUnit(wiring.Component):
             dm = D * Mtab[pair]
             return PD.eq(Mux(self.beta_neg, -dm, dm))
 
-        m.d.comb += [bc.addr.eq(bl), self.bias_addr.eq(bl)]
+        # Registered decodes for the lane's address muxes: ``act`` = st != IDLE (set by a start
+        # with work, cleared where the last entry or bias goes to IDLE) and ``sb_r`` = st is
+        # W_S0 or B_S0 (the states after W_FIELDS and B_ISSUE)
+        act, sb_r = Signal(), Signal()
+        first = U.W_ISSUE if self.n_entries > 0 else after_w
+        m.d.comb += [bc.addr.eq(bl), self.bias_addr.eq(bl), self.rd.sb.eq(sb_r)]
+        m.d.sync += sb_r.eq((st == U.W_FIELDS) | (st == U.B_ISSUE))
         with m.If(self.start):
-            m.d.sync += [bl.eq(0), st.eq(U.W_ISSUE if self.n_entries > 0 else after_w)]
+            m.d.sync += [bl.eq(0), st.eq(first), act.eq(first != U.IDLE)]
         with m.Switch(st):
             with m.Case(U.W_ISSUE):
                 m.d.sync += st.eq(U.W_FIELDS)
@@ -97,7 +103,7 @@ class UpdateUnit(wiring.Component):
                 m.d.comb += [self.rd.src.eq(self.entry.saddr), self.rd.own.eq(self.entry.nloc)]
                 m.d.sync += [eu.eq(self.entry), wst.eq(self.weight), st.eq(U.W_S0)]
             with m.Case(U.W_S0):
-                m.d.comb += [self.rd.sb.eq(1), self.rd.src.eq(eu.saddr), self.rd.own.eq(eu.nloc)]
+                m.d.comb += [self.rd.src.eq(eu.saddr), self.rd.own.eq(eu.nloc)]
                 m.d.sync += [s0j.eq(src), s0i.eq(self.own_data), st.eq(U.W_SB)]
             with m.Case(U.W_SB):
                 m.d.sync += [D.eq(Mux(eu.dummy, 0, self.own_data * src - s0i * s0j)), st.eq(U.W_MUL)]
@@ -106,11 +112,14 @@ class UpdateUnit(wiring.Component):
             with m.Case(U.W_RND):
                 m.d.comb += self.advance.eq(1)
                 m.d.sync += st.eq(Mux(self.last, after_w, U.W_ISSUE))
+                if after_w == U.IDLE:
+                    with m.If(self.last):
+                        m.d.sync += act.eq(0)
             with m.Case(U.B_ISSUE):
                 m.d.comb += self.rd.own.eq(bl)
                 m.d.sync += st.eq(U.B_S0)
             with m.Case(U.B_S0):
-                m.d.comb += [self.rd.sb.eq(1), self.rd.own.eq(bl)]
+                m.d.comb += self.rd.own.eq(bl)
                 m.d.sync += [s0i.eq(self.own_data), bst.eq(self.bias), bpair.eq(bc.data.pair), st.eq(U.B_SB)]
             with m.Case(U.B_SB):
                 m.d.sync += [D.eq(self.own_data - s0i), st.eq(U.B_MUL)]
@@ -120,6 +129,8 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += b_ph.eq(b_ph + 1)
                 with m.If(b_ph == 2):
                     m.d.sync += [b_ph.eq(0), bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
+                    with m.If(bl == self.n_own - 1):
+                        m.d.sync += act.eq(0)
         # The random word of the event, issued in W_SB / B_SB, is there in W_RND / B_RND (§5).
         m.d.comb += rng.index.eq(Mux(st == U.B_SB, self.ev_base + lay.n_edges + bc.data.nidx,
                                      self.ev_base + eu.edge)[:32])
@@ -138,7 +149,7 @@ class UpdateUnit(wiring.Component):
         with m.If(b_ph == 0):
             m.d.sync += dB_r.eq(dB)
         m.d.sync += b_sum.eq(bst + dB_r)
-        m.d.comb += [self.busy.eq((st != U.IDLE) | w_en1 | w_en),
+        m.d.comb += [self.busy.eq(act | w_en1 | w_en),
                      self.w_wr.en.eq(w_en), self.w_wr.addr.eq(w_addr),
                      self.w_wr.data.eq(saturate(w_sum, p.num.weight_store)),
                      self.b_wr.en.eq((st == U.B_RND) & (b_ph == 2)), self.b_wr.addr.eq(bl),
