@@ -91,19 +91,20 @@ class LaneMode(enum.Enum, shape=1):
 
 
 class UpdateState(enum.Enum, shape=4):
-    """The update unit's states (§6): 6 cycles per entry (W_*), then 5 per bias (B_*)."""
+    """The update unit's states (§6): 6 cycles per entry (W_*; the weight's three-stage
+    write-back overlaps the next entry), then 7 per bias (B_*; B_RND takes three)."""
     IDLE = 0
     W_ISSUE = 1  # entry address to the fan-in memory
     W_FIELDS = 2  # entry fields and stored weight in; s^0 reads issued
     W_S0 = 3  # s^0_i, s^0_j in; s^beta reads issued
     W_SB = 4  # D = s^b_i s^b_j - s^0_i s^0_j; the random word's event issued
     W_MUL = 5  # sigma D M
-    W_RND = 6  # round, saturate, write the weight back
+    W_RND = 6  # round; the add, saturation and write follow in the next entry's cycles
     B_ISSUE = 7  # bias and s^0_i reads issued
     B_S0 = 8  # bias, s^0_i in; s^beta_i read issued
     B_SB = 9  # D = s^b_i - s^0_i
     B_MUL = 10
-    B_RND = 11  # round, saturate, write the bias back
+    B_RND = 11  # round, then add, then saturate and write the bias back (three cycles)
 
 
 # Plain-integer aliases: the names other modules (generate.py, the benches) import.
