@@ -7,22 +7,14 @@ the generator's manifest, the amaranth.sim driver and the cocotb driver.
 from __future__ import annotations
 
 from .enums import ADDR_BITS, REGION_SHIFT, Reg, Region
-from .params import CoreParams, bits_for
+from .params import CoreParams
 from .units.signatures import host_field_bits
 
 
 class MemoryMap:
     def __init__(self, params: CoreParams):
         self.p = params
-        lay = params.layout
         self.field = host_field_bits(params)
-        self.bank_bits = bits_for(3 * lay.neurons_per_lane)
-        # (neuron i, source j) -> list of (lane, entry) holding that weight
-        self.weight_slots: dict[tuple[int, int, bool], list[tuple[int, int]]] = {}
-        for ell, lane in enumerate(lay.lanes):
-            for k, e in enumerate(lane.entries):
-                if not e.dummy:
-                    self.weight_slots.setdefault((e.neuron, e.src, e.src_input), []).append((ell, k))
 
     def reg(self, name: str | Reg) -> int:
         """A register's word address (``Reg`` or its manifest name, e.g. ``"status"``)."""

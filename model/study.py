@@ -630,13 +630,13 @@ def lowest_depth(rows, within: float = 0.01) -> list[dict]:
     out = []
     for net in dict.fromkeys(r["network"] for r in rows):
         fl = [r["test_error"] for r in rows if r["network"] == net and r["bits"] == "float"]
+        ref = sum(fl) / len(fl) if fl else None
         fixed = [r for r in rows if r["network"] == net and r["bits"] != "float"]
         for var in dict.fromkeys(_variant(r) for r in fixed):
             by = {}
             for r in fixed:
                 if _variant(r) == var:
                     by.setdefault(r["bits"], []).append(r["test_error"])
-            ref = sum(fl) / len(fl) if fl else None
             best = None
             for b in sorted(by, reverse=True):
                 if ref is None or sum(by[b]) / len(by[b]) > ref + within:
@@ -654,8 +654,8 @@ def lowest_depth_markdown(rows) -> str:
         return ""
     lines = ["", "Lowest depth within 1 point of the network's float test error (that depth and every deeper "
              "one measured; mean over seeds, spread max - min in points):", "",
-             "| network | arithmetic | float | lowest depth | its error | one depth below |", "| --- |" * 1
-             + " --- | --- | --- | --- | --- |"]
+             "| network | arithmetic | float | lowest depth | its error | one depth below |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in res:
         if r["float"] is None:
             continue
