@@ -153,7 +153,7 @@ def design_size(topology, num, P: int) -> dict:
     npl = max(owned)
     sw, ww, bw = num.state.n_word, num.weight_store.n_word, num.bias.n_word
     conn_bits = (1 + bits_for(max(n_in, npl)) + bits_for(P) + bits_for(npl) + bits_for(S)
-                 + bits_for(n_edges + 1) + bits_for(n_pairs) + 4)  # units.signatures.entry_layout
+                 + bits_for(topology.n_slots + 1) + bits_for(n_pairs) + 4)  # units.signatures.entry_layout
     words = bits = conn_total = weight_total = 0
     for e, n in zip(entries, owned):
         e1, n1 = max(e, 1), max(n, 1)

@@ -51,7 +51,7 @@ class Lane(wiring.Component):
       (output neurons get the beta term, §4 step 4); ``rd_buf``, ``wr_buf``: the state
       buffers (0-2) a relaxation step reads and writes; ``s0_buf``, ``sb_buf``: where s^0
       and s^beta are, read by the update; ``ev_base``: the first random event of the step
-      (state stream: example base + t S) or of the update (u (n_conn + S)), §5.
+      (state stream: example base + t S) or of the update (u (n_slots + S)), §5.
     - ``beta_neg`` (in, register): sigma = -1; ``settle_tol`` (in, register) and ``moved``
       (out, sticky until the next step starts): §4a.
 

@@ -31,7 +31,7 @@ class Entry:
     neuron: int  # non-input index of the target neuron i (0-based among non-inputs)
     src_input: bool  # the source j is an input
     src: int  # input index, or non-input index of j
-    edge: int  # connection number c in Topology.edges() (random event of the update), -1 for a dummy
+    edge: int  # the connection's slot, Topology.slots() (its random event in an update, §5), -1 for a dummy
     pair: int  # index into Layout.pairs: the (layer a <= layer b) rate multiplier
     first: bool  # first entry of its neuron
     last: bool  # last entry of its neuron
@@ -56,7 +56,8 @@ class Layout:
     owner: np.ndarray  # (S,) lane of each non-input neuron
     local: np.ndarray  # (S,) position of each non-input neuron in its lane's list
     pairs: list[tuple[int, int]]  # layer pairs (a <= b) with a multiplier, in a fixed order
-    n_edges: int
+    n_edges: int  # connections
+    n_slots: int  # slots of the update's events (§5): u (n_slots + S) is update u's first
 
     @property
     def n_in(self) -> int:
@@ -112,9 +113,10 @@ def build_layout(topology: Topology, P: int) -> Layout:
     for lane in lanes:
         for k, i in enumerate(lane.neurons):
             local[i] = k
-    # Connection numbers of Topology.edges() (i < j, lexicographic).
+    # Slots of the connections (their update events, docs/numerics.md §5).
     ei, ej = topology.edges()
-    edge_no = {(int(a), int(b)): c for c, (a, b) in enumerate(zip(ei, ej))}
+    slot, n_slots = topology.slots()
+    edge_no = {(int(a), int(b)): int(c) for a, b, c in zip(ei, ej, slot)}
     L = len(topology.sizes)
     pairs = [(a, b) for a in range(L) for b in range(max(a, 1), L)]
     for lane in lanes:
@@ -136,4 +138,4 @@ def build_layout(topology: Topology, P: int) -> Layout:
                     first=k == 0,
                     last=k == len(srcs) - 1,
                 ))
-    return Layout(topology, P, lanes, owner, local, pairs, len(ei))
+    return Layout(topology, P, lanes, owner, local, pairs, len(ei), n_slots)

@@ -160,17 +160,20 @@ class FixedNetwork:
                 self.mult[(a, b_)] = make_multiplier(c, n.lr_mode, n.lr_bits)
 
     def _events(self):
-        """Event index of each connection and bias in one update (§5): edge-list order."""
+        """Event index of each connection and bias in one update (§5): a connection's slot
+        (``Topology.slots``), a bias n_slots + its non-input index; n_slots + S per update."""
         i, j = self.topology.edges()
+        slot, n_slots = self.topology.slots()
         n_in, n = self.n_in, self.topology.n
         pos = torch.full((n, n), -1, dtype=I64)
-        idx = torch.arange(len(i), dtype=I64)
+        idx = torch.from_numpy(slot)
         pos[torch.from_numpy(i), torch.from_numpy(j)] = idx
         pos[torch.from_numpy(j), torch.from_numpy(i)] = idx
         self.ev_in = pos[:n_in, n_in:].contiguous().to(self.device)
         self.ev_ss = pos[n_in:, n_in:].contiguous().to(self.device)
-        self.ev_b = (len(i) + torch.arange(self.n_s, dtype=I64)).to(self.device)
-        self.events_per_update = len(i) + self.n_s
+        self.n_slots = n_slots
+        self.ev_b = (n_slots + torch.arange(self.n_s, dtype=I64)).to(self.device)
+        self.events_per_update = n_slots + self.n_s
 
     def _refresh(self):
         """MAC weights from stored weights: drop low bits (floor), saturate (§1)."""

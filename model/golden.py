@@ -256,6 +256,7 @@ class GoldenNetwork:
         ei, ej = topology.edges()
         self.edges = [(int(a), int(b)) for a, b in zip(ei, ej)]
         self.edge_index = {e: c for c, e in enumerate(self.edges)}
+        self.slot, self.n_slots = self._slots()
         # eps = 2^-k, |beta| = 2^m (§4)
         self.k = -_pow2_exponent(eps, "eps")
         _check(self.k >= 0, "eps must be <= 1")
@@ -289,6 +290,32 @@ class GoldenNetwork:
         self.b: list[Fxp | None] = [None] * self.N
         self.w: dict[tuple[int, int], Fxp] = {}  # MAC weights
         self.acc_overflows = 0  # accumulator values changed by wrap / saturate (a test statistic)
+
+    def _slots(self) -> tuple[dict[tuple[int, int], int], int]:
+        """Each connection's slot, its number in the update's events (§5), from the text:
+        the dense blocks in order (for each layer a: (a, a) if a is hidden and has a
+        connection inside it, then (a, a + 1)), each the full n_a x n_b rectangle; the
+        other connections after them in edge-list order. Returns ({(i, j): slot}, n_slots)."""
+        sizes, L = self.sizes, len(self.sizes)
+        first = [sum(sizes[:l]) for l in range(L)]
+        intra = {self.layer[i] for (i, j) in self.edges if self.layer[i] == self.layer[j]}
+        base, nxt = {}, 0
+        for a in range(L):
+            if 0 < a < L - 1 and a in intra:
+                base[(a, a)] = nxt
+                nxt += sizes[a] * sizes[a]
+            if a + 1 < L:
+                base[(a, a + 1)] = nxt
+                nxt += sizes[a] * sizes[a + 1]
+        slot = {}
+        for (i, j) in self.edges:
+            a, b = self.layer[i], self.layer[j]
+            if (a, b) in base:
+                slot[(i, j)] = base[(a, b)] + (i - first[a]) * sizes[b] + (j - first[b])
+            else:
+                slot[(i, j)] = nxt
+                nxt += 1
+        return slot, nxt
 
     # ------------------------------------------------------------ parameters
     @classmethod
@@ -458,8 +485,8 @@ class GoldenNetwork:
             s0 = [None] * self.n_in + [self._state(int(r)) for r in s0_raw]
             sb = [None] * self.n_in + [self._state(int(r)) for r in sb_raw]
             ex.append((x, s0, sb))
-        E, S = len(self.edges), self.n_s
-        base = update_index * (E + S)
+        n_slots, S = self.n_slots, self.n_s
+        base = update_index * (n_slots + S)
         stoch = num.rounding == "stochastic"
         L = len(self.sizes)
         zero, nonzero, zero_applied = [0] * (L - 1), [0] * (L - 1), [0] * (L - 1)
@@ -481,7 +508,7 @@ class GoldenNetwork:
             return golden_round(P, d, num.rounding, word)
 
         newW = {}
-        for c, (i, j) in enumerate(self.edges):
+        for (i, j) in self.edges:
             D = fx(0, 2 * self.fS)
             for x, s0, sb in ex:
                 if i < self.n_in:
@@ -492,7 +519,7 @@ class GoldenNetwork:
             _check(D.n_frac == 2 * self.fS, "D_ij fraction")
             li, lj = self.layer[i], self.layer[j]
             pair = (min(li, lj), max(li, lj))
-            dW = scaled(D, pair, 2 * self.fS, self.fWs, base + c)
+            dW = scaled(D, pair, 2 * self.fS, self.fWs, base + self.slot[(i, j)])
             Wn, sat = _convert(_add(self.W[(i, j)], dW, "W + dW"), num.weight_store, "floor", "saturate", "W update")
             w_sat += sat
             newW[(i, j)] = Wn
@@ -506,7 +533,7 @@ class GoldenNetwork:
             for x, s0, sb in ex:
                 D = _add(D, _sub(sb[i], s0[i]), "D_i")
             l = self.layer[i]
-            db = scaled(D, (l, l), self.fS, self.fB, base + E + (i - self.n_in))
+            db = scaled(D, (l, l), self.fS, self.fB, base + n_slots + (i - self.n_in))
             bn, sat = _convert(_add(self.b[i], db, "b + db"), num.bias, "floor", "saturate", "b update")
             b_sat += sat
             newb[i] = bn

@@ -248,6 +248,65 @@ class Topology:
         i, j = np.divmod(flat, self.n)
         return i.astype(np.int64), j.astype(np.int64)
 
+    def dense_blocks(self) -> list[tuple[int, int, int]]:
+        """The dense layer blocks of the update's event numbering (docs/numerics.md §5), in
+        order, as (a, b, base): for a = 0..L-1, the intralayer block (a, a) if a is a hidden
+        layer with at least one connection inside it, then the adjacent block (a, a + 1) if
+        a + 1 < L. Block (a, b) reserves sizes[a] * sizes[b] slots (the full rectangle, or
+        the full square for (a, a)) from ``base``, the total of the blocks before it."""
+        return self._dense_layout()[0]
+
+    def _dense_layout(self) -> tuple[list[tuple[int, int, int]], int]:
+        """(dense_blocks(), sparse_base: the total of the dense blocks)."""
+        sizes, L = self.sizes, len(self.sizes)
+        s = self.slices
+        blocks, base = [], 0
+        for a in range(L):
+            if 0 < a < L - 1 and self.mask[s[a], s[a]].any():
+                blocks.append((a, a, base))
+                base += sizes[a] * sizes[a]
+            if a + 1 < L:
+                blocks.append((a, a + 1, base))
+                base += sizes[a] * sizes[a + 1]
+        return blocks, base
+
+    def slots(self) -> tuple[np.ndarray, int]:
+        """(slot of each connection, aligned with :meth:`edges`; n_slots): the connection's
+        number in the update's random events (docs/numerics.md §5). A connection (i, j),
+        i < j, in dense block (a, b) (see :meth:`dense_blocks`) has slot
+        base(a, b) + (i - f_a) * sizes[b] + (j - f_b) (f_l: first neuron of layer l); any
+        other (layers two or more apart) has sparse_base + its rank among those in
+        ``edges()`` order. n_slots = sparse_base + the number of those. Address counters
+        walking a dense block compute its slots without storing them; for a layered
+        topology the slots are 0 .. n_conn - 1, the edge-list ranks."""
+        i, j = self.edges()
+        blocks, sparse_base = self._dense_layout()
+        L = len(self.sizes)
+        base = np.full((L, L), -1, dtype=np.int64)
+        for a, b, bb in blocks:
+            base[a, b] = bb
+        off = np.asarray(self.offsets, dtype=np.int64)
+        size = np.asarray(self.sizes, dtype=np.int64)
+        lo = self.layer_of
+        la, lb = lo[i], lo[j]
+        bij = base[la, lb]
+        dense = bij >= 0
+        slot = bij + (i - off[la]) * size[lb] + (j - off[lb])
+        sparse = ~dense
+        n_sparse = int(np.count_nonzero(sparse))
+        slot[sparse] = sparse_base + np.arange(n_sparse, dtype=np.int64)
+        return slot, sparse_base + n_sparse
+
+    @property
+    def n_slots(self) -> int:
+        """``slots()[1]`` without numbering the connections: the dense blocks' total plus the
+        connections between layers two or more apart."""
+        _, sparse_base = self._dense_layout()
+        s, L = self.slices, len(self.sizes)
+        n_sparse = sum(int(np.count_nonzero(self.mask[s[a], s[b]]))
+                       for a in range(L) for b in range(a + 2, L))
+        return sparse_base + n_sparse
+
     def pair_counts(self) -> dict[tuple[int, int], int]:
         """Connection count per layer pair (a, b), a <= b, for pairs with any."""
         i, j = self.edges()

@@ -409,7 +409,7 @@ def test_phase_controller_schedule(infer):
     want = [(F, R, 0, 1, 2 * stride), (F, R, 1, 0, 2 * stride + S), (F, R, 0, 1, 2 * stride + 2 * S)]
     if not infer:  # s^0 in buffer 1; the weakly-clamped phase alternates 2 and 0
         want += [(N, R, 1, 2, 2 * stride + 3 * S), (N, R, 2, 0, 2 * stride + 4 * S),
-                 (U, W, 2, 0, 3 * (p.layout.n_edges + S))]
+                 (U, W, 2, 0, 3 * (p.layout.n_slots + S))]
     assert launches == want
 
 

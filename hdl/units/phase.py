@@ -27,7 +27,7 @@ class PhaseController(wiring.Component):
     ``lanes_moved``) count consecutive quiet steps; ``settle_steps`` of them end the free
     phase (0: off, §4a). ``ev_base`` is the step's first state event, example x stride +
     t S, the weakly-clamped phase's from example x stride + n_free S wherever the free phase
-    stopped, and the update's u (n_conn + S) (§5).
+    stopped, and the update's u (n_slots + S) (§5).
 
     Ports: ``start``, ``infer`` (in: HostDecoder's), ``example``, ``update``, ``n_free``,
     ``n_nudged``, ``settle_steps`` (in: registers), ``lanes_busy``, ``lanes_moved`` (in),
@@ -141,4 +141,4 @@ class PhaseController(wiring.Component):
         with m.Else():
             m.d.sync += [ctl.sb_buf.eq(Mux(self.n_nudged > 0, ctl.wr_buf, ctl.s0_buf)), self.phase.eq(Phase.UPDATE),
                          ctl.start.eq(1), ctl.mode.eq(LaneMode.UPDATE),
-                         ctl.ev_base.eq((self.update * (p.layout.n_edges + S))[:32])]
+                         ctl.ev_base.eq((self.update * (p.layout.n_slots + S))[:32])]

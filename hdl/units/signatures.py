@@ -66,7 +66,7 @@ def entry_layout(params: CoreParams) -> data.StructLayout:
         "sbank": bits_for(lay.P),  # the lane that owns the source neuron
         "nloc": loc_bits(params),  # the target neuron's local index in this lane
         "nidx": bits_for(lay.S),  # its global non-input index (state events, §5)
-        "edge": bits_for(lay.n_edges + 1),  # its connection number (update events, §5)
+        "edge": bits_for(lay.n_slots + 1),  # its connection's slot (update events, §5)
         "pair": bits_for(len(lay.pairs)),  # its layer pair (the rate multiplier, §6)
         "first": 1,  # the neuron's first entry: the accumulator restarts
         "last": 1,  # its last entry: the sum goes to the neuron unit

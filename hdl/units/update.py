@@ -31,7 +31,7 @@ class UpdateUnit(wiring.Component):
     takes three: round, add, saturate and write).
 
     Ports: ``start`` (in, pulse), ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the update's
-    first event, u (n_conn + S)), ``busy`` (out); ``advance`` (out: the FaninStore's walk
+    first event, u (n_slots + S)), ``busy`` (out); ``advance`` (out: the FaninStore's walk
     moves on), ``pos``, ``last`` (in: where the walk is), ``entry``, ``weight`` (in: the
     entry at ``pos`` one cycle later); ``rd`` (out: sb, src, own) ->
     ``x_data``, ``bank_data[P]``, ``own_data`` (in, one cycle later); ``bias_addr`` (out) ->
@@ -132,7 +132,7 @@ class UpdateUnit(wiring.Component):
                     with m.If(bl == self.n_own - 1):
                         m.d.sync += act.eq(0)
         # The random word of the event, issued in W_SB / B_SB, is there in W_RND / B_RND (§5).
-        m.d.comb += rng.index.eq(Mux(st == U.B_SB, self.ev_base + lay.n_edges + bc.data.nidx,
+        m.d.comb += rng.index.eq(Mux(st == U.B_SB, self.ev_base + lay.n_slots + bc.data.nidx,
                                      self.ev_base + eu.edge)[:32])
         dW = self._round_by_pair(m, eu.pair, p.weight_shift, rng.word, PD)
         dB = self._round_by_pair(m, bpair, p.bias_shift, rng.word, PD)
