@@ -59,7 +59,8 @@ def _hand(pairs, sizes=(2, 2, 2)) -> Topology:
 SKIPS = [
     lambda: layer_skipping([6, 5, 4, 3], p=0.3, seed=3),
     lambda: layer_skipping([6, 5, 4, 3], p=0.3, seed=4, mode="add"),
-    lambda: layer_skipping([4, 3, 3, 3, 2], n_rewire=40, seed=1),  # some hidden layer may lose all its intralayer edges
+    lambda: layer_skipping([4, 3, 3, 3, 2], n_rewire=40, seed=0),  # hidden layer 1 lost all its intralayer edges
+    lambda: layer_skipping([4, 3, 3, 3, 2], n_rewire=40, seed=5),  # hidden layer 3 did
     lambda: layer_skipping([3, 4, 2], n_rewire=30, seed=7),
 ]
 
@@ -76,6 +77,8 @@ def test_slots_match_the_definition(make):
     assert len(np.unique(slot)) == len(slot) and slot.min() >= 0 and slot.max() < n_slots
     assert t.dense_blocks() == [(a, b, base) for (a, b), (base, _) in blocks.items()]
     assert t.counts()["skip"] > 0  # the sparse part is exercised
+    hidden = range(1, len(t.sizes) - 1)
+    assert [a for a, b, _ in t.dense_blocks() if a == b] == [l for l in hidden if t.pair_mask(l, l).any()]
     lo = t.layer_of
     sparse_base = sum(size for _, size in blocks.values())
     for a, b, s in zip(i, j, slot):
@@ -85,6 +88,11 @@ def test_slots_match_the_definition(make):
             assert base <= s < base + size
         else:
             assert s >= sparse_base
+
+
+def test_random_cases_include_a_hidden_layer_without_a_square():
+    # 4-3-3-3-2 has 7 blocks when every hidden layer keeps an intralayer connection
+    assert len(SKIPS[2]().dense_blocks()) == len(SKIPS[3]().dense_blocks()) == 6
 
 
 def test_a_hidden_layer_without_intralayer_edges_has_no_square():
