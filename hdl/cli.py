@@ -4,6 +4,7 @@ command from each package's ``add_parser``).
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN] [--target T]
                         [--bus native|axi4lite] [--synth] [--pnr] [--settle BOOL] [--settle-tol T]
                         [--settle-steps K] [--force]
+    eqprop hdl estimate --config FILE.toml [--target T] [--lanes P] [--checkpoint RUN] [--bits ...] [--json]
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ def cmd_generate(args) -> int:
     from .generate import main as generate_main
 
     return generate_main(args)
+
+
+def cmd_estimate(args) -> int:
+    from .estimate import main as estimate_main
+
+    return estimate_main(args)
 
 
 def add_parser(sub) -> None:
@@ -46,3 +53,13 @@ def add_parser(sub) -> None:
     g.add_argument("--settle-tol", dest="settle_tol", type=float, help="settle rule: tolerance in state LSBs")
     g.add_argument("--settle-steps", dest="settle_steps", type=int, help="settle rule: quiet steps that end a phase")
     g.set_defaults(func=cmd_generate)
+    e = hsub.add_parser("estimate", help="memory by kind, block RAM, DSPs, logic, cycles and whether the "
+                                         "design fits its target, before synthesis (exit 2 if it does not)")
+    e.add_argument("--config", help="TOML with [train], [fixed] and [hdl] tables")
+    e.add_argument("--lanes", type=int, help="MAC lanes P (overrides [hdl] lanes)")
+    e.add_argument("--checkpoint", help="run directory whose network (topology.npz) is estimated")
+    e.add_argument("--name", help="the design's name in the report")
+    e.add_argument("--target", help="up5k (default), ecp5-25k, ecp5-45k, ecp5-85k (overrides [hdl] target)")
+    e.add_argument("--bits", metavar="KEY=VAL,...", help="[fixed] keys over the config's, e.g. state=6,weight=6")
+    e.add_argument("--json", action="store_true", help="print the estimate as JSON (every memory listed)")
+    e.set_defaults(func=cmd_estimate, settle=None, settle_tol=None, settle_steps=None)

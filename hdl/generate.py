@@ -204,13 +204,20 @@ def network_topology(cfg, opts: dict):
     return build_topology(cfg), None
 
 
-def build(cfg, opts: dict, topo=None, net=None):
+def build_params(cfg, opts: dict, topo=None) -> CoreParams:
+    """The CoreParams of this configuration (its network: the checkpoint's or the config's)."""
+    if topo is None:
+        topo, _ = network_topology(cfg, opts)
+    return CoreParams(topo, config_mod.numerics(cfg), cfg.eps, cfg.beta, cfg.lr, opts["lanes"],
+                      cfg.free_steps, cfg.nudged_steps, cfg.nudge, config_mod.settle_rule(cfg))
+
+
+def build(cfg, opts: dict, topo=None, net=None, params: CoreParams | None = None):
     """CoreParams and the raw parameters (stored weights, biases) for this configuration."""
     ck = opts["checkpoint"]
     if topo is None:
         topo, net = network_topology(cfg, opts)
-    params = CoreParams(topo, config_mod.numerics(cfg), cfg.eps, cfg.beta, cfg.lr, opts["lanes"],
-                        cfg.free_steps, cfg.nudged_steps, cfg.nudge, config_mod.settle_rule(cfg))
+    params = params or build_params(cfg, opts, topo)
     fx = params.net
     if ck:
         fixed = getattr(net, "is_fixed", False)
@@ -318,6 +325,15 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
     size = design_size(topo, config_mod.numerics(cfg), opts["lanes"])
     log(size_line(name, size))
     check_size(size, force)
+    from .estimate import estimate, fit_line, format_text
+
+    params = build_params(cfg, opts, topo)
+    est = estimate(params, opts["fpga"])
+    log(format_text(est, name))
+    why = fit_line(est, name)
+    # The target was chosen (--target, [hdl] target) or is about to be used: refuse what cannot fit.
+    if why and not force and ("target" in cfg.hdl or synth or pnr):
+        raise ConfigError(f"{why}: give a smaller network or more lanes' worth of target, or --force")
     if synth or pnr:  # before anything is built: a missing tool is one line, not minutes later
         from .fpga import require_tools
 
@@ -326,8 +342,9 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
     stage, made = prepare_out(out, key)
     try:
         try:
-            files, params, core, cm = _write_design(cfg, opts, topo, net, stage)
+            files, params, core, cm = _write_design(cfg, opts, topo, net, stage, params)
             manifest = _manifest(cfg, opts, params, core, cm, files, stage)
+            manifest["estimate"] = {k: v for k, v in est.items() if k != "memories"}
             old = out / "manifest.json"
             try:
                 stale = [f for f in json.loads(old.read_text()).get("files", []) if f not in files] \
@@ -355,11 +372,11 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
     return manifest
 
 
-def _write_design(cfg, opts, topo, net, stage: Path):
+def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None = None):
     from .toolchain import generate_verilog
 
     name = opts["name"]
-    params, fx = build(cfg, opts, topo, net)
+    params, fx = build(cfg, opts, topo, net, params)
     num = params.num
     lw = params.lane_weights(fx.W_in, fx.W_ss)
     lb = params.lane_biases(fx.b)
@@ -512,29 +529,30 @@ def _check_tools(opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: 
                 f"training example, {cm['inference_example'] / fmax:,.1f} us per inference (full free phase)")
 
 
-def main(args) -> int:
+def config_from_args(args):
+    """The run configuration of ``eqprop hdl generate``/``estimate``: the TOML, then the flags
+    over it (``--lanes``, ``--checkpoint``, ``--name``, ``--bus``, ``--target``, ``--bits``, the
+    settle flags), validated."""
     cfg = config_mod.TrainConfig()
     if args.config:
         cfg = config_mod.load_toml(args.config, cfg)
     hdl = dict(cfg.hdl)
-    if args.lanes is not None:
-        hdl["lanes"] = args.lanes
-    if args.checkpoint is not None:
-        hdl["checkpoint"] = args.checkpoint
-    if args.name is not None:
-        hdl["name"] = args.name
-    if getattr(args, "bus", None) is not None:
-        hdl["bus"] = args.bus
-    if getattr(args, "target", None) is not None:
-        hdl["target"] = args.target
+    for key in ("lanes", "checkpoint", "name", "bus", "target"):
+        if getattr(args, key, None) is not None:
+            hdl[key] = getattr(args, key)
     cfg.hdl = hdl
-    if args.bits:
+    if getattr(args, "bits", None):
         from eqprop.model.numerics import parse_bits
 
         cfg.fixed = {**cfg.fixed, **parse_bits(args.bits)}
     config_mod.apply_settle_flags(cfg, args)  # flags override the config (§4a)
     cfg.model = "fixed"
     config_mod.validate(cfg)
+    return cfg
+
+
+def main(args) -> int:
+    cfg = config_from_args(args)
     generate(cfg, Path(args.out), lint=not args.no_lint, synth=args.synth, pnr=args.pnr,
              force=getattr(args, "force", False))
     return 0

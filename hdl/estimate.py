@@ -1,0 +1,312 @@
+"""What a design costs before synthesis: ``eqprop hdl estimate`` (issue 10).
+
+    eqprop hdl estimate --config FILE.toml [--target up5k|ecp5-25k|ecp5-45k|ecp5-85k] [--lanes P]
+                        [--bits KEY=VAL,...] [--json]
+
+From the same :class:`~eqprop.hdl.params.CoreParams` that ``eqprop hdl generate`` builds
+the core from, without elaborating it:
+
+* **memories** (:func:`memories`): every memory of the core, named as in the RTL, with its
+  depth, width, ports and *kind* (weights, indices, states, biases, other): bits by kind,
+  and the stored weight bits against the *unique* weight bits (one ``weight_store`` word
+  per connection). ``tests/test_estimate.py`` checks this list against the memories of the
+  elaborated Amaranth design, so the two cannot drift apart;
+* **block memory** per target (:func:`map_memory`): iCE40 ``SB_RAM40_4K`` (4 kbit;
+  256x16, 512x8, 1024x4, 2048x2) and ``SB_SPRAM256KA`` (256 kbit, 16k x 16), ECP5
+  ``DP16KD`` (18 kbit; 512x36 .. 16k x 1) and ``DPR16X4`` LUT RAM, with the rules Yosys's
+  ``memory_libmap`` followed on the measured designs (docs/hardware.md): one block copy
+  per read port, small memories in logic or LUT RAM, a ROM's constant bits dropped;
+* **DSPs** (:func:`dsp_count`): every multiplier of a lane split into the target's DSP
+  width (SB_MAC16 16 x 16, MULT18X18D 18 x 18; iCE40 products under 11 bits stay in
+  LUTs), plus the controller's event-base products under stochastic rounding;
+* **logic** (:func:`logic_estimate`): LUT4 sites (iCE40 logic cells, ECP5 TRELLIS_COMB)
+  from per-lane and per-core figures calibrated on the designs of docs/hardware.md
+  (within ~25% there; a rough figure, the others are computed);
+* **cycles** from the cycle model (``core.cycle_model``, equal to simulation).
+
+Whether it fits: every computed resource within the target, and the logic estimate within
+125% of it (:func:`overflows`). ``eqprop hdl estimate`` exits 0 if the design fits, 2 with
+one line naming what overflows if not; ``eqprop hdl generate`` prints the same and refuses
+a design that cannot fit the target it was given (``--target`` or ``[hdl] target``, or any
+target under ``--synth``/``--pnr``) unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from .fpga import TARGETS, Target
+from .params import CoreParams, bits_for
+
+KINDS = ("weights", "indices", "states", "biases", "other")
+ROM_SCAN_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class Mem:
+    """One memory of the core, as the RTL declares it (``memory.Memory``)."""
+
+    name: str  # hierarchical, e.g. "lane0.fanin.weights"
+    kind: str  # one of KINDS
+    depth: int
+    width: int
+    reads: int = 1
+    writes: int = 1
+    used_width: int | None = None  # a ROM's bits that are not constant over its words (None: all)
+
+    @property
+    def bits(self) -> int:
+        return self.depth * self.width
+
+    @property
+    def rom(self) -> bool:
+        return self.writes == 0
+
+
+def _rom_used_width(rows: list[dict], layout) -> int:
+    """Bits of a ROM of struct words (``rows``) that differ between words: Yosys drops the
+    others (``opt_mem``)."""
+    used = 0
+    for name, field in layout:
+        width = field.width
+        vals = [int(r[name]) for r in rows]
+        if not vals:
+            continue
+        ones, zeros = 0, 0
+        for v in vals:
+            ones |= v
+            zeros |= ~v
+        used += sum(1 for b in range(width) if (ones >> b) & 1 and (zeros >> b) & 1)
+    return used
+
+
+def memories(p: CoreParams) -> list[Mem]:
+    """Every memory of the core for ``p``: the lanes' (``lane.Lane`` and its units)."""
+    from .units.fanin import entry_rows
+    from .units.signatures import entry_layout
+
+    lay, num = p.layout, p.num
+    sw, ws, bw = p.state.n_word, num.weight_store.n_word, num.bias.n_word
+    layout = entry_layout(p)
+    brow = bits_for(lay.S) + bits_for(len(lay.pairs))  # UpdateUnit's per-neuron constants
+    mems = []
+    for ell, lane in enumerate(lay.lanes):
+        n_e, n_own = max(len(lane.entries), 1), max(len(lane.neurons), 1)
+        # (a ROM this deep goes to block RAM whole: the constant-bit scan is skipped)
+        used = _rom_used_width(entry_rows(p, ell), layout) if len(lane.entries) <= ROM_SCAN_LIMIT else None
+        mems += [
+            Mem(f"lane{ell}.fanin.conn", "indices", n_e, layout.size, writes=0, used_width=used),
+            Mem(f"lane{ell}.fanin.weights", "weights", n_e, ws),
+        ]
+        for w, other in enumerate(lay.lanes):
+            mems.append(Mem(f"lane{ell}.banks.bank{w}", "states", max(3 * len(other.neurons), 1), sw,
+                            reads=2 if w == ell else 1))
+        mems += [
+            Mem(f"lane{ell}.update.bconst", "other", n_own, brow, writes=0),
+            Mem(f"lane{ell}.biases", "biases", n_own, bw),
+            Mem(f"lane{ell}.targets", "states", n_own, 1),
+            Mem(f"lane{ell}.inputs", "states", lay.n_in, sw),
+        ]
+    return mems
+
+
+# ----------------------------------------------------------------- block memory per family
+
+ICE40_EBR = ((16, 256), (8, 512), (4, 1024), (2, 2048))  # SB_RAM40_4K: (width, depth)
+ECP5_DP16KD = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
+SMALL_DEPTH = 64  # ECP5: at most this deep -> LUT RAM (RAM) or logic (ROM); iCE40 ROMs -> logic
+ICE40_SMALL_BITS = 64  # iCE40: a RAM of fewer bits -> flip-flops
+
+
+def _blocks(width: int, depth: int, configs) -> int:
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in configs)
+
+
+def map_memory(mem: Mem, family: str) -> dict:
+    """Where one memory goes on ``family``: ``{"BRAM": n}`` (iCE40 SB_RAM40_4K),
+    ``{"DP16KD": n}``, ``{"LUTRAM": n}`` (ECP5 DPR16X4, 16 x 4) or ``{"logic_bits": n}``
+    (flip-flops or LUTs). One copy per read port."""
+    width = mem.used_width if mem.used_width is not None else mem.width
+    if width == 0:
+        return {"logic_bits": 0}
+    if family == "ice40":
+        if (mem.rom and mem.depth <= SMALL_DEPTH) or (not mem.rom and mem.depth * width < ICE40_SMALL_BITS):
+            return {"logic_bits": mem.depth * width}
+        return {"BRAM": mem.reads * _blocks(width, mem.depth, ICE40_EBR)}
+    if mem.depth <= SMALL_DEPTH:
+        if mem.rom:
+            return {"logic_bits": mem.depth * width}
+        return {"LUTRAM": mem.reads * math.ceil(mem.depth / 16) * math.ceil(width / 4)}
+    return {"DP16KD": mem.reads * _blocks(width, mem.depth, ECP5_DP16KD)}
+
+
+# ----------------------------------------------------------------- DSPs and logic
+
+DSP_WIDTH = {"ice40": 16, "ecp5": 18}
+ICE40_DSP_MIN_PRODUCT = 11  # synth_ice40 -dsp: DSP_Y_MINWIDTH
+DSP_MIN_OPERAND = 2  # mul2dsp's DSP_A_MINWIDTH, DSP_B_MINWIDTH: a 1-bit operand is an AND
+# The controller's event bases (PhaseController: example x (n_free + n_nudged) S, update x
+# (n_slots + S)) under stochastic rounding: counted on the synthesised designs.
+CORE_DSPS_STOCHASTIC = {"ice40": 2, "ecp5": 3}
+
+
+def lane_multipliers(p: CoreParams) -> list[tuple[str, int, int]]:
+    """Each lane's multipliers as (name, operand width a, operand width b)."""
+    sw, wW = p.state.n_word, p.num.weight.n_word
+    Ms = [p.pair_mult(q).M for q in range(len(p.layout.pairs))]
+    mbits = max(max(Ms).bit_length(), 1)
+    return [("mac w*s (§2)", wW, sw + 1), ("update s^beta_i s^beta_j (eq. 7)", sw, sw),
+            ("update s^0_i s^0_j (eq. 7)", sw, sw), ("update D*M (§6)", 2 * sw + 2, mbits)]
+
+
+def dsp_count(p: CoreParams, family: str) -> int:
+    n = DSP_WIDTH[family]
+    per_lane = 0
+    for _, a, b in lane_multipliers(p):
+        if min(a, b) < DSP_MIN_OPERAND or (family == "ice40" and a + b < ICE40_DSP_MIN_PRODUCT):
+            continue
+        per_lane += math.ceil(a / n) * math.ceil(b / n)
+    stochastic = "stochastic" in (p.num.rounding, p.num.state_rounding)
+    return p.layout.P * per_lane + (CORE_DSPS_STOCHASTIC[family] if stochastic else 0)
+
+
+# LUT4 sites: (core, per lane with deterministic rounding, per lane's stochastic rounding
+# units), fitted to the measured designs of docs/hardware.md (8-bit states and weights):
+# ECP5 TRELLIS_COMB 2,307 (tiny, 1 lane, nearest-even), 6,663 (tiny, 2 lanes, stochastic),
+# 25,365 (demo, 8 lanes, stochastic); iCE40 logic cells 2,609 (tiny, 1 lane, nearest-even)
+# and 7,127 (tiny, 2 lanes, stochastic).
+LOGIC = {"ice40": (250, 2350, 1100), "ecp5": (430, 1880, 1240)}
+
+
+def logic_estimate(p: CoreParams, family: str) -> int:
+    core, lane, rnd = LOGIC[family]
+    n_rng = (p.num.rounding == "stochastic") + (p.num.state_rounding == "stochastic")
+    scale = max(p.state.n_word, p.num.weight.n_word) / 8  # datapath width relative to the fit
+    return round(core + p.layout.P * (lane + rnd * n_rng / 2) * (0.5 + 0.5 * scale))
+
+
+# ----------------------------------------------------------------- the estimate
+
+CAPACITY = {  # what a device offers, in the estimate's resource names (nextpnr's counts)
+    "up5k": {"logic": 5280, "BRAM": 30, "SPRAM": 4, "DSP": 8},
+    "hx8k": {"logic": 7680, "BRAM": 32, "DSP": 0}, "lp8k": {"logic": 7680, "BRAM": 32, "DSP": 0},
+    "hx1k": {"logic": 1280, "BRAM": 16, "DSP": 0}, "lp1k": {"logic": 1280, "BRAM": 16, "DSP": 0},
+    "25k": {"logic": 24288, "DP16KD": 56, "DSP": 28},
+    "45k": {"logic": 43848, "DP16KD": 108, "DSP": 72},
+    "85k": {"logic": 83640, "DP16KD": 208, "DSP": 156},
+}
+LOGIC_MARGIN = 1.25  # the logic figure is an estimate: refused only when 25% over
+LUTRAM_SITES = 3  # ECP5 logic sites per DPR16X4 (its LUTs, as nextpnr places them)
+
+
+def estimate(p: CoreParams, target: Target) -> dict:
+    """The estimate of the core for ``p`` on ``target`` (a dict; ``format_text`` prints it)."""
+    from .core import cycle_model
+
+    mems = memories(p)
+    fam = target.family
+    by_kind = {k: 0 for k in KINDS}
+    res = {"BRAM": 0, "SPRAM": 0} if fam == "ice40" else {"DP16KD": 0, "LUTRAM": 0}
+    logic_bits = 0
+    for m in mems:
+        by_kind[m.kind] += m.bits
+        for k, v in map_memory(m, fam).items():
+            if k == "logic_bits":
+                logic_bits += v
+            else:
+                res[k] += v
+    n_conn = int(p.topology.counts()["total"])
+    unique = n_conn * p.num.weight_store.n_word
+    logic = logic_estimate(p, fam) + logic_bits + (LUTRAM_SITES * res.get("LUTRAM", 0))
+    res["DSP"] = dsp_count(p, fam)
+    res["logic"] = logic
+    cm = cycle_model(p)
+    return {
+        "target": target.name, "part": target.part, "family": fam,
+        "sizes": list(p.topology.sizes), "kind": p.topology.kind, "lanes": p.layout.P,
+        "connections": n_conn,
+        "memory_bits": by_kind, "memory_total_bits": sum(by_kind.values()),
+        "unique_weight_bits": unique,
+        "weight_ratio": by_kind["weights"] / unique if unique else 0.0,
+        "resources": res, "capacity": CAPACITY.get(target.device, {}),
+        "multipliers_per_lane": [list(x) for x in lane_multipliers(p)],
+        "cycles": {k: cm[k] for k in ("step", "free", "nudged", "update", "train_example",
+                                      "inference_example") if k in cm},
+        "mac_utilisation": cm.get("mac_utilisation"),
+        "memories": [asdict(m) | {"bits": m.bits} for m in mems],
+    }
+
+
+def overflows(est: dict) -> list[str]:
+    """What does not fit, as 'NAME used of capacity (percent)' (empty: it fits)."""
+    out = []
+    for k, cap in est["capacity"].items():
+        used = est["resources"].get(k, 0)
+        limit = cap * LOGIC_MARGIN if k == "logic" else cap
+        if used > limit:
+            what = "logic sites (estimated)" if k == "logic" else k
+            out.append(f"{what} {used:,} of {cap:,} ({100 * used / cap:.0f}%)")
+    return out
+
+
+def fit_line(est: dict, name: str) -> str | None:
+    """One line saying why ``name`` does not fit its target (None if it fits)."""
+    over = overflows(est)
+    if not over:
+        return None
+    return (f"target {est['target']}: the {'-'.join(map(str, est['sizes']))} design {name} does not fit "
+            f"({', '.join(over)}; eqprop hdl estimate)")
+
+
+def _mb(bits: int) -> str:
+    return f"{bits / 1e6:.3f} Mbit" if bits >= 100_000 else f"{bits / 1e3:.1f} kbit"
+
+
+def format_text(est: dict, name: str = "design") -> str:
+    r, cap = est["resources"], est["capacity"]
+    mb = est["memory_bits"]
+    lines = [
+        f"estimate of {name}: {'-'.join(map(str, est['sizes']))} {est['kind']}, {est['connections']:,} "
+        f"connections, {est['lanes']} lane{'s' if est['lanes'] != 1 else ''}, target {est['target']} ({est['part']})",
+        f"  memory  {_mb(est['memory_total_bits'])}: " + ", ".join(f"{k} {_mb(v)}" for k, v in mb.items() if v),
+        f"  weights {_mb(mb['weights'])} stored for {_mb(est['unique_weight_bits'])} unique "
+        f"({est['weight_ratio']:.2f}x)",
+    ]
+    use = []
+    for k in cap or ():
+        tag = " (estimated)" if k == "logic" else ""
+        use.append(f"{k}{tag} {r.get(k, 0):,} of {cap[k]:,} ({100 * r.get(k, 0) / cap[k]:.0f}%)")
+    if "LUTRAM" in r and cap:
+        use.append(f"LUTRAM {r['LUTRAM']:,} DPR16X4")
+    if not cap:
+        use = [f"{k} {v:,}" for k, v in r.items()] + [f"(no capacity known for {est['part']})"]
+    lines.append("  uses    " + ", ".join(use))
+    c = est["cycles"]
+    lines.append(f"  cycles  {c['step']:,} per step, {c['train_example']:,} per training example, "
+                 f"{c['inference_example']:,} per inference (full phases); MAC utilisation "
+                 f"{100 * (est['mac_utilisation'] or 0):.1f}%")
+    why = fit_line(est, name)
+    lines.append(f"  fits    {'no: ' + why if why else 'yes'}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    """``eqprop hdl estimate``: print (or --json) the estimate; exit 2 if it does not fit."""
+    import sys
+
+    from .generate import build_params, config_from_args, hdl_options
+
+    cfg = config_from_args(args)
+    opts = hdl_options(cfg)
+    est = estimate(build_params(cfg, opts), opts["fpga"])
+    if args.json:
+        print(json.dumps(est, indent=1))
+    else:
+        print(format_text(est, opts["name"]))
+    why = fit_line(est, opts["name"])
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,129 @@
+"""eqprop hdl estimate (hdl/estimate.py): the memories it lists are the elaborated design's,
+its block-memory and DSP counts are what Yosys mapped on the measured designs of
+docs/hardware.md, and a design that does not fit is one line and exit 2."""
+
+import json
+
+import pytest
+from amaranth.hdl import Fragment, Shape
+from amaranth.hdl._mem import MemoryInstance
+
+from eqprop.hdl import estimate as est_mod
+from eqprop.hdl.core import Core
+from eqprop.hdl.fpga import TARGETS
+from eqprop.hdl.generate import build_params, hdl_options
+from eqprop.model import config as config_mod
+from eqprop.model.cli import main
+from test_generate import TINY  # 49-6-10 skip, 2 lanes, nearest-even
+
+TINY_HDL = "configs/hdl/tiny.toml"  # 49-8-10 skip, 2 lanes, stochastic (docs/hardware.md "Targets")
+
+
+def _params(path, **over):
+    cfg = config_mod.load_toml(path)
+    cfg.hdl = {**cfg.hdl, **{k: v for k, v in over.items() if k in ("lanes", "target")}}
+    if "fixed" in over:
+        cfg.fixed = {**cfg.fixed, **over["fixed"]}
+    cfg.model = "fixed"
+    config_mod.validate(cfg)
+    opts = hdl_options(cfg)
+    return build_params(cfg, opts), opts
+
+
+def _elaborated_memories(params):
+    """(name, depth, width, reads, writes) of every memory in the elaborated core."""
+    def walk(f, path):
+        if isinstance(f, MemoryInstance):
+            d = f._data
+            yield path.lstrip("."), d.depth, Shape.cast(d.shape).width, len(f._read_ports), len(f._write_ports)
+        for sub, name, *_ in f.subfragments:
+            yield from walk(sub, f"{path}.{name}")
+    return sorted(walk(Fragment.get(Core(params), None), ""))
+
+
+@pytest.mark.parametrize("over", [{}, {"lanes": 1, "fixed": {"rounding": "nearest-even"}}, {"lanes": 3}])
+def test_memories_are_the_elaborated_designs(tmp_path, over):
+    params, _ = _params(TINY_HDL, **over)
+    listed = sorted((m.name, m.depth, m.width, m.reads, m.writes) for m in est_mod.memories(params))
+    assert listed == _elaborated_memories(params)
+
+
+def test_layered_memories_too(tmp_path):
+    cfg = tmp_path / "l.toml"
+    cfg.write_text(TINY.replace('topology = "skip"\np = 0.1', 'topology = "layered"'))
+    params, _ = _params(cfg)
+    listed = sorted((m.name, m.depth, m.width, m.reads, m.writes) for m in est_mod.memories(params))
+    assert listed == _elaborated_memories(params)
+
+
+def test_map_memory_by_hand():
+    M = est_mod.Mem
+    # 300 x 33 ROM with one constant bit: 32 bits in 512 x 8 EBRs -> 4; on the ECP5 one 512 x 36
+    conn = M("c", "indices", 300, 33, writes=0, used_width=32)
+    assert est_mod.map_memory(conn, "ice40") == {"BRAM": 4}
+    assert est_mod.map_memory(conn, "ecp5") == {"DP16KD": 1}
+    # a state bank read twice: two copies; on the ECP5 27 x 8 is LUT RAM, 2 x 2 DPR16X4 per copy
+    bank = M("b", "states", 27, 8, reads=2)
+    assert est_mod.map_memory(bank, "ice40") == {"BRAM": 2}
+    assert est_mod.map_memory(bank, "ecp5") == {"LUTRAM": 8}
+    # tiny memories: the targets bit (9 x 1) in flip-flops; a small ROM in logic
+    assert est_mod.map_memory(M("t", "states", 9, 1), "ice40") == {"logic_bits": 9}
+    assert est_mod.map_memory(M("r", "other", 9, 8, writes=0), "ecp5") == {"logic_bits": 72}
+    # 784 x 100 x 8 bits of weights: 154 EBRs of 512 x 8, 39 DP16KD of 2048 x 9
+    w = M("w", "weights", 78400, 8)
+    assert est_mod.map_memory(w, "ice40") == {"BRAM": 154}
+    assert est_mod.map_memory(w, "ecp5") == {"DP16KD": 39}
+
+
+# Yosys and nextpnr on these designs (docs/hardware.md "Targets", 2026-11-28): block RAM, LUT
+# RAM and DSPs as counted there; logic sites (iCE40 ICESTORM_LC, ECP5 TRELLIS_COMB).
+MEASURED = [
+    (TINY_HDL, {"lanes": 1, "fixed": {"rounding": "nearest-even"}}, "up5k", {"BRAM": 12, "DSP": 5}, 2609),
+    (TINY_HDL, {}, "up5k", {"BRAM": 20, "DSP": 12}, 7127),
+    (TINY_HDL, {"lanes": 1, "fixed": {"rounding": "nearest-even"}}, "ecp5-85k",
+     {"DP16KD": 3, "LUTRAM": 32, "DSP": 4}, 2307),
+    (TINY_HDL, {}, "ecp5-85k", {"DP16KD": 4, "LUTRAM": 48, "DSP": 11}, 6663),
+]
+
+
+@pytest.mark.parametrize("path,over,target,blocks,logic", MEASURED)
+def test_estimate_matches_synthesis(path, over, target, blocks, logic):
+    params, _ = _params(path, **over)
+    e = est_mod.estimate(params, TARGETS[target])
+    assert {k: e["resources"][k] for k in blocks} == blocks
+    assert abs(e["resources"]["logic"] - logic) <= 0.25 * logic
+
+
+def test_weight_bits_against_unique():
+    params, _ = _params(TINY_HDL)
+    e = est_mod.estimate(params, TARGETS["ecp5-85k"])
+    n = params.topology.counts()["total"]
+    assert e["unique_weight_bits"] == n * params.num.weight_store.n_word
+    # every hidden-hidden weight is stored in both end lanes, an input weight once
+    stored = sum(len(l.entries) for l in params.layout.lanes) * params.num.weight_store.n_word
+    assert e["memory_bits"]["weights"] == stored and e["weight_ratio"] > 1
+    assert sum(e["memory_bits"].values()) == sum(m["bits"] for m in e["memories"])
+
+
+def test_cli_fits_and_does_not_fit(tmp_path, capsys):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(TINY)
+    assert main(["hdl", "estimate", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("estimate of tiny_core: 49-6-10 skip") and "fits    yes" in out
+    assert main(["hdl", "estimate", "--config", str(cfg), "--json", "--target", "ecp5-25k"]) == 0
+    e = json.loads(capsys.readouterr().out)
+    assert e["target"] == "ecp5-25k" and e["cycles"]["step"] > 0 and e["memories"]
+    # the stochastic tiny design with 2 lanes needs 12 DSPs: not on a UP5K
+    assert main(["hdl", "estimate", "--config", TINY_HDL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "target up5k: the 49-8-10 design eqprop_tiny does not fit" in err
+    assert "DSP 12 of 8 (150%)" in err
+
+
+def test_generate_refuses_what_cannot_fit_its_target(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["hdl", "generate", "--config", TINY_HDL, "--out", str(out), "--target", "up5k", "--no-lint"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "DSP 12 of 8" in err and "--force" in err
+    assert not out.exists()
