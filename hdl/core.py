@@ -8,9 +8,15 @@ of ``enums.py``; the integer names below are kept for the modules that import th
 
 Phases (the paper's section 5.1 and Figure 6, docs/numerics.md §4-§6):
 
-    IDLE --start--> FREE (n_free steps) --> NUDGED (n_nudged steps) --> UPDATE --> DONE
-                      |  (inference)
-                      +--> ARGMAX (scan the output neurons) --> DONE
+    IDLE --start--> DRIVE --> FREE (n_free steps) --> NUDGED (n_nudged steps) --> UPDATE --> DONE
+                                |  (inference)
+                                +--> ARGMAX (scan the output neurons) --> DONE
+
+The drive pass (every example, training and inference) walks each lane's drive
+entries (the connections from the clamped inputs) once and keeps, per neuron,
+D_i = the inputs' part of the sum plus the aligned bias (docs/numerics.md §2);
+every relaxation step then walks only the step entries (the connections between
+non-input neurons) and adds D_i.
 
 Every relaxation step starts all lanes together and waits until every lane
 has written its last neuron (synchronous semantics, double-buffered states).
@@ -45,6 +51,7 @@ from .enums import (  # noqa: F401  (the names generate.py, the driver and the b
     Phase,
 )
 from .lane import (
+    DRIVE_LATENCY,
     MAC_LATENCY,
     NEURON_LATENCY,
     UPDATE_CYCLES_PER_BIAS,
@@ -130,16 +137,29 @@ class Core(wiring.Component):
 
 
 def cycle_model(p: CoreParams) -> dict:
-    """Cycles per step, phase and example, as formulas and numbers (the manifest's).
+    """Cycles per step, phase and example, as formulas and numbers (the manifest's):
+
+        drive  = max lane drive entries + MAC latency (4) + drive latency (3) + controller (1)
+        step   = max lane step entries + MAC latency (4) + neuron latency (6) + controller (1)
+        update = max over lanes (6 x entries + 7 x neurons) + controller (2)
+        argmax = n_out + 2
+        training example  = drive + t x step + n_nudged x step + update
+        inference example = drive + t x step + argmax
+
+    (the latencies: ``MacPipeline.LATENCY``, ``NeuronUnit.DRIVE_LATENCY`` / ``LATENCY``,
+    ``PhaseController.STEP_OVERHEAD`` / ``UPDATE_OVERHEAD``, ``UpdateUnit.CYCLES_PER_ENTRY`` /
+    ``CYCLES_PER_BIAS``; the entries: ``layout.Lane.n_drive``, ``n_step``, all of them).
+    The drive pass runs once per example, before the free phase.
 
     ``free``, ``train_example`` and ``inference_example`` are for a full free phase
-    (n_free steps). Under the settle rule (docs/numerics.md §4a) an example whose free
+    (t = n_free steps). Under the settle rule (docs/numerics.md §4a) an example whose free
     phase took t steps (the ``free_steps`` register) costs ``t x step`` free cycles and
     ``t x step + train_rest`` (training) or ``t x step + inference_rest`` (inference) in
-    all: :func:`example_cycles`."""
+    all (the rests include the drive pass): :func:`example_cycles`."""
     lay = p.layout
-    depth = lay.lane_depth
+    depth, ddepth = lay.step_depth, lay.drive_depth
     step = depth + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD
+    drive = ddepth + MAC_LATENCY + DRIVE_LATENCY + STEP_OVERHEAD
     upd_lane = [UPDATE_CYCLES_PER_ENTRY * len(l.entries) + UPDATE_CYCLES_PER_BIAS * len(l.neurons)
                 for l in lay.lanes]
     update = max(upd_lane) + UPDATE_OVERHEAD
@@ -147,26 +167,30 @@ def cycle_model(p: CoreParams) -> dict:
     nudged = p.n_nudged * step
     argmax = ArgMax.cycles(p)
     return {
+        "drive": drive,
+        "drive_formula": f"max lane drive entries ({ddepth}) + MAC latency ({MAC_LATENCY}) + drive latency "
+                         f"({DRIVE_LATENCY}) + controller ({STEP_OVERHEAD}); once per example",
         "step": step,
-        "step_formula": f"max lane entries ({depth}) + MAC latency ({MAC_LATENCY}) + neuron latency "
+        "step_formula": f"max lane step entries ({depth}) + MAC latency ({MAC_LATENCY}) + neuron latency "
                         f"({NEURON_LATENCY}) + controller ({STEP_OVERHEAD})",
         "free": free,
         "free_formula": f"t x step, t = the free phase's steps: n_free ({p.n_free}), or fewer under the "
                         f"settle rule (numerics.md §4a; register free_steps)",
         "nudged": nudged,
         "update": update,
-        "update_formula": f"max over lanes of {UPDATE_CYCLES_PER_ENTRY} x entries + {UPDATE_CYCLES_PER_BIAS} x neurons"
-                          f" + controller ({UPDATE_OVERHEAD})",
-        "train_example": free + nudged + update,
-        "inference_example": free + argmax,
-        "train_rest": nudged + update,
-        "inference_rest": argmax,
-        "example_formula": "training: t x step + train_rest (nudged + update); inference: t x step + "
-                           "inference_rest (arg-max: n_out + 2); t = n_free without the settle rule",
+        "update_formula": f"max over lanes of {UPDATE_CYCLES_PER_ENTRY} x entries (drive and step) + "
+                          f"{UPDATE_CYCLES_PER_BIAS} x neurons + controller ({UPDATE_OVERHEAD})",
+        "train_example": drive + free + nudged + update,
+        "inference_example": drive + free + argmax,
+        "train_rest": drive + nudged + update,
+        "inference_rest": drive + argmax,
+        "example_formula": "training: t x step + train_rest (drive + nudged + update); inference: t x step + "
+                           "inference_rest (drive + arg-max: n_out + 2); t = n_free without the settle rule",
         "mac_utilisation": lay.total_macs / (lay.P * step),
     }
 
 
 def example_cycles(cm: dict, free_steps: int, infer: bool) -> int:
-    """Cycles of one example whose free phase took ``free_steps`` steps (``cm``: cycle_model)."""
+    """Cycles of one example whose free phase took ``free_steps`` steps (``cm``: cycle_model;
+    the drive pass is in its ``train_rest`` and ``inference_rest``)."""
     return free_steps * cm["step"] + cm["inference_rest" if infer else "train_rest"]

@@ -109,7 +109,8 @@ class CoreDriver:
         """Sleep (``tick``) until about when the example is done: the cycle model's count, or
         under the settle rule (§4a) the count of the shortest free phase the rule allows,
         then one step at a time while the free phase runs (``cycles_free`` still counting),
-        then the fixed rest (weakly-clamped phase and update, or the arg-max)."""
+        then the fixed rest (weakly-clamped phase and update, or the arg-max). The counts
+        include the drive pass at the example's start (``cycle_model``'s ``drive``)."""
         cm = self.cycles
         n_free = self.p.n_free
         least = n_free if self.settle is None else min(n_free, self.settle.steps)
@@ -123,7 +124,8 @@ class CoreDriver:
                 return
             total = await self.read(self.map.reg("cycles_total"))
             free = await self.read(self.map.reg("cycles_free"))  # read after total: ahead of it while free
-            if free <= total:  # the free phase is over after free / step steps: the rest is fixed
+            # (total counts the drive pass before the free phase, cm["drive"] cycles; free does not)
+            if free + cm["drive"] <= total:  # the free phase is over after free / step steps: the rest is fixed
                 left = example_cycles(cm, free // step, infer) - total - 8
                 if left > 0:
                     await self.tick(left)

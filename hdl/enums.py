@@ -78,16 +78,26 @@ class Status(enum.Flag, shape=3):
 class Phase(enum.Enum, shape=3):
     """The core's phase (``PhaseController``; the paper's section 5.1 and Figure 6)."""
     IDLE = 0
+    DRIVE = 5  # the drive pass: the clamped inputs' part of every sum, once per example (numerics.md §2)
     FREE = 1  # free relaxation, at most n_free steps (the settle rule may end it, §4a)
     NUDGED = 2  # weakly-clamped relaxation, n_nudged steps (§4 step 4)
     UPDATE = 3  # the lanes' local weight and bias update (§6)
     ARGMAX = 4  # inference: scan the output neurons of s^0
 
 
-class LaneMode(enum.Enum, shape=1):
+class LaneMode(enum.Enum, shape=2):
     """What a lane's ``start`` pulse begins."""
-    RELAX = 0  # one relaxation step (MacPipeline, NeuronUnit)
-    UPDATE = 1  # the update pass over the lane's entries and biases (UpdateUnit)
+    RELAX = 0  # one relaxation step over the step entries (MacPipeline, NeuronUnit)
+    UPDATE = 1  # the update pass over all the lane's entries and its biases (UpdateUnit)
+    DRIVE = 2  # the drive pass over the drive entries: D_i into the drive memory (MacPipeline, NeuronUnit)
+
+
+class Walk(enum.Enum, shape=2):
+    """The range of a lane's entries a FaninStore walk covers (``layout.py``: the drive
+    entries ``[0, n_drive)``, then the step entries ``[n_drive, n_total)``)."""
+    DRIVE = 0  # [0, n_drive): the drive pass
+    STEP = 1  # [n_drive, n_total): a relaxation step
+    ALL = 2  # [0, n_total): the update (eqs. 7-8 update every connection, inputs included)
 
 
 class UpdateState(enum.Enum, shape=4):

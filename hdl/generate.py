@@ -139,13 +139,15 @@ def design_size(topology, num, P: int) -> dict:
     if P > S:
         raise ConfigError(f"lanes: P = {P} exceeds the {S} non-input neurons")
     mask = topology.mask
-    fan_in = mask[n_in:].sum(1)
-    entries_of = np.maximum(fan_in, 1)  # a neuron without sources still has a (dummy) entry
-    load, entries, owned = [0] * P, [0] * P, [0] * P
-    for i in sorted(range(S), key=lambda k: (-int(fan_in[k]), k)):  # layout.build_layout's greedy
-        lane = min(range(P), key=lambda l: (load[l], l))
-        load[lane] += int(entries_of[i])
-        entries[lane] += int(entries_of[i])
+    # the drive and step parts of a neuron's entries (a dummy where it has no source of a kind)
+    drive_of = np.maximum(mask[n_in:, :n_in].sum(1), 1)
+    step_of = np.maximum(mask[n_in:, n_in:].sum(1), 1)
+    load, dload, entries, owned = [0] * P, [0] * P, [0] * P, [0] * P
+    for i in sorted(range(S), key=lambda k: (-int(step_of[k]), -int(drive_of[k]), k)):  # build_layout's greedy
+        lane = min(range(P), key=lambda l: (load[l], dload[l], l))
+        load[lane] += int(step_of[i])
+        dload[lane] += int(drive_of[i])
+        entries[lane] += int(drive_of[i] + step_of[i])
         owned[lane] += 1
     n_edges = int(np.count_nonzero(np.triu(mask, 1)))
     L = len(sizes)
@@ -168,7 +170,7 @@ def design_size(topology, num, P: int) -> dict:
     return {"sizes": sizes, "kind": topology.kind, "neurons": N, "non_input": S, "connections": n_edges,
             "lanes": P, "entries": sum(entries), "lane_depth": depth, "memory_words": words, "memory_bits": bits,
             "connection_list_bits": conn_total, "weight_bits": weight_total,
-            "step_cycles": depth + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD}
+            "step_cycles": max(load) + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD}  # the step entries
 
 
 def _mbit(bits: int) -> str:
@@ -456,9 +458,13 @@ def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
                      "rates": list(params.rates),
                      "multipliers": {f"{a}-{b}": {"M": mu.M, "E": mu.E, "value": mu.value}
                                      for (a, b), mu in params.net.mult.items()}},
-        "lanes": {"P": params.P, "per_lane": [{"neurons": len(l.neurons), "entries": len(l.entries), "macs": l.macs}
+        "lanes": {"P": params.P, "per_lane": [{"neurons": len(l.neurons), "entries": len(l.entries),
+                                               "drive_entries": l.n_drive, "step_entries": l.n_step, "macs": l.macs}
                                               for l in params.layout.lanes],
-                  "total_macs_per_step": params.layout.total_macs},
+                  # the lanes' entries: the drive entries [0, drive_entries), then the step entries
+                  "entry_order": "drive entries (input sources) first, then step entries; per part by neuron",
+                  "total_macs_per_step": params.layout.total_macs,
+                  "total_macs_per_drive_pass": params.layout.total_drive_macs},
         "bus": opts["bus"],
         "memory_map": memory_map(params, opts["bus"]),
         "ports": port_list(core),

@@ -3,26 +3,30 @@
 A lane owns a set of non-input neurons (``layout.py``) and walks their fan-in
 lists. It is built from the components of ``units/`` (docs/rtl.md):
 
-    FaninStore   connection list + stored weights, one entry per cycle
+    FaninStore   connection list + stored weights, one entry per cycle, over a range: the
+                 drive entries (input sources), the step entries, or all (the update)
     StateBanks   a copy of every lane's states (P banks x 3 buffers)
     MacPipeline  I F M A: sum_j w_ij s_j per neuron (docs/numerics.md §2)
-    NeuronUnit   N0 N1 N2: bias, eq. 5's step, the nudge, rounding, clip (§4), the settle
-                 flag (§4a); the new state goes to every lane's copy of this lane's bank
-    UpdateUnit   eqs. 7-8 (§6): 6 cycles per entry, 5 per bias
+    NeuronUnit   drive pass: D_i = inputs' part + aligned bias (§2) into the drive memory;
+                 a step: N0 N1 NB N2 N3: D_i, eq. 5's step, the nudge, rounding, clip (§4),
+                 the settle flag (§4a); the new state goes to every lane's copy of this
+                 lane's bank
+    UpdateUnit   eqs. 7-8 (§6): 6 cycles per entry, 7 per bias
     HostPort     host writes and reads of the lane's memories while it is idle
 
-and three small memories: the biases, the target bits of its output neurons and
-the inputs (a copy in every lane). The lane's own logic is the multiplexing of
-the memories' ports between the relaxation, the update and the host.
+and four small memories: the biases, the drive words D_i of its neurons (written by the
+drive pass at the start of each example, read by every relaxation step), the target bits
+of its output neurons and the inputs (a copy in every lane). The lane's own logic is the
+multiplexing of the memories' ports between the relaxation, the update and the host.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, signed
+from amaranth.hdl import MemoryData, Module, Mux, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .enums import LaneMode
+from .enums import LaneMode, Walk
 from .params import CoreParams
 from .units import FaninStore, HostPort, MacPipeline, NeuronUnit, StateBanks, UpdateUnit, buffer_offset
 from .units.signatures import (
@@ -36,6 +40,7 @@ from .units.signatures import (
 # Latencies (cycles), read by the cycle model (core.py) and the tests: the components' own.
 MAC_LATENCY = MacPipeline.LATENCY  # entry issue -> accumulator holds the entry
 NEURON_LATENCY = NeuronUnit.LATENCY  # last entry accumulated -> the new state is in the banks
+DRIVE_LATENCY = NeuronUnit.DRIVE_LATENCY  # last drive entry accumulated -> D_i is in the drive memory
 UPDATE_CYCLES_PER_ENTRY = UpdateUnit.CYCLES_PER_ENTRY
 UPDATE_CYCLES_PER_BIAS = UpdateUnit.CYCLES_PER_BIAS
 
@@ -46,8 +51,10 @@ class Lane(wiring.Component):
     Ports:
 
     - ``ctrl`` (in, from the core's PhaseController, ``lane_control_signature``): ``start``
-      (pulse) begins a relaxation step (``mode`` RELAX) or the update pass (``mode`` UPDATE),
-      and ``busy`` (out) stays high until it is over; ``nudge``: the weakly-clamped phase
+      (pulse) begins the drive pass (``mode`` DRIVE: the drive entries, D_i into the drive
+      memory), a relaxation step (``mode`` RELAX: the step entries) or the update pass
+      (``mode`` UPDATE: every entry, then the biases), and ``busy`` (out) stays high until it
+      is over; ``nudge``: the weakly-clamped phase
       (output neurons get the beta term, §4 step 4); ``rd_buf``, ``wr_buf``: the state
       buffers (0-2) a relaxation step reads and writes; ``s0_buf``, ``sb_buf``: where s^0
       and s^beta are, read by the update; ``ev_base``: the first random event of the step
@@ -73,6 +80,8 @@ class Lane(wiring.Component):
         self.weights = check_words(f"lane {index} weights", weights, len(self.lane.entries),
                                    params.num.weight_store)
         self.biases = check_words(f"lane {index} biases", biases, self.n_own, params.num.bias)
+        # the drive memory's contents (one D_i per neuron, §2), here so that a testbench can read them
+        self.drive_data = MemoryData(shape=signed(params.drive_bits), depth=max(self.n_own, 1), init=[])
         super().__init__({
             "ctrl": In(lane_control_signature(params)),
             "beta_neg": In(1), "settle_tol": In(params.state.n_word),
@@ -95,15 +104,23 @@ class Lane(wiring.Component):
         wiring.connect(m, wiring.flipped(self.host), hp.host)
         depth = max(self.n_own, 1)
         bmem = m.submodules.biases = memory.Memory(shape=signed(p.num.bias.n_word), depth=depth, init=self.biases)
+        dmem = m.submodules.drives = memory.Memory(self.drive_data)
         tmem = m.submodules.targets = memory.Memory(shape=1, depth=depth, init=[])
         xmem = m.submodules.inputs = memory.Memory(shape=p.state.n_word, depth=p.layout.n_in, init=[])
         b_rd, t_rd, x_rd = bmem.read_port(), tmem.read_port(), xmem.read_port()
+        d_rd, d_wr = dmem.read_port(), dmem.write_port()
         c = self.ctrl
         idle, updating = ~self.busy, upd.busy
+        drive = c.mode == LaneMode.DRIVE
         relax_start = c.start & (c.mode == LaneMode.RELAX)
+        # the FaninStore's range: the drive entries, the step entries, or all of them (update)
+        walk = Mux(drive, Walk.DRIVE, Mux(c.mode == LaneMode.UPDATE, Walk.ALL, Walk.STEP))
         m.d.comb += [
             self.busy.eq(mac.busy | neu.busy | upd.busy), self.moved.eq(neu.moved),
-            mac.start.eq(relax_start), neu.clear.eq(relax_start), fan.start.eq(c.start),
+            mac.start.eq(relax_start | (c.start & drive)), neu.clear.eq(relax_start), fan.start.eq(c.start),
+            fan.walk.eq(walk), neu.drive_pass.eq(drive),
+            d_rd.addr.eq(neu.rd_loc), neu.drive.eq(d_rd.data),
+            d_wr.en.eq(neu.drive_wr.en), d_wr.addr.eq(neu.drive_wr.addr), d_wr.data.eq(neu.drive_wr.data),
             fan.advance.eq(mac.advance | upd.advance), mac.last.eq(fan.last), upd.last.eq(fan.last),
             upd.pos.eq(fan.pos), fan.host_rd.eq(idle), fan.host_addr.eq(hp.host.addr),
             upd.start.eq(c.start & (c.mode == LaneMode.UPDATE)),

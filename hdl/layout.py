@@ -6,15 +6,27 @@ neurons, one multiply-accumulate per cycle. This module computes those lists
 from a ``Topology`` (the same object the models use), so the model, the RTL
 and the manifest share one description of the network.
 
-* Neurons are spread over lanes by fan-in, greedily (largest first, to the
-  least-loaded lane), so that lanes finish a relaxation step together.
+* A lane's list has two parts, in this memory order (entry index = the host's
+  weight address, ``MemoryMap.weight``, and the line of ``laneK_weights.hex``):
+  the *drive* entries ``[0, n_drive)`` (the source is an input: walked once per
+  example, the drive pass of docs/numerics.md §2), then the *step* entries
+  ``[n_drive, n_drive + n_step)`` (the source is a non-input neuron: walked by
+  every relaxation step). In each part the lane's neurons come in ascending
+  order, each neuron's sources ascending, and ``first`` / ``last`` mark each
+  neuron's run within the part. The update walks both parts.
+* Every neuron has at least one entry in each part: a neuron without an input
+  source gets one *dummy* drive entry, one without a non-input source one
+  dummy step entry (weight 0, never updated), so that every neuron passes
+  through the pipeline in both walks.
+* Neurons are spread over lanes greedily by their step entries (the per-step
+  cost; largest first, to the lane with the fewest step entries, ties: the
+  fewest drive entries, then the lowest lane), so that lanes finish a
+  relaxation step together.
 * Every connection between two non-input neurons appears in the lists of both
   end neurons (a symmetric weight has two copies, one per end lane: both are
   updated with the same correction, docs/numerics.md §5-6); a connection to an
-  input appears once. Weight memories hold exactly these entries: only the
-  connections that exist.
-* A neuron without connections gets one *dummy* entry (weight 0, never
-  updated) so that every neuron passes through the pipeline.
+  input appears once. Weight memories hold exactly these entries (and the
+  dummies): only the connections that exist.
 """
 
 from __future__ import annotations
@@ -41,11 +53,31 @@ class Entry:
 @dataclass
 class Lane:
     neurons: list[int]  # non-input indices owned by this lane, ascending
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)  # the drive entries, then the step entries
+    n_drive: int = 0  # entries [0, n_drive): the drive part (input sources, and dummies)
+
+    @property
+    def n_step(self) -> int:
+        """Entries [n_drive, n_drive + n_step): the step part (non-input sources, and dummies)."""
+        return len(self.entries) - self.n_drive
+
+    @property
+    def drive_entries(self) -> list[Entry]:
+        return self.entries[:self.n_drive]
+
+    @property
+    def step_entries(self) -> list[Entry]:
+        return self.entries[self.n_drive:]
 
     @property
     def macs(self) -> int:
-        return sum(1 for e in self.entries if not e.dummy)
+        """Multiply-accumulates of a relaxation step (the step part without dummies)."""
+        return sum(1 for e in self.step_entries if not e.dummy)
+
+    @property
+    def drive_macs(self) -> int:
+        """Multiply-accumulates of the drive pass (the drive part without dummies)."""
+        return sum(1 for e in self.drive_entries if not e.dummy)
 
 
 @dataclass
@@ -74,8 +106,18 @@ class Layout:
 
     @property
     def lane_depth(self) -> int:
-        """Entries of the longest lane (cycles of MACs per relaxation step)."""
+        """Entries of the longest lane (its memories' depth; cycles of the update's walk)."""
         return max(len(l.entries) for l in self.lanes)
+
+    @property
+    def drive_depth(self) -> int:
+        """Drive entries of the longest drive part (cycles of MACs of the drive pass)."""
+        return max(l.n_drive for l in self.lanes)
+
+    @property
+    def step_depth(self) -> int:
+        """Step entries of the longest step part (cycles of MACs per relaxation step)."""
+        return max(l.n_step for l in self.lanes)
 
     @property
     def neurons_per_lane(self) -> int:
@@ -83,7 +125,13 @@ class Layout:
 
     @property
     def total_macs(self) -> int:
+        """Multiply-accumulates of one relaxation step, all lanes."""
         return sum(l.macs for l in self.lanes)
+
+    @property
+    def total_drive_macs(self) -> int:
+        """Multiply-accumulates of one drive pass, all lanes."""
+        return sum(l.drive_macs for l in self.lanes)
 
     def pair_index(self, a: int, b: int) -> int:
         return self.pairs.index((min(a, b), max(a, b)))
@@ -100,14 +148,18 @@ def build_layout(topology: Topology, P: int) -> Layout:
         raise ValueError(f"lanes: P = {P} exceeds the {S} non-input neurons")
     mask = topology.mask
     layer = topology.layer_of
-    fan_in = mask[n_in:].sum(1)
-    # Greedy balance: largest fan-in first, to the least-loaded lane (ties: lowest lane).
+    n_drive_of = np.maximum(mask[n_in:, :n_in].sum(1), 1)  # a dummy where no input source
+    n_step_of = np.maximum(mask[n_in:, n_in:].sum(1), 1)  # a dummy where no non-input source
+    # Greedy balance on the step entries (the cost of every relaxation step): largest first,
+    # to the lane with the fewest step entries (ties: the fewest drive entries, then the lowest lane).
     load = [0] * P
+    dload = [0] * P
     owner = np.zeros(S, dtype=np.int64)
-    for i in sorted(range(S), key=lambda k: (-int(fan_in[k]), k)):
-        lane = min(range(P), key=lambda l: (load[l], l))
+    for i in sorted(range(S), key=lambda k: (-int(n_step_of[k]), -int(n_drive_of[k]), k)):
+        lane = min(range(P), key=lambda l: (load[l], dload[l], l))
         owner[i] = lane
-        load[lane] += max(int(fan_in[i]), 1)
+        load[lane] += int(n_step_of[i])
+        dload[lane] += int(n_drive_of[i])
     lanes = [Lane(sorted(int(i) for i in np.nonzero(owner == l)[0])) for l in range(P)]
     local = np.zeros(S, dtype=np.int64)
     for lane in lanes:
@@ -120,22 +172,28 @@ def build_layout(topology: Topology, P: int) -> Layout:
     L = len(topology.sizes)
     pairs = [(a, b) for a in range(L) for b in range(max(a, 1), L)]
     for lane in lanes:
-        for i in lane.neurons:
-            g = n_in + i
-            srcs = np.nonzero(mask[g])[0]
-            if len(srcs) == 0:
-                lane.entries.append(Entry(i, False, i, -1, pairs.index((layer[g], layer[g])), True, True, True))
-                continue
-            for k, j in enumerate(srcs):
-                j = int(j)
-                a, b = sorted((int(layer[g]), int(layer[j])))
-                lane.entries.append(Entry(
-                    neuron=i,
-                    src_input=j < n_in,
-                    src=j if j < n_in else j - n_in,
-                    edge=edge_no[(min(g, j), max(g, j))],
-                    pair=pairs.index((a, b)),
-                    first=k == 0,
-                    last=k == len(srcs) - 1,
-                ))
+        for drive in (True, False):  # the drive part, then the step part
+            for i in lane.neurons:
+                g = n_in + i
+                srcs = np.nonzero(mask[g])[0]
+                srcs = srcs[srcs < n_in] if drive else srcs[srcs >= n_in]
+                if len(srcs) == 0:
+                    # a dummy: weight 0, never updated (its source field: input 0 or the neuron itself)
+                    lane.entries.append(Entry(i, drive, 0 if drive else i, -1,
+                                              pairs.index((layer[g], layer[g])), True, True, True))
+                    continue
+                for k, j in enumerate(srcs):
+                    j = int(j)
+                    a, b = sorted((int(layer[g]), int(layer[j])))
+                    lane.entries.append(Entry(
+                        neuron=i,
+                        src_input=j < n_in,
+                        src=j if j < n_in else j - n_in,
+                        edge=edge_no[(min(g, j), max(g, j))],
+                        pair=pairs.index((a, b)),
+                        first=k == 0,
+                        last=k == len(srcs) - 1,
+                    ))
+            if drive:
+                lane.n_drive = len(lane.entries)
     return Layout(topology, P, lanes, owner, local, pairs, len(ei), n_slots)

@@ -169,6 +169,12 @@ class CoreParams:
     def acc_fmt(self) -> Format:
         return self.net.acc_fmt
 
+    @property
+    def drive_bits(self) -> int:
+        """Bits of a drive word D_i (the inputs' part of §2's sum plus the aligned bias, kept
+        exact in the lanes' drive memories): the exact accumulator's, whose bound covers it."""
+        return self.acc_exact_bits
+
     # The shifts are the model's (FixedNetwork, the one home of §1-§6's shift amounts).
     k = _FromNet()  # eps = 2^-k
     m = _FromNet()  # |beta| = 2^m
@@ -198,7 +204,9 @@ class CoreParams:
 
     # ---- parameters laid out for the lanes
     def lane_weights(self, W_in: torch.Tensor, W_ss: torch.Tensor) -> list[list[int]]:
-        """Stored weights (raw, weight_store format) in each lane's entry order."""
+        """Stored weights (raw, weight_store format) in each lane's entry order (``layout.py``:
+        the drive entries, then the step entries; the host's weight addresses and the
+        ``laneK_weights.hex`` files use this order)."""
         out = []
         for lane in self.layout.lanes:
             ws = []

@@ -35,7 +35,8 @@ REGISTER_DOC: dict[Reg, tuple[str, str]] = {
     Reg.N_FREE: ("read/write (idle)", "steps of the free phase (at most, under the settle rule); reset value: "
                  "the design's"),
     Reg.N_NUDGED: ("read/write (idle)", "steps of the weakly-clamped phase; reset value: the design's"),
-    Reg.CYCLES_TOTAL: ("read", "cycles of the last example in all"),
+    Reg.CYCLES_TOTAL: ("read", "cycles of the last example in all (with the drive pass, which no other "
+                       "counter counts)"),
     Reg.SETTLE_TOL: ("read/write (idle)", "the settle rule (numerics.md §4a): the largest change, in state "
                      "LSBs, that counts as a quiet step"),
     Reg.SETTLE_STEPS: ("read/write (idle)", "quiet steps in a row that end a free phase; 0: the rule is off"),
@@ -51,8 +52,9 @@ REGION_DOC: dict[Region, tuple[str, str]] = {
                    "the host's persistent particle; there is no clear command)"),
     Region.S0: ("per bank", "read: the free equilibrium s^0 of neuron i"),
     Region.FINAL: ("per bank", "read: the state after the weakly-clamped phase"),
-    Region.WEIGHT: ("per lane", "the stored weight of the lane's entry k (`laneK_conn.txt` says which "
-                    "connection)"),
+    Region.WEIGHT: ("per lane", "the stored weight of the lane's entry k: the lane's drive entries (input "
+                    "sources) first, then its step entries (`laneK_conn.txt` lists them in this order and says "
+                    "which connection each is; `hdl/layout.py`)"),
     Region.BIAS: ("per lane", "the bias of neuron i at its lane and local index"),
 }
 

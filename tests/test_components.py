@@ -7,13 +7,14 @@ arithmetic (§1-§6 of docs/numerics.md), the layout for the connection lists, a
 latencies and schedules. The whole core stays tested in tests/test_rtl.py.
 """
 
+import numpy as np
 import pytest
 import torch
 from amaranth.sim import Simulator
 
 from eqprop.hdl.core import HOST_BUS  # noqa: F401  (the bus the decoder takes)
 from eqprop.hdl.driver import AmaranthBus
-from eqprop.hdl.enums import Ctrl, LaneMode, Phase, Reg, Region, Status
+from eqprop.hdl.enums import Ctrl, LaneMode, Phase, Reg, Region, Status, Walk
 from eqprop.hdl.lane import Lane
 from eqprop.hdl.params import CoreParams
 from eqprop.hdl.units import (
@@ -31,7 +32,7 @@ from eqprop.hdl.units import (
 from eqprop.hdl.units.fanin import entry_rows
 from eqprop.model.numerics import numerics_from_mapping
 from eqprop.model.settle import SettleRule
-from eqprop.model.topology import layer_skipping
+from eqprop.model.topology import layer_skipping, layered
 
 I64 = torch.int64
 FIXED = {"state": "fxp-u8/7", "weight": "fxp-s8/6", "weight_store": "fxp-s12/10", "bias": 10,
@@ -70,20 +71,55 @@ def _banks_of(p, s):
 
 
 # ------------------------------------------------------------------ lane
+def test_layout_puts_the_drive_entries_first():
+    """Every lane's list: the drive entries (input sources) [0, n_drive), then the step entries
+    (non-input sources); each neuron of the lane has one run in each part (a dummy where it has
+    no source of that kind), first/last mark the runs, and the two parts hold every connection
+    of the topology once per end lane (inputs once)."""
+    for topo in (layer_skipping([6, 5, 4, 3], n_rewire=6, seed=1), layered([6, 5, 4, 3])):
+        p = CoreParams(topo, numerics_from_mapping(FIXED), 0.5, 1.0, [0.5], 3, n_free=1, n_nudged=1)
+        lay, n_in = p.layout, topo.sizes[0]
+        seen = set()
+        for lane in lay.lanes:
+            assert lane.n_drive + lane.n_step == len(lane.entries)
+            for part, want_input in ((lane.drive_entries, True), (lane.step_entries, False)):
+                assert all(e.src_input == want_input for e in part)
+                assert [e.neuron for e in part if e.first] == lane.neurons  # one run per neuron, in order
+                assert [e.neuron for e in part if e.last] == lane.neurons
+                for e in part:
+                    g = n_in + e.neuron
+                    j = e.src if e.src_input else n_in + e.src
+                    if e.dummy:
+                        assert e.first and e.last and not topo.mask[g, :n_in if want_input else slice(n_in, None)].any()
+                    else:
+                        assert topo.mask[g, j]
+                        seen.add((g, j))
+        assert seen == {(int(a), int(b)) for a, b in zip(*np.nonzero(topo.mask)) if a >= n_in}
+        assert lay.drive_depth == max(l.n_drive for l in lay.lanes)
+        assert lay.step_depth == max(l.n_step for l in lay.lanes)
+
+
+@pytest.mark.parametrize("walk", list(Walk))
 @pytest.mark.parametrize("lane", [0, 1])
-def test_fanin_store_holds_the_layout_and_the_weights(lane):
+def test_fanin_store_holds_the_layout_and_the_weights(lane, walk):
+    """The walk covers its range (drive [0, n_drive), step [n_drive, n_total), all) with the
+    layout's fields and the stored weights; a written weight is read back by the host."""
     p, net, _ = _params()
     ws = p.lane_weights(net.W_in, net.W_ss)[lane]
     dut = FaninStore(p, lane, ws)
-    entries = p.layout.lanes[lane].entries
+    ln = p.layout.lanes[lane]
+    lo, hi = {Walk.DRIVE: (0, ln.n_drive), Walk.STEP: (ln.n_drive, len(ln.entries)),
+              Walk.ALL: (0, len(ln.entries))}[walk]
+    entries = ln.entries
     lay = p.layout
 
     async def bench(ctx):
-        ctx.set(dut.start, 1)
+        ctx.set(dut.start, 1), ctx.set(dut.walk, walk)
         await ctx.tick()
-        ctx.set(dut.start, 0), ctx.set(dut.advance, 1)
-        for k, e in enumerate(entries):
-            assert ctx.get(dut.pos) == k and ctx.get(dut.last) == (k == len(entries) - 1)
+        ctx.set(dut.start, 0), ctx.set(dut.advance, 1), ctx.set(dut.walk, Walk.DRIVE)  # read with start only
+        for k in range(lo, hi):
+            e = entries[k]
+            assert ctx.get(dut.pos) == k and ctx.get(dut.last) == (k == hi - 1)
             await ctx.tick()  # LATENCY = 1
             f = ctx.get(dut.entry)
             assert ctx.get(dut.weight) == ws[k]
@@ -154,25 +190,29 @@ def test_state_banks_read_what_was_written_in_each_buffer():
     _run(dut, bench)
 
 
+@pytest.mark.parametrize("part", ["drive", "step"])
 @pytest.mark.parametrize("lane", [0, 1])
-def test_mac_pipeline_sums_equal_the_model(lane):
-    """Every neuron's sum (§2 without the bias, MAC weights sat(W >> (fWs - fW)) of §1)
-    equals x Wm_in + s Wm_ss of the model, the last one MAC latency after its issue."""
+def test_mac_pipeline_sums_equal_the_model(lane, part):
+    """Every neuron's sum (§2 without the bias, MAC weights sat(W >> (fWs - fW)) of §1) over
+    the drive entries equals x Wm_in of the model, over the step entries s Wm_ss, the last one
+    MAC latency after its issue."""
     p, net, g = _params()
+    ln = p.layout.lanes[lane]
+    lo, hi = (0, ln.n_drive) if part == "drive" else (ln.n_drive, len(ln.entries))
     rows, ws = entry_rows(p, lane), p.lane_weights(net.W_in, net.W_ss)[lane]
     dut = MacPipeline(p, lane)
     s, x = _states(p, g), _inputs(p, g)
     banks = _banks_of(p, s)
-    want = (x @ net.Wm_in + s @ net.Wm_ss)[0]
-    got, n = {}, len(rows)
+    want = (x @ net.Wm_in if part == "drive" else s @ net.Wm_ss)[0]
+    got, n = {}, hi - lo
 
     async def bench(ctx):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        src, pos = 0, 0  # the FaninStore's walk, restarted by the start
+        src, pos = 0, lo  # the FaninStore's walk, restarted by the start at the range's first entry
         for cycle in range(1, n + 20):
-            ctx.set(dut.last, pos == n - 1)
+            ctx.set(dut.last, pos == hi - 1)
             ea = pos
             pos += ctx.get(dut.advance)
             await ctx.tick()
@@ -180,7 +220,7 @@ def test_mac_pipeline_sums_equal_the_model(lane):
             ctx.set(dut.x_data, int(x[0, src]) if src < p.layout.n_in else 0)
             for w, bank in enumerate(banks):
                 ctx.set(dut.bank_data[w], bank[src] if src < len(bank) else 0)
-            if ea < n:
+            if ea < hi:
                 ctx.set(dut.entry, rows[ea]), ctx.set(dut.weight, ws[ea])
             src = ctx.get(dut.src_loc)
             if ctx.get(dut.sum.valid):
@@ -188,32 +228,33 @@ def test_mac_pipeline_sums_equal_the_model(lane):
         assert not ctx.get(dut.busy)
 
     _run(dut, bench)
-    neurons = p.layout.lanes[lane].neurons
-    assert {i: a for i, (a, _) in got.items()} == {i: int(want[i]) for i in neurons}
+    assert {i: a for i, (a, _) in got.items()} == {i: int(want[i]) for i in ln.neurons}
     assert max(c for _, c in got.values()) == n + MacPipeline.LATENCY
 
 
 @pytest.mark.parametrize("nudge", ["eq5", "after-step"])
 @pytest.mark.parametrize("beta", [1.0, -0.5])
-@pytest.mark.parametrize("acc", [0, 14])
-def test_neuron_unit_equals_the_model_step(nudge, beta, acc):
-    """The new state of every neuron (§4: bias, eq. 5, the nudge, stochastic rounding with the
-    events of §5, clip) equals FixedNetwork.step with the sums as its net input, and the
-    settle flag says whether any state moved by more than settle_tol (§4a)."""
-    fixed = dict(FIXED, acc=acc, acc_overflow="saturate") if acc else FIXED
+@pytest.mark.parametrize("acc,overflow", [(0, None), (14, "saturate"), (14, "wrap")])
+def test_neuron_unit_equals_the_model_step(nudge, beta, acc, overflow):
+    """The new state of every neuron (§4: the step's sum plus the drive D_i, the overflow
+    policy on the whole sum, eq. 5, the nudge, stochastic rounding with the events of §5,
+    clip) equals FixedNetwork.step with D_i + the sum as its net input, and the settle flag
+    says whether any state moved by more than settle_tol (§4a)."""
+    fixed = dict(FIXED, acc=acc, acc_overflow=overflow) if acc else FIXED
     p, net, g = _params(fixed, P=1, beta=beta, nudge=nudge)  # one lane: local index = neuron index
     dut = NeuronUnit(p)
     S, ev_base, tol = p.layout.S, 123456, 2
     s = _states(p, g)
-    sums = torch.randint(-(1 << (p.acc_exact_bits - 2)), 1 << (p.acc_exact_bits - 2), (1, S), generator=g, dtype=I64)
+    q = 1 << (p.acc_exact_bits - 3)
+    sums = torch.randint(-q, q, (1, S), generator=g, dtype=I64)  # the step entries' sums
+    D = torch.randint(-q, q, (1, S), generator=g, dtype=I64) + (net.b << p.bias_align)  # the drive words
     label = 1
     target = torch.zeros(1, net.n_out, dtype=I64)
     target[0, label] = p.state.one()
     net.W_in.zero_(), net.W_ss.zero_()
     net._refresh()
-    drive = sums + (net.b << p.bias_align)
     sign = 1 if beta > 0 else -1
-    want = net.step(s, drive, sign, target, ev_base + torch.arange(S)[None, :])[0]
+    want = net.step(s, sums + D, sign, target, ev_base + torch.arange(S)[None, :])[0]
     got = {}
 
     async def bench(ctx):
@@ -233,9 +274,10 @@ def test_neuron_unit_equals_the_model_step(nudge, beta, acc):
                 valid_at[i] = cycle
             loc = ctx.get(dut.rd_loc)
             await ctx.tick()
-            if i is not None:  # the bias, old state and target of rd_loc, one cycle later
-                ctx.set(dut.bias, int(net.b[loc])), ctx.set(dut.state, int(s[0, loc]))
+            if i is not None:  # the drive, old state and target of rd_loc, one cycle later
+                ctx.set(dut.drive, int(D[0, loc])), ctx.set(dut.state, int(s[0, loc]))
                 ctx.set(dut.target, loc - p.layout.out_first == label)
+            assert not ctx.get(dut.drive_wr.en)
             if ctx.get(dut.result.en):
                 k = ctx.get(dut.result.addr)
                 got[k] = ctx.get(dut.result.data)
@@ -244,6 +286,106 @@ def test_neuron_unit_equals_the_model_step(nudge, beta, acc):
 
     _run(dut, bench)
     assert got == {i: int(want[i]) for i in range(S)}
+
+
+def test_neuron_unit_drive_pass_writes_the_inputs_part_and_the_bias():
+    """In the drive pass the unit writes D_i = the sum (the drive entries') + (b_i << (fa - fB))
+    (§2, exact) on ``drive_wr``, DRIVE_LATENCY after ``sum.valid``, and no state."""
+    p, net, g = _params(P=1)
+    dut = NeuronUnit(p)
+    S = p.layout.S
+    q = 1 << (p.acc_exact_bits - 3)
+    sums = torch.randint(-q, q, (S,), generator=g, dtype=I64)
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(dut.drive_pass, 1)
+        valid_at = {}
+        for cycle in range(S + 6):
+            i = cycle if cycle < S else None
+            ctx.set(dut.sum.valid, i is not None)
+            if i is not None:
+                ctx.set(dut.sum.acc, int(sums[i])), ctx.set(dut.sum.loc, i), ctx.set(dut.sum.idx, i)
+                valid_at[i] = cycle
+            loc = ctx.get(dut.rd_loc)
+            await ctx.tick()
+            if i is not None:
+                ctx.set(dut.bias, int(net.b[loc]))
+            assert not ctx.get(dut.result.en)
+            if ctx.get(dut.drive_wr.en):
+                k = ctx.get(dut.drive_wr.addr)
+                got[k] = ctx.get(dut.drive_wr.data)
+                assert cycle + 1 - valid_at[k] == NeuronUnit.DRIVE_LATENCY - 1  # written at the next edge
+        assert not ctx.get(dut.busy)
+
+    _run(dut, bench)
+    assert got == {i: int(sums[i]) + (int(net.b[i]) << p.bias_align) for i in range(S)}
+
+
+@pytest.mark.parametrize("lane", [0, 1])
+@pytest.mark.parametrize("fixed", [FIXED, dict(FIXED, rounding="nearest-even", state_rounding="nearest-even",
+                                                acc=12, acc_overflow="wrap")])
+def test_lane_drive_pass_then_steps_over_the_step_entries(lane, fixed):
+    """A lane's drive pass writes D_i = sum over inputs of sat(W >> (fWs - fW)) x_j +
+    (b_i << (fa - fB)) into its drive memory (computed here in numpy, and equal to
+    FixedNetwork.input_drive) in n_drive + MAC latency + DRIVE_LATENCY cycles; a relaxation
+    step then walks only the step entries (n_step + MAC latency + NEURON_LATENCY cycles) and
+    its new states equal FixedNetwork.step with that drive, although the inputs were
+    overwritten after the drive pass (the step reads none)."""
+    p, net, g = _params(fixed)
+    ln = p.layout.lanes[lane]
+    dut = Lane(p, lane, p.lane_weights(net.W_in, net.W_ss)[lane], p.lane_biases(net.b)[lane])
+    s, x = _states(p, g), _inputs(p, g)
+    x2 = p.state.one() - x  # other inputs, written after the drive pass
+    W = p.num.weight
+    Wm_in = np.clip(net.W_in.numpy() >> p.mac_shift, W.min_raw, W.max_raw)
+    D_np = x.numpy().astype(np.int64) @ Wm_in + (net.b.numpy() << p.bias_align)
+    drive = net.input_drive(x)
+    assert D_np.tolist() == drive.tolist()
+    ev_base = 777
+    want = net.step(s, drive, 0, None, ev_base + torch.arange(p.layout.S)[None, :])[0]
+    got, cycles = {}, {}
+
+    async def host_write(ctx, region, addr, data, sel=0):
+        h = dut.host
+        ctx.set(h.region, region), ctx.set(h.sel, sel), ctx.set(h.buf, 0), ctx.set(h.addr, addr)
+        ctx.set(h.wdata, data), ctx.set(h.we, 1)
+        await ctx.tick()
+        ctx.set(h.we, 0)
+
+    async def run(ctx, mode, name):
+        c = dut.ctrl
+        ctx.set(c.mode, mode), ctx.set(c.rd_buf, 0), ctx.set(c.wr_buf, 1), ctx.set(c.ev_base, ev_base)
+        ctx.set(c.start, 1)
+        await ctx.tick()
+        ctx.set(c.start, 0)
+        n = 1  # the start cycle
+        while ctx.get(dut.busy):
+            if ctx.get(dut.result.en):
+                got[ctx.get(dut.result.addr) - buffer_offset(1, len(ln.neurons))] = ctx.get(dut.result.data)
+            await ctx.tick()
+            n += 1
+        cycles[name] = n
+
+    async def bench(ctx):
+        for j in range(p.layout.n_in):
+            await host_write(ctx, Region.INPUT, j, int(x[0, j]))
+        for w, other in enumerate(p.layout.lanes):
+            for k, i in enumerate(other.neurons):
+                await host_write(ctx, Region.STATE, k, int(s[0, i]), sel=w)
+        await run(ctx, LaneMode.DRIVE, "drive")
+        assert not got  # the drive pass writes no state
+        for k, i in enumerate(ln.neurons):
+            assert ctx.get(dut.drive_data[k]) == int(D_np[0, i])
+        for j in range(p.layout.n_in):
+            await host_write(ctx, Region.INPUT, j, int(x2[0, j]))
+        await run(ctx, LaneMode.RELAX, "step")
+
+    _run(dut, bench)
+    assert got == {k: int(want[i]) for k, i in enumerate(ln.neurons)}
+    # from the start pulse to the last write: the walk, the MAC pipeline, the neuron unit
+    assert cycles == {"drive": ln.n_drive + MacPipeline.LATENCY + NeuronUnit.DRIVE_LATENCY,
+                      "step": ln.n_step + MacPipeline.LATENCY + NeuronUnit.LATENCY}
 
 
 @pytest.mark.parametrize("lane", [0, 1])
@@ -406,7 +548,9 @@ def test_phase_controller_schedule(infer):
     # the example stride and the weakly-clamped phase's events use the design's n_free (3) and
     # n_nudged (2), not the registers' (§5)
     stride = 3 * S if infer else 5 * S
-    want = [(F, R, 0, 1, 2 * stride), (F, R, 1, 0, 2 * stride + S), (F, R, 0, 1, 2 * stride + 2 * S)]
+    # the drive pass first (§2), training and inference
+    want = [(Phase.DRIVE, LaneMode.DRIVE, 0, 1, 2 * stride),
+            (F, R, 0, 1, 2 * stride), (F, R, 1, 0, 2 * stride + S), (F, R, 0, 1, 2 * stride + 2 * S)]
     if not infer:  # s^0 in buffer 1; the weakly-clamped phase alternates 2 and 0
         want += [(N, R, 1, 2, 2 * stride + 3 * S), (N, R, 2, 0, 2 * stride + 4 * S),
                  (U, W, 2, 0, 3 * (p.layout.n_slots + S))]

@@ -41,9 +41,10 @@ def test_generate_lint_synth_and_pnr(tmp_path, capsys):
     assert man["lint"]["ok"], man["lint"]
     assert man["formats"]["state"] == "fxp-u6/5" and man["formats"]["weight"] == "fxp-s6/4"
     cm = man["cycle_model"]
-    assert cm["train_example"] == cm["free"] + cm["nudged"] + cm["update"]
+    assert cm["train_example"] == cm["drive"] + cm["free"] + cm["nudged"] + cm["update"]  # one drive pass
     assert cm["free"] == 4 * cm["step"]
     assert man["lanes"]["P"] == 2 and len(man["lanes"]["per_lane"]) == 2
+    assert all(l["drive_entries"] + l["step_entries"] == l["entries"] for l in man["lanes"]["per_lane"])
     assert sum(l["entries"] for l in man["lanes"]["per_lane"]) >= man["topology"]["edges"]
     assert {p["name"] for p in man["ports"]} >= {"clk", "rst", "bus__addr", "bus__rdata"}
     syn = man["synth"]

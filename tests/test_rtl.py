@@ -193,19 +193,24 @@ def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding, nudge):
         assert r.cycles["total"] == cm["train_example"]
 
 
-@pytest.mark.parametrize("rounding,beta,nudge", [
-    (r, b, "eq5") for r in ("floor", "nearest-even", "stochastic") for b in (1.0, -1.0, 0.5)
+@pytest.mark.parametrize("rounding,beta,nudge,overflow", [
+    (r, b, "eq5", "saturate") for r in ("floor", "nearest-even", "stochastic") for b in (1.0, -1.0, 0.5)
 ] + [
     # after-step: 2 eps |beta| = 2^g with g = 0 (a copy of the target for beta > 0),
     # g = -1 (the floored shift) and g = 1 (overshoot), both signs
-    (r, b, "after-step") for r in ("floor", "nearest-even", "stochastic") for b in (1.0, -1.0, 0.5, -0.5, 2.0, -2.0)
+    (r, b, "after-step", "saturate") for r in ("floor", "nearest-even", "stochastic")
+    for b in (1.0, -1.0, 0.5, -0.5, 2.0, -2.0)
+] + [
+    # a wrapping accumulator: the drive word D_i (inputs' part + bias, exact) and the step's sum
+    # wrap together, as the model's whole sum does (numerics.md §2)
+    ("stochastic", 1.0, "after-step", "wrap"), ("nearest-even", -1.0, "eq5", "wrap"),
 ])
-def test_one_step_neuron_update_from_random_states(rounding, beta, nudge):
+def test_one_step_neuron_update_from_random_states(rounding, beta, nudge, overflow):
     """The accumulator and neuron unit: one free step and one weakly-clamped step from
     random states in [0, 1] (every neuron, inside and at the bounds), with a wide
-    weight store whose MAC weights saturate and a narrow saturating accumulator."""
+    weight store whose MAC weights saturate and a narrow saturating (or wrapping) accumulator."""
     fixed = {"state": 8, "weight": "fxp-s6/4", "weight_store": "fxp-s10/7", "bias": 10, "rounding": rounding,
-             "acc": 13, "acc_overflow": "saturate"}
+             "acc": 13, "acc_overflow": overflow}
     topo = layer_skipping([6, 5, 4, 3], n_rewire=6, seed=1)
     params, net, g = _setup(topo, fixed, 2, n_free=1, n_nudged=1, beta=beta, nudge=nudge)
     net.W_ss = (net.W_ss * 9) .clamp(params.num.weight_store.min_raw, params.num.weight_store.max_raw)
@@ -218,6 +223,8 @@ def test_one_step_neuron_update_from_random_states(rounding, beta, nudge):
     s_init[0, :2] = torch.tensor([0, 128])
     t = net.prepare_targets(torch.nn.functional.one_hot(torch.tensor([2]), 3).float())
     d = net.input_drive(x)
+    if overflow == "wrap":  # some sums do wrap
+        assert (net.net_input(s_init, d) != d + s_init @ net.Wm_ss).any()
     stride = 2 * S
     s0 = net.relax(s_init, d, 1, event_base=torch.tensor([4 * stride]))
     sb = net.relax(s0, d, 1, 0.5, beta, t, event_base=torch.tensor([4 * stride + S]))

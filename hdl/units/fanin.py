@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..enums import Walk
 from ..params import CoreParams
 from .signatures import check_lane, check_words, entry_bits, entry_layout, write_signature
 
 
 def entry_rows(params: CoreParams, index: int) -> list[dict]:
-    """The connection ROM of lane ``index``: its entries' fields (``signatures.entry_layout``)."""
+    """The connection ROM of lane ``index``: its entries' fields (``signatures.entry_layout``),
+    in memory order (``layout.py``: the drive entries, then the step entries)."""
     lay = params.layout
     rows = []
     for e in lay.lanes[index].entries:
@@ -30,16 +32,20 @@ def entry_rows(params: CoreParams, index: int) -> list[dict]:
 
 class FaninStore(wiring.Component):
     """Lane ``index``'s fan-in lists and their walk: the connection ROM (``layout.py``: per
-    neuron, one entry per connection), the stored weights ``W`` (weight_store format, §1)
-    and the counter that walks them, one entry per ``advance``.
+    neuron, one entry per connection; the drive entries ``[0, n_drive)``, whose source is an
+    input, then the step entries ``[n_drive, n_total)``), the stored weights ``W``
+    (weight_store format, §1) and the counter that walks a range of them, one entry per
+    ``advance``.
 
     Ports (the ROM and weight reads are synchronous: data one cycle after the address):
 
-    - ``start`` (in): the walk restarts at entry 0 (a relaxation step or the update begins).
+    - ``start`` (in): the walk restarts at the first entry of the range ``walk`` (``Walk``,
+      read with ``start``): ``DRIVE`` [0, n_drive) (the drive pass), ``STEP`` [n_drive,
+      n_total) (a relaxation step), ``ALL`` [0, n_total) (the update).
     - ``advance`` (in): the walk moves to the next entry (MacPipeline: every cycle of its
       walk; UpdateUnit: once per entry).
     - ``pos`` (out): the entry the walk is at, whose read is issued in this cycle;
-      ``last`` (out): it is the last entry.
+      ``last`` (out): it is the range's last entry.
     - ``host_rd``, ``host_addr`` (in): read entry ``host_addr`` instead (the host, while the
       lane is idle).
     - ``entry`` (out): the fields (``signatures.entry_layout``) of the entry read in the
@@ -59,12 +65,14 @@ class FaninStore(wiring.Component):
         check_lane(params, index)
         self.p = params
         self.index = index
-        self.n_entries = len(params.layout.lanes[index].entries)
+        lane = params.layout.lanes[index]
+        self.n_entries = len(lane.entries)
+        self.n_drive = lane.n_drive
         self.weights = check_words(f"lane {index} weights", weights, self.n_entries, params.num.weight_store)
         ws = signed(params.num.weight_store.n_word)
         bits = entry_bits(self.n_entries)
         super().__init__({
-            "start": In(1), "advance": In(1), "pos": Out(bits), "last": Out(1),
+            "start": In(1), "walk": In(Walk), "advance": In(1), "pos": Out(bits), "last": Out(1),
             "host_rd": In(1), "host_addr": In(bits),
             "entry": Out(entry_layout(params)),
             "weight": Out(ws),
@@ -78,12 +86,15 @@ class FaninStore(wiring.Component):
         rom = m.submodules.conn = memory.Memory(shape=entry_layout(self.p), depth=depth, init=rows)
         wmem = m.submodules.weights = memory.Memory(shape=self.weight.shape(), depth=depth, init=self.weights)
         rom_rd, w_rd, w_wr = rom.read_port(), wmem.read_port(), wmem.write_port()
+        to_drive_end = Signal()  # the walk ends at the drive part's end (else at the list's)
         with m.If(self.start):
-            m.d.sync += self.pos.eq(0)
+            m.d.sync += [self.pos.eq(Mux(self.walk == Walk.STEP, self.n_drive, 0)),
+                         to_drive_end.eq(self.walk == Walk.DRIVE)]
         with m.Elif(self.advance):
             m.d.sync += self.pos.eq(self.pos + 1)
         addr = Mux(self.host_rd, self.host_addr, self.pos)
-        m.d.comb += [self.last.eq(self.pos == self.n_entries - 1), rom_rd.addr.eq(addr), w_rd.addr.eq(addr),
+        end = Mux(to_drive_end, self.n_drive - 1, self.n_entries - 1)
+        m.d.comb += [self.last.eq(self.pos == end), rom_rd.addr.eq(addr), w_rd.addr.eq(addr),
                      self.entry.eq(rom_rd.data), self.weight.eq(w_rd.data),
                      w_wr.en.eq(self.wr.en), w_wr.addr.eq(self.wr.addr), w_wr.data.eq(self.wr.data)]
         return m

@@ -12,7 +12,9 @@ from .signatures import check_lane, entry_layout, neuron_sum_signature
 
 
 class MacPipeline(wiring.Component):
-    """One multiply-accumulate per cycle over the entries of lane ``index``, in four stages:
+    """One multiply-accumulate per cycle over a range of lane ``index``'s entries (the
+    FaninStore's walk: the drive entries in the drive pass, the step entries in a relaxation
+    step), in four stages:
 
         I  issue: ``advance`` the FaninStore's walk (its read of the entry is issued)
         F  fields: ``entry`` and the stored weight arrive; the source's read is issued
@@ -20,9 +22,11 @@ class MacPipeline(wiring.Component):
            MAC weight w = sat_w(W >> (fWs - fW)) (docs/numerics.md §1)
         M  multiply: u = the input ``x_data`` or ``bank_data[sbank]``; w * u (exact)
         A  accumulate (§2: exact, restarted at a neuron's first entry); on its last entry
-           the sum goes out on ``sum`` (one cycle ``valid``) to the NeuronUnit.
+           the sum goes out on ``sum`` (one cycle ``valid``) to the NeuronUnit (in the drive
+           pass: the neuron's input part; in a step: its non-input part).
 
-    Ports: ``start`` (in, pulse: walk every entry once; the FaninStore restarts its walk),
+    Ports: ``start`` (in, pulse: walk the range once; the FaninStore restarts its walk at the
+    range's first entry),
     ``advance`` (out: the walk moves on), ``last`` (in: the walk is at the last entry),
     ``entry`` and ``weight`` (in, one cycle after the entry's issue), ``src_loc`` (out, from
     ``entry``), ``x_data`` and ``bank_data[P]`` (in, one cycle after ``src_loc``), ``sum``
@@ -59,7 +63,7 @@ class MacPipeline(wiring.Component):
         prod = Signal(signed(W.n_word + S.n_word + 1))
         acc = Signal(signed(p.acc_exact_bits))
         m.d.comb += [self.busy.eq(running | v1 | v2 | v3), self.advance.eq(running)]
-        # I: walk the entries
+        # I: walk the range (every lane's neuron has an entry in both parts: n > 0)
         with m.If(self.start):
             m.d.sync += running.eq(n > 0)
         with m.Elif(running & self.last):

@@ -1,5 +1,6 @@
-"""The neuron unit: eq. 5's step, the nudge, the state rounding and the clip (§4), and the
-settle rule's change detector (§4a)."""
+"""The neuron unit: eq. 5's step, the nudge, the state rounding and the clip (§4), the
+settle rule's change detector (§4a), and in the drive pass the inputs' part of the sum with
+the aligned bias (§2)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,19 @@ from ..rng import RandomWord
 from .signatures import check_rounding, loc_bits, neuron_sum_signature, write_signature
 
 
-def bias_sum(p: CoreParams, acc: Value, bias: Value) -> Value:
-    """§4 step 1 (combinational): the bias aligned and added to the sum (§2, overflow as
-    configured)."""
-    acc_b = acc + (bias << p.bias_align)
+def drive_word(p: CoreParams, acc: Value, bias: Value) -> Value:
+    """§2's part of the sum that the clamped inputs give, with the aligned bias (combinational):
+    D_i = acc + (b_i << (fa - fB)), ``acc`` the sum over the neuron's input sources (the drive
+    pass). Exact: it fits ``acc_exact_bits`` (the bound of §2 covers every source), and no
+    overflow policy applies to a part of the sum."""
+    return acc + (bias << p.bias_align)
+
+
+def net_sum(p: CoreParams, acc: Value, drive: Value) -> Value:
+    """§4 step 1 (combinational): the step's sum over the non-input sources plus the drive
+    D_i (``drive_word``): §2's exact sum, then its overflow policy (``acc_overflow``), so that
+    splitting the sum changes no result."""
+    acc_b = acc + drive
     if p.num.acc_overflow == "wrap":
         acc_b = wrap(acc_b, p.acc_fmt)
     elif p.num.acc_overflow == "saturate":
@@ -25,7 +35,7 @@ def bias_sum(p: CoreParams, acc: Value, bias: Value) -> Value:
 
 
 def eps_v(p: CoreParams, acc_b: Value, s: Value, target: Value, nudge: Value, beta_neg: Value) -> Value:
-    """§4 steps 2-4 (combinational) from ``acc_b`` (``bias_sum``): V = (s_al << k) + acc_b -
+    """§4 steps 2-4 (combinational) from ``acc_b`` (``net_sum``): V = (s_al << k) + acc_b -
     s_al (eq. 5 with rho(s) = s), then on an output neuron of the weakly-clamped phase
     (``nudge``) the beta term: ``eq5`` V -= sigma (s - t) << (fa - fS + 1 + m), or
     ``after-step`` V += sigma (T - V) 2^g (floor for g < 0). ``target``: the target bit."""
@@ -40,34 +50,43 @@ def eps_v(p: CoreParams, acc_b: Value, s: Value, target: Value, nudge: Value, be
     return Mux(nudge, Mux(beta_neg, V - nud, V + nud), V)
 
 
-def eps_step(p: CoreParams, acc: Value, bias: Value, s: Value, target: Value, nudge: Value,
+def eps_step(p: CoreParams, acc: Value, drive: Value, s: Value, target: Value, nudge: Value,
              beta_neg: Value) -> Value:
-    """V of docs/numerics.md §4 steps 1-4, at fraction fa + k (combinational): ``bias_sum``
+    """V of docs/numerics.md §4 steps 1-4, at fraction fa + k (combinational): ``net_sum``
     then ``eps_v`` in one expression (the NeuronUnit registers between them)."""
-    return eps_v(p, bias_sum(p, acc, bias), s, target, nudge, beta_neg)
+    return eps_v(p, net_sum(p, acc, drive), s, target, nudge, beta_neg)
 
 
 class NeuronUnit(wiring.Component):
     """A neuron's new state from its accumulated sum, five stages after ``sum.valid``:
 
-        N0  the neuron's bias, old state and target are read at ``rd_loc``; the state event
-            ``ev_base + idx`` is registered (to the RandomWord one cycle later, §5)
-        N1  the bias added, ``bias_sum`` (§4 step 1); old state and target registered
+        N0  the neuron's drive D_i, old state and target are read at ``rd_loc``; the state
+            event ``ev_base + idx`` is registered (to the RandomWord one cycle later, §5)
+        N1  the drive added, ``net_sum`` (§4 step 1, §2's overflow); old state and target
+            registered
         NB  V = ``eps_v`` (§4 steps 2-4, eq. 5)
         N2  round(V, fa + k - fS) (§3) with the event's random word
         N3  s' = clip(.., 0, 1) (§4 step 5), out on ``result``; in the write cycle the
             settle rule's compare (§4a)
 
-    Ports: ``sum`` (in, from MacPipeline), ``rd_loc`` (out: the address of the ``bias``,
-    ``state`` and ``target`` reads, whose data come back one cycle later), ``nudge`` (in: the
-    weakly-clamped phase), ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the step's first
-    state event), ``settle_tol`` (in, §4a), ``clear`` (in: a relaxation step starts),
-    ``result`` (out: en, addr = the neuron's local index, data = the new state; the lane adds
-    the write buffer's offset), ``moved`` (out, sticky until ``clear``: a new state differs
-    from the old one by more than ``settle_tol``, §4a), ``busy`` (out).
+    In the drive pass (``drive_pass``, once per example before the free phase) the sum is
+    the neuron's input part and stops after N1: N0 reads the bias at ``rd_loc``, N1 computes
+    D_i = ``drive_word`` (§2: the inputs' part plus ``b << (fa - fB)``, exact), written on
+    ``drive_wr`` one cycle later into the lane's drive memory; no state is written.
+
+    Ports: ``sum`` (in, from MacPipeline), ``rd_loc`` (out: the address of the ``drive``,
+    ``bias``, ``state`` and ``target`` reads, whose data come back one cycle later),
+    ``drive_pass`` (in: the drive pass), ``nudge`` (in: the weakly-clamped phase),
+    ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the step's first state event),
+    ``settle_tol`` (in, §4a), ``clear`` (in: a relaxation step starts), ``result`` (out: en,
+    addr = the neuron's local index, data = the new state; the lane adds the write buffer's
+    offset), ``drive_wr`` (out: en, addr = local index, data = D_i), ``moved`` (out, sticky
+    until ``clear``: a new state differs from the old one by more than ``settle_tol``, §4a),
+    ``busy`` (out).
     """
 
     LATENCY = 6  # sum.valid -> the new state is written (result.en five cycles later)
+    DRIVE_LATENCY = 3  # sum.valid -> D_i is written (drive_wr.en two cycles later), the drive pass
 
     def __init__(self, params: CoreParams):
         if params.nudge not in ("eq5", "after-step"):
@@ -75,12 +94,15 @@ class NeuronUnit(wiring.Component):
         check_rounding("state_rounding", params.num.state_rounding)
         self.p = params
         sw = params.state.n_word
+        dw = signed(params.drive_bits)
         super().__init__({
             "sum": In(neuron_sum_signature(params)),
             "rd_loc": Out(loc_bits(params)),
-            "bias": In(signed(params.num.bias.n_word)), "state": In(sw), "target": In(1),
-            "nudge": In(1), "beta_neg": In(1), "ev_base": In(32), "settle_tol": In(sw), "clear": In(1),
+            "drive": In(dw), "bias": In(signed(params.num.bias.n_word)), "state": In(sw), "target": In(1),
+            "drive_pass": In(1), "nudge": In(1), "beta_neg": In(1), "ev_base": In(32), "settle_tol": In(sw),
+            "clear": In(1),
             "result": Out(write_signature(loc_bits(params), sw)),
+            "drive_wr": Out(write_signature(loc_bits(params), dw)),
             "moved": Out(1),
             "busy": Out(1),
         })
@@ -95,7 +117,7 @@ class NeuronUnit(wiring.Component):
         n1_loc, nb_loc, n2_loc = Signal(loc_bits(p)), Signal(loc_bits(p)), Signal(loc_bits(p))
         n1_out = Signal()
         ev = Signal(32)  # the state event, issued to the RandomWord one cycle after N0
-        acc_b0 = bias_sum(p, n1_acc, self.bias)
+        acc_b0 = net_sum(p, n1_acc, self.drive)
         nb_accb = Signal(acc_b0.shape())
         nb_s, nb_t, nb_nudge = Signal(sw), Signal(), Signal()
         n2_V = Signal(signed(p.acc_exact_bits + p.k + p.nudge_shift + sw + 4))
@@ -105,14 +127,18 @@ class NeuronUnit(wiring.Component):
         n4_lo, n4_hi = Signal(signed(sw + 2)), Signal(unsigned(sw + 1))
         moved = Signal()
         res = self.result
-        m.d.comb += [self.busy.eq(self.sum.valid | n1 | nb | n2 | n3 | res.en), self.rd_loc.eq(self.sum.loc),
+        dwr = self.drive_wr
+        m.d.comb += [self.busy.eq(self.sum.valid | n1 | nb | n2 | n3 | res.en | dwr.en), self.rd_loc.eq(self.sum.loc),
                      rng.index.eq(ev), self.moved.eq(moved)]
         # N0
         m.d.sync += [n1.eq(self.sum.valid), n1_acc.eq(self.sum.acc), n1_loc.eq(self.sum.loc), n1_out.eq(self.sum.out),
                      ev.eq((self.ev_base + self.sum.idx)[:32])]
-        # N1: the bias added (§4 step 1); the old state and target registered
-        m.d.sync += [nb.eq(n1), nb_accb.eq(acc_b0), nb_loc.eq(n1_loc), nb_s.eq(self.state),
-                     nb_t.eq(self.target), nb_nudge.eq(self.nudge & n1_out)]
+        # N1: the drive added (§4 step 1); the old state and target registered. In the drive
+        # pass: D_i (§2) to the drive memory, and the neuron goes no further.
+        m.d.sync += [nb.eq(n1 & ~self.drive_pass), nb_accb.eq(acc_b0), nb_loc.eq(n1_loc), nb_s.eq(self.state),
+                     nb_t.eq(self.target), nb_nudge.eq(self.nudge & n1_out),
+                     dwr.en.eq(n1 & self.drive_pass), dwr.addr.eq(n1_loc),
+                     dwr.data.eq(drive_word(p, n1_acc, self.bias))]
         # NB: V (§4 steps 2-4)
         V = eps_v(p, nb_accb, nb_s, nb_t, nb_nudge, self.beta_neg)
         m.d.sync += [n2.eq(nb), n2_V.eq(V), n2_loc.eq(nb_loc), n2_old.eq(nb_s)]

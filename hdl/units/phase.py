@@ -1,4 +1,4 @@
-"""The phase controller: free, weakly-clamped, update, arg-max (the paper's section 5.1)."""
+"""The phase controller: drive pass, free, weakly-clamped, update, arg-max (the paper's section 5.1)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ from .signatures import check_steps, lane_control_signature
 
 
 class PhaseController(wiring.Component):
-    """Runs one example (docs/numerics.md §4, §4a, §5, §6):
+    """Runs one example (docs/numerics.md §2, §4, §4a, §5, §6):
 
-        IDLE --start--> FREE (n_free steps, fewer under the settle rule) --> NUDGED
-             (n_nudged steps) --> UPDATE --> IDLE, done
+        IDLE --start--> DRIVE (one pass) --> FREE (n_free steps, fewer under the settle rule)
+             --> NUDGED (n_nudged steps) --> UPDATE --> IDLE, done
                             |  (infer)
                             +--> ARGMAX --> IDLE, done
+
+    The drive pass (``mode`` DRIVE) runs at every start, training and inference: each lane
+    walks its drive entries once and writes D_i, the clamped inputs' part of §2's sum plus
+    the aligned bias, with the weights as they are at the start of the example; both
+    relaxation phases read it (the weights change only in the update, after them).
 
     Every relaxation step starts all lanes together (``lanes.start``) and waits until no lane
     is busy (synchronous semantics: a step reads buffer ``rd_buf`` and writes ``wr_buf``).
@@ -37,7 +42,7 @@ class PhaseController(wiring.Component):
     ``cycles_total`` (out: the last example's cycles).
     """
 
-    STEP_OVERHEAD = 1  # the launch cycle of each step
+    STEP_OVERHEAD = 1  # the launch cycle of each step (and of the drive pass)
     UPDATE_OVERHEAD = 2  # launch and done detection of the update pass
 
     def __init__(self, params: CoreParams):
@@ -74,6 +79,9 @@ class PhaseController(wiring.Component):
             with m.Case(Phase.IDLE):
                 with m.If(self.start):
                     self._begin(m)
+            with m.Case(Phase.DRIVE):
+                with m.If(lanes_done):
+                    self._relax(m)
             with m.Case(Phase.FREE, Phase.NUDGED):
                 free = ph == Phase.FREE
                 with m.If(free):
@@ -92,7 +100,8 @@ class PhaseController(wiring.Component):
         return m
 
     def _begin(self, m):
-        """A start: the example's event base (§5), buffers and counters cleared."""
+        """A start: the example's event base (§5), buffers and counters cleared; the drive pass
+        launched (§2)."""
         p, ctl = self.p, self.lanes
         S = p.layout.S
         ex_base = (self.example * Mux(self.infer, p.n_free * S, (p.n_free + p.n_nudged) * S))[:32]
@@ -102,10 +111,16 @@ class PhaseController(wiring.Component):
                      ctl.wr_buf.eq(1), ctl.s0_buf.eq(0), ctl.sb_buf.eq(0), self.cycles_free.eq(0),
                      self.cycles_nudged.eq(0), self.cycles_update.eq(0), self.cycles_total.eq(0),
                      self._quiet.eq(0), self.free_steps.eq(0), ctl.ev_base.eq(ex_base),
-                     self._nudge_base.eq((ex_base + p.n_free * S)[:32])]
+                     self._nudge_base.eq((ex_base + p.n_free * S)[:32]),
+                     self.phase.eq(Phase.DRIVE), ctl.start.eq(1), ctl.mode.eq(LaneMode.DRIVE)]
+
+    def _relax(self, m):
+        """The drive pass is over: the free phase's first step (or, without free steps, the
+        arg-max of an inference, or the weakly-clamped phase of a training example)."""
+        ctl = self.lanes
         with m.If(self.n_free > 0):
             m.d.sync += [self.phase.eq(Phase.FREE), ctl.start.eq(1), ctl.mode.eq(LaneMode.RELAX)]
-        with m.Elif(self.infer):
+        with m.Elif(self._infer):
             m.d.sync += self.phase.eq(Phase.ARGMAX)
         with m.Else():
             m.d.sync += self.phase.eq(Phase.FREE)  # zero free steps: ends at the next cycle
