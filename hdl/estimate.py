@@ -7,7 +7,7 @@ From the same :class:`~eqprop.hdl.params.CoreParams` that ``eqprop hdl generate`
 the core from, without elaborating it:
 
 * **memories** (:func:`memories`): every memory of the core, named as in the RTL, with its
-  depth, width, ports and *kind* (weights, indices, states, biases, other): bits by kind,
+  depth, width, ports and *kind* (weights, indices, states, biases, drives, other): bits by kind,
   and the stored weight bits against the *unique* weight bits (one ``weight_store`` word
   per connection). ``tests/test_estimate.py`` checks this list against the memories of the
   elaborated Amaranth design, so the two cannot drift apart;
@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from .fpga import TARGETS, Target
 from .params import CoreParams, bits_for
 
-KINDS = ("weights", "indices", "states", "biases", "other")
+KINDS = ("weights", "indices", "states", "biases", "drives", "other")
 ROM_SCAN_LIMIT = 200_000
 
 
@@ -106,6 +106,7 @@ def memories(p: CoreParams) -> list[Mem]:
         mems += [
             Mem(f"lane{ell}.update.bconst", "other", n_own, brow, writes=0),
             Mem(f"lane{ell}.biases", "biases", n_own, bw),
+            Mem(f"lane{ell}.drives", "drives", n_own, p.drive_bits),  # the inputs' part of each sum
             Mem(f"lane{ell}.targets", "states", n_own, 1),
             Mem(f"lane{ell}.inputs", "states", lay.n_in, sw),
         ]
