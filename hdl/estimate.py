@@ -18,7 +18,7 @@ the core from, without elaborating it:
   per read port, small memories in logic or LUT RAM, a ROM's constant bits dropped;
 * **DSPs** (:func:`dsp_count`): every multiplier of a lane split into the target's DSP
   width (SB_MAC16 16 x 16, MULT18X18D 18 x 18; iCE40 products under 11 bits stay in
-  LUTs), plus the controller's event-base products under stochastic rounding;
+  LUTs), plus the controller's two event-base products under stochastic rounding;
 * **logic** (:func:`logic_estimate`): LUT4 sites (iCE40 logic cells, ECP5 TRELLIS_COMB)
   from per-lane and per-core figures calibrated on the designs of docs/hardware.md
   (within ~25% there; a rough figure, the others are computed);
@@ -122,7 +122,13 @@ ICE40_SMALL_BITS = 64  # iCE40: a RAM of fewer bits -> flip-flops
 
 
 def _blocks(width: int, depth: int, configs) -> int:
-    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in configs)
+    """The fewest blocks holding ``depth`` words of ``width`` bits, the width split into slices
+    that may each use another aspect ratio (a 601 x 34 ROM: two 256 x 16 slices of 3 blocks and
+    one 2048 x 2 block, 7 in all, as Yosys mapped it)."""
+    best = [0] + [math.inf] * width
+    for w in range(1, width + 1):
+        best[w] = min(math.ceil(depth / cd) + best[max(w - cw, 0)] for cw, cd in configs)
+    return int(best[width])
 
 
 def map_memory(mem: Mem, family: str) -> dict:
@@ -148,9 +154,7 @@ def map_memory(mem: Mem, family: str) -> dict:
 DSP_WIDTH = {"ice40": 16, "ecp5": 18}
 ICE40_DSP_MIN_PRODUCT = 11  # synth_ice40 -dsp: DSP_Y_MINWIDTH
 DSP_MIN_OPERAND = 2  # mul2dsp's DSP_A_MINWIDTH, DSP_B_MINWIDTH: a 1-bit operand is an AND
-# The controller's event bases (PhaseController: example x (n_free + n_nudged) S, update x
-# (n_slots + S)) under stochastic rounding: counted on the synthesised designs.
-CORE_DSPS_STOCHASTIC = {"ice40": 2, "ecp5": 3}
+EVENT_BASE_BITS = 32  # PhaseController's example and update registers
 
 
 def lane_multipliers(p: CoreParams) -> list[tuple[str, int, int]]:
@@ -169,8 +173,18 @@ def dsp_count(p: CoreParams, family: str) -> int:
         if min(a, b) < DSP_MIN_OPERAND or (family == "ice40" and a + b < ICE40_DSP_MIN_PRODUCT):
             continue
         per_lane += math.ceil(a / n) * math.ceil(b / n)
-    stochastic = "stochastic" in (p.num.rounding, p.num.state_rounding)
-    return p.layout.P * per_lane + (CORE_DSPS_STOCHASTIC[family] if stochastic else 0)
+    return p.layout.P * per_lane + sum(math.ceil(a / n) * math.ceil(b / n) for _, a, b in core_multipliers(p))
+
+
+def core_multipliers(p: CoreParams) -> list[tuple[str, int, int]]:
+    """The controller's multipliers (PhaseController's event bases, §5), present only under
+    stochastic rounding (else nothing reads them and synthesis removes them)."""
+    if "stochastic" not in (p.num.rounding, p.num.state_rounding):
+        return []
+    S = p.layout.S
+    ex = max(p.n_free * S, (p.n_free + p.n_nudged) * S).bit_length()
+    return [("example x (n_free + n_nudged) S", EVENT_BASE_BITS, ex),
+            ("update x (n_slots + S)", EVENT_BASE_BITS, (p.layout.n_slots + S).bit_length())]
 
 
 # LUT4 sites: (core, per lane with deterministic rounding, per lane's stochastic rounding
