@@ -77,7 +77,7 @@ class Lane(wiring.Component):
         self.index = index
         self.lane = params.layout.lanes[index]
         self.n_own = len(self.lane.neurons)
-        self.weights = check_words(f"lane {index} weights", weights, len(self.lane.entries),
+        self.weights = check_words(f"lane {index} weights", weights, self.lane.n_entries,
                                    params.num.weight_store)
         self.biases = check_words(f"lane {index} biases", biases, self.n_own, params.num.bias)
         # the drive memory's contents (one D_i per neuron, §2), here so that a testbench can read them
