@@ -114,13 +114,14 @@ def fpga_target(opts: dict) -> Target:
 
 
 # The largest design ``eqprop hdl generate`` and ``eqprop sim`` build without --force:
-# 4 Mibit of lane memory (connection lists, weights, biases, state banks, inputs),
+# 4 Mibit of lane memory (walk tables, weights, biases, state banks, inputs),
 # 32 times the block RAM of the largest iCE40 (128 kbit; the default target, the
 # UP5K, has 120 kbit) and about a minute of generation. The demo design
-# (configs/demo.toml, 49-32-10, 8 lanes) needs 165 kibit (20 s to generate), a
-# 196-100-10 network with 8 lanes 1.6 Mibit (30 s); the paper's 784-500-500-500-10
-# network 145 Mibit (minutes and gigabytes to generate, and no FPGA of this flow
-# holds it).
+# (configs/demo.toml, 49-32-10, 8 lanes) needs 61 kibit, a 196-100-10 layer-skipping
+# network with 8 lanes 357 kibit; the paper's 784-500-500-500-10 layer-skipping
+# network with one lane 24.8 Mibit (minutes and gigabytes to generate, and no FPGA of
+# this flow holds it). (Before the dense walk, with a connection word per entry: 165
+# kibit, 1.6 Mibit, 145 Mibit.)
 LANE_MEMORY_LIMIT_BITS = 1 << 22
 
 

@@ -93,7 +93,7 @@ def test_layout_is_the_dense_walk_of_the_mask(name, P):
         c = lane.columns
         for part, (lo, hi) in enumerate(((0, lane.n_drive), (lane.n_drive, lane.n_entries))):
             drive = part == 0
-            got = [e for e in lane.entries[lo:hi]]
+            got = lane.entries[lo:hi]
             assert [e.neuron for e in got if e.first] == lane.neurons  # one run per neuron, in order
             assert [e.neuron for e in got if e.last] == lane.neurons
             k = 0
@@ -118,13 +118,14 @@ def test_layout_is_the_dense_walk_of_the_mask(name, P):
     assert set(conn_seen) == ends and set(conn_seen.values()) == {1}
     # part_sizes (the greedy's and design_size's counts) agree with the lists
     ps = part_sizes(topo)
+    sparse_base = topo._dense_layout()[1]  # the first sparse slot
     for lane in lay.lanes:
         for part, ents in enumerate((lane.drive_entries, lane.step_entries)):
             for i in lane.neurons:
                 mine = [e for e in ents if e.neuron == i]
                 assert ps["entries"][part, i] == len(mine)
                 assert ps["holes"][part, i] == sum(e.dummy and e.edge >= 0 for e in mine)
-                assert ps["sparse"][part, i] == sum(1 for e in mine if not e.dummy and e.edge >= topo._dense_layout()[1])
+                assert ps["sparse"][part, i] == sum(1 for e in mine if not e.dummy and e.edge >= sparse_base)
 
 
 def _walk(dut, ranges, rng=None, stall=0.0):
