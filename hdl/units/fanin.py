@@ -111,10 +111,13 @@ class FaninStore(wiring.Component):
     The counters: ``pos`` (the entry), the neuron ``k`` of the lane, the run ``s`` of the
     neuron in the part (its dense segments, then its sparse run; or its one dummy), the
     position ``y`` in the run, the slot, and the pointers into ``segments``, ``sparse`` and
-    ``holes``. Each table is read at the pointer's next value (its data is the current
-    position's in the cycle the walk is at it); the fields are registered, and ``sources``
-    is read with the current position's source, so the fields come one cycle after ``pos``
-    like a ROM's.
+    ``holes``, and the current word of each of those four tables, in registers: each table
+    is read one word ahead (at its pointer's next value + 1; the neurons wrap to the first,
+    the others stop at their pad word), its output only loads the current word when the
+    pointer moves, and a ``start`` loads the range's first words (constants), so no path
+    goes from a table's output back to its address. The fields are registered, and
+    ``sources`` is read with the current position's source, so the fields come one cycle
+    after ``pos`` like a ROM's.
 
     Ports (``LATENCY`` = 1: fields and weight one cycle after the address):
 
@@ -163,8 +166,13 @@ class FaninStore(wiring.Component):
         for name, (shape, rows) in tables.items():
             mem = m.submodules[name] = memory.Memory(shape=shape, depth=len(rows), init=rows)
             rd[name] = mem.read_port()
-        nt, ft, sp, ht = rd["neurons"].data, rd["segments"].data, rd["sparse"].data, rd["holes"].data
         n_own, n_seg, n_sp, n_holes = len(lane.neurons), pr.n_seg, pr.n_sparse, pr.n_holes
+        # The current word of each table is held in registers (part of the walk's state); the
+        # table is read one word ahead, so its output only loads these registers and no path
+        # goes from a table's output back to its address.
+        cur = {name: Signal(tables[name][0], name=f"{name}_cur") for name in ("neurons", "segments", "sparse",
+                                                                            "holes")}
+        nt, ft, sp, ht = (cur[name] for name in ("neurons", "segments", "sparse", "holes"))
 
         # ---- the counters (the state of the entry at ``pos``)
         run_max = max(max(sizes), n_sp)  # a dense segment's length, or a sparse run's (at most n_sp)
@@ -178,42 +186,43 @@ class FaninStore(wiring.Component):
         hp = Signal(range(n_holes + 1))
         to_drive_end = Signal()  # the walk ends at the drive part's end (else at the list's)
 
-        # ---- layer constants: the dense segments of the neuron's layer in this part
-        layer = nt.layer
-        nds = Signal(range(4))  # dense segments
-        len1 = Signal.like(y)  # the segment's length - 1
-        sbase = Signal(range(max(lay.S, n_in) + 1))  # its first source (input or non-input index)
-        lower = Signal()  # the stride: n_L on every position (source layer below)
-        intra = Signal()  # n_L while y < x (the intralayer segment), else 1
-        pair_d = Signal(el.members["pair"])
-        pair_self = Signal(el.members["pair"])  # a dummy's pair: (L, L)
-        n_l = Signal(range(max(sizes) + 1))
-        out_l = Signal()
-        with m.Switch(layer):
-            for l in range(1, nL):
-                with m.Case(l):
-                    m.d.comb += [pair_self.eq(lay.pair_index(l, l)), n_l.eq(sizes[l]), out_l.eq(l == nL - 1)]
-                    for pt, drive in enumerate((True, False)):
-                        segs = lay.segments[(drive, l)]
-                        with m.If(part == pt):
-                            m.d.comb += nds.eq(len(segs))
-                            with m.Switch(s):
-                                for idx, src_l in enumerate(segs):
-                                    with m.Case(idx):
-                                        m.d.comb += [len1.eq(sizes[src_l] - 1), lower.eq(src_l < l),
-                                                     intra.eq(src_l == l), pair_d.eq(lay.pair_index(l, src_l)),
-                                                     sbase.eq(sum(sizes[:src_l]) - (0 if drive else n_in))]
-        has_sp = Mux(part, nt.sp_step, nt.sp_drive)
-        dense = s < nds
-        sparse = ~dense & has_sp
-        dummy_run = (nds == 0) & ~has_sp
+        # ---- layer constants: the dense segments of a layer-``layer`` neuron in part ``pt``
+        def segment_constants(pt, layer, run):
+            c = {"nds": Signal(range(4)),  # dense segments
+                 "len1": Signal.like(y),  # the segment's length - 1
+                 "sbase": Signal(range(max(lay.S, n_in) + 1)),  # its first source (input or non-input index)
+                 "lower": Signal(),  # the stride: n_L on every position (source layer below)
+                 "intra": Signal(),  # n_L while y < x (the intralayer segment), else 1
+                 "pair_d": Signal(el.members["pair"]), "pair_self": Signal(el.members["pair"]),  # a dummy's: (L, L)
+                 "n_l": Signal(range(max(sizes) + 1)), "out_l": Signal()}
+            with m.Switch(layer):
+                for l in range(1, nL):
+                    with m.Case(l):
+                        m.d.comb += [c["pair_self"].eq(lay.pair_index(l, l)), c["n_l"].eq(sizes[l]),
+                                     c["out_l"].eq(l == nL - 1)]
+                        for ptv, drive in enumerate((True, False)):
+                            segs = lay.segments[(drive, l)]
+                            with m.If(pt == ptv):
+                                m.d.comb += c["nds"].eq(len(segs))
+                                with m.Switch(run):
+                                    for idx, src_l in enumerate(segs):
+                                        with m.Case(idx):
+                                            m.d.comb += [c["len1"].eq(sizes[src_l] - 1), c["lower"].eq(src_l < l),
+                                                         c["intra"].eq(src_l == l),
+                                                         c["pair_d"].eq(lay.pair_index(l, src_l)),
+                                                         c["sbase"].eq(sum(sizes[:src_l]) - (0 if drive else n_in))]
+            return c
+
+        # What the entry at ``pos`` is, in registers computed with the move to it (the next-state
+        # logic reads only registers): a dense position, a sparse one, a neuron's dummy; the last
+        # of its run, of the neuron's part; a hole.
+        dense, sparse, dummy_run, run_last, n_last, hole = (Signal(name=n) for n in (
+            "dense", "sparse", "dummy_run", "run_last", "n_last", "hole"))
+        cc = segment_constants(part, nt.layer, s)
         slot = Mux(y == 0, ft.slot, slot_r)
-        run_last = Mux(dense, y == len1, Mux(sparse, sp.last, 1))
-        n_last = run_last & Mux(dense, (s + 1 == nds) & ~has_sp, 1)  # the neuron's last entry in the part
-        hole = self.pos == ht.pos
-        stride = Mux(lower | (intra & (y < nt.xl)), n_l, 1)
+        stride = Mux(cc["lower"] | (cc["intra"] & (y < nt.xl)), cc["n_l"], 1)
         src = Signal(range(max(lay.S, n_in) + max(sizes) + 1))
-        m.d.comb += src.eq(Mux(dense, sbase + y, Mux(sparse, sp.src, Mux(part, nt.nidx, 0))))
+        m.d.comb += src.eq(Mux(dense, cc["sbase"] + y, Mux(sparse, sp.src, Mux(part, nt.nidx, 0))))
 
         # ---- the fields, registered: the entry one cycle after ``pos``
         f = Signal(el)
@@ -221,9 +230,9 @@ class FaninStore(wiring.Component):
         m.d.sync += [
             f.sel_in.eq(~part), f.nloc.eq(k), f.nidx.eq(nt.nidx),
             f.edge.eq(Mux(dense, slot, Mux(sparse, sp.slot, 0))),
-            f.pair.eq(Mux(dense, pair_d, Mux(sparse, sp.pair, pair_self))),
-            f.first.eq((s == 0) & (y == 0)), f.last.eq(n_last), f.dummy.eq(dummy_run | hole), f.out.eq(out_l),
-            f_src.eq(src), f_part.eq(part),
+            f.pair.eq(Mux(dense, cc["pair_d"], Mux(sparse, sp.pair, cc["pair_self"]))),
+            f.first.eq((s == 0) & (y == 0)), f.last.eq(n_last), f.dummy.eq(dummy_run | hole),
+            f.out.eq(cc["out_l"]), f_src.eq(src), f_part.eq(part),
         ]
         m.d.comb += self.entry.eq(f)
         if "sources" in rd:  # a non-input source's lane and local index, read with the position's source
@@ -234,21 +243,21 @@ class FaninStore(wiring.Component):
         else:
             m.d.comb += [self.entry.saddr.eq(f_src), self.entry.sbank.eq(0)]
 
-        # ---- the next state; each table is read at its pointer's next value
+        # ---- the next state
         regs = {"pos": self.pos, "part": part, "k": k, "s": s, "y": y, "slot": slot_r, "q": q, "sp": spi, "hp": hp}
+        inc = {"neurons": n_last, "segments": dense & run_last & (q != n_seg), "sparse": sparse & (spi != n_sp),
+               "holes": hole & (hp != n_holes)}  # the pointer moves on (at an advance)
         nx = {name: Signal.like(sig, name=f"{name}_next") for name, sig in regs.items()}
         m.d.comb += [nx[name].eq(sig) for name, sig in regs.items()]
+        step = self.walk == Walk.STEP
         with m.If(self.start):
-            step = self.walk == Walk.STEP
             m.d.comb += [nx["pos"].eq(Mux(step, self.n_drive, 0)), nx["part"].eq(step), nx["k"].eq(0),
                          nx["s"].eq(0), nx["y"].eq(0), nx["q"].eq(Mux(step, pr.n_seg_drive, 0)),
                          nx["sp"].eq(Mux(step, pr.n_sparse_drive, 0)), nx["hp"].eq(Mux(step, pr.n_holes_drive, 0))]
             m.d.sync += to_drive_end.eq(self.walk == Walk.DRIVE)
         with m.Elif(self.advance):
-            m.d.comb += [nx["pos"].eq(self.pos + 1), nx["slot"].eq(slot + stride),
-                         nx["q"].eq(q + (dense & run_last & (q != n_seg))),
-                         nx["sp"].eq(spi + (sparse & (spi != n_sp))),
-                         nx["hp"].eq(hp + (hole & (hp != n_holes)))]
+            m.d.comb += [nx["pos"].eq(self.pos + 1), nx["slot"].eq(slot + stride), nx["q"].eq(q + inc["segments"]),
+                         nx["sp"].eq(spi + inc["sparse"]), nx["hp"].eq(hp + inc["holes"])]
             with m.If(n_last):  # the next neuron (after the part's last, the step part's first)
                 m.d.comb += [nx["s"].eq(0), nx["y"].eq(0)]
                 with m.If(k == n_own - 1):
@@ -260,8 +269,42 @@ class FaninStore(wiring.Component):
             with m.Else():
                 m.d.comb += nx["y"].eq(y + 1)
         m.d.sync += [sig.eq(nx[name]) for name, sig in regs.items()]
-        m.d.comb += [rd["neurons"].addr.eq(nx["k"]), rd["segments"].addr.eq(nx["q"]),
-                     rd["sparse"].addr.eq(nx["sp"]), rd["holes"].addr.eq(nx["hp"])]
+        # Each table is read one word ahead (the neurons wrap: the drive part's last neuron is
+        # followed by the step part's first; the others stop at their pad word): the next word
+        # is a start's first word of the range (a constant), the word read ahead when the
+        # pointer moves, or the current one.
+        ptr = {"neurons": k, "segments": q, "sparse": spi, "holes": hp}
+        first = {"neurons": (0, 0), "segments": (0, pr.n_seg_drive), "sparse": (0, pr.n_sparse_drive),
+                 "holes": (0, pr.n_holes_drive)}
+        word_n = {}
+        for name, pv in ptr.items():
+            shape, rows = tables[name]
+            top = len(rows) - 1
+
+            def ahead(v, by):  # the address ``by`` words after pointer value ``v``
+                if name == "neurons":  # (v + by) mod n_own
+                    return 0 if top == 0 else Mux(v >= top + 1 - by, v + by - (top + 1), v + by)
+                return Mux(v >= top - by, top, v + by)
+
+            move = self.advance & inc[name]
+            c_all, c_step = (shape.const(rows[i]).as_value() for i in first[name])
+            m.d.comb += rd[name].addr.eq(Mux(self.start, Mux(step, ahead(first[name][1], 1), ahead(first[name][0], 1)),
+                                             Mux(move, ahead(pv, 2), ahead(pv, 1))))
+            word_n[name] = Signal(shape, name=f"{name}_word_next")
+            m.d.comb += word_n[name].eq(Mux(self.start, Mux(step, c_step, c_all),
+                                            Mux(move, rd[name].data.as_value(), cur[name].as_value())))
+            m.d.sync += cur[name].eq(word_n[name])
+        # the next position's registers
+        ntn, spn = word_n["neurons"], word_n["sparse"]
+        cn = segment_constants(nx["part"], ntn.layer, nx["s"])
+        hs_n = Mux(nx["part"], ntn.sp_step, ntn.sp_drive)
+        dense_n = nx["s"] < cn["nds"]
+        sparse_n = ~dense_n & hs_n
+        run_last_n = Mux(dense_n, nx["y"] == cn["len1"], Mux(sparse_n, spn.last, 1))
+        m.d.sync += [dense.eq(dense_n), sparse.eq(sparse_n), dummy_run.eq((cn["nds"] == 0) & ~hs_n),
+                     run_last.eq(run_last_n),
+                     n_last.eq(run_last_n & Mux(dense_n, (nx["s"] + 1 == cn["nds"]) & ~hs_n, 1)),
+                     hole.eq(nx["pos"] == word_n["holes"].pos)]
 
         # ---- the weights
         end = Mux(to_drive_end, self.n_drive - 1, self.n_entries - 1)
