@@ -83,7 +83,7 @@ class Entry:
     dummy: bool = False  # a hole or a neuron's dummy: weight 0, never updated
 
 
-@dataclass
+@dataclass(eq=False)
 class LaneProgram:
     """What lane's counter walk needs (numpy arrays; ``units.fanin.FaninStore``)."""
 
@@ -116,7 +116,7 @@ class LaneProgram:
         return len(self.holes)
 
 
-@dataclass
+@dataclass(eq=False)
 class Lane:
     neurons: list[int]  # non-input indices owned by this lane, ascending
     columns: dict  # the entries' fields (COLUMNS), numpy arrays in entry order: drive, then step

@@ -111,11 +111,13 @@ class FaninStore(wiring.Component):
     The counters: ``pos`` (the entry), the neuron ``k`` of the lane, the run ``s`` of the
     neuron in the part (its dense segments, then its sparse run; or its one dummy), the
     position ``y`` in the run, the slot, and the pointers into ``segments``, ``sparse`` and
-    ``holes``, and the current word of each of those four tables, in registers: each table
-    is read one word ahead (at its pointer's next value + 1; the neurons wrap to the first,
-    the others stop at their pad word), its output only loads the current word when the
-    pointer moves, and a ``start`` loads the range's first words (constants), so no path
-    goes from a table's output back to its address. The fields are registered, and
+    ``holes``; the current word of each of those four tables, in registers; and what the
+    position is (dense, sparse, a neuron's dummy; the last of its run, of the neuron's part;
+    a hole), registers computed with the move to it. Each table is read one word ahead (its
+    pointer's next value + 1; the neurons wrap to the first, the others stop at their pad
+    word), its output only loads the current word when the pointer moves, and a ``start``
+    loads the range's first words (constants): the next-state logic reads registers only,
+    no path goes from a table's output back to its address. The fields are registered, and
     ``sources`` is read with the current position's source, so the fields come one cycle
     after ``pos`` like a ROM's.
 
