@@ -160,7 +160,7 @@ def cycle_model(p: CoreParams) -> dict:
     depth, ddepth = lay.step_depth, lay.drive_depth
     step = depth + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD
     drive = ddepth + MAC_LATENCY + DRIVE_LATENCY + STEP_OVERHEAD
-    upd_lane = [UPDATE_CYCLES_PER_ENTRY * len(l.entries) + UPDATE_CYCLES_PER_BIAS * len(l.neurons)
+    upd_lane = [UPDATE_CYCLES_PER_ENTRY * l.n_entries + UPDATE_CYCLES_PER_BIAS * len(l.neurons)
                 for l in lay.lanes]
     update = max(upd_lane) + UPDATE_OVERHEAD
     free = p.n_free * step

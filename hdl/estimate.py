@@ -41,7 +41,6 @@ from .fpga import TARGETS, Target
 from .params import CoreParams, bits_for
 
 KINDS = ("weights", "indices", "states", "biases", "drives", "other")
-ROM_SCAN_LIMIT = 200_000
 
 
 @dataclass(frozen=True)
@@ -83,23 +82,21 @@ def _rom_used_width(rows: list[dict], layout) -> int:
 
 
 def memories(p: CoreParams) -> list[Mem]:
-    """Every memory of the core for ``p``: the lanes' (``lane.Lane`` and its units)."""
-    from .units.fanin import entry_rows
-    from .units.signatures import entry_layout
+    """Every memory of the core for ``p``: the lanes' (``lane.Lane`` and its units). A lane's
+    FaninStore holds the stored weights (one word per entry: connections, holes, dummies) and
+    the small tables of its counter walk (``units.fanin.walk_tables``, kind ``indices``)."""
+    from .units.fanin import walk_tables
 
     lay, num = p.layout, p.num
     sw, ws, bw = p.state.n_word, num.weight_store.n_word, num.bias.n_word
-    layout = entry_layout(p)
     brow = bits_for(lay.S) + bits_for(len(lay.pairs))  # UpdateUnit's per-neuron constants
     mems = []
     for ell, lane in enumerate(lay.lanes):
-        n_e, n_own = max(len(lane.entries), 1), max(len(lane.neurons), 1)
-        # (a ROM this deep goes to block RAM whole: the constant-bit scan is skipped)
-        used = _rom_used_width(entry_rows(p, ell), layout) if len(lane.entries) <= ROM_SCAN_LIMIT else None
-        mems += [
-            Mem(f"lane{ell}.fanin.conn", "indices", n_e, layout.size, writes=0, used_width=used),
-            Mem(f"lane{ell}.fanin.weights", "weights", n_e, ws),
-        ]
+        n_e, n_own = max(lane.n_entries, 1), max(len(lane.neurons), 1)
+        for name, (shape, rows) in walk_tables(p, ell).items():
+            mems.append(Mem(f"lane{ell}.fanin.{name}", "indices", len(rows), shape.size, writes=0,
+                            used_width=_rom_used_width(rows, shape)))
+        mems.append(Mem(f"lane{ell}.fanin.weights", "weights", n_e, ws))
         for w, other in enumerate(lay.lanes):
             mems.append(Mem(f"lane{ell}.banks.bank{w}", "states", max(3 * len(other.neurons), 1), sw,
                             reads=2 if w == ell else 1))

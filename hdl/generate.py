@@ -114,13 +114,14 @@ def fpga_target(opts: dict) -> Target:
 
 
 # The largest design ``eqprop hdl generate`` and ``eqprop sim`` build without --force:
-# 4 Mibit of lane memory (connection lists, weights, biases, state banks, inputs),
+# 4 Mibit of lane memory (walk tables, weights, biases, state banks, inputs),
 # 32 times the block RAM of the largest iCE40 (128 kbit; the default target, the
 # UP5K, has 120 kbit) and about a minute of generation. The demo design
-# (configs/demo.toml, 49-32-10, 8 lanes) needs 165 kibit (20 s to generate), a
-# 196-100-10 network with 8 lanes 1.6 Mibit (30 s); the paper's 784-500-500-500-10
-# network 145 Mibit (minutes and gigabytes to generate, and no FPGA of this flow
-# holds it).
+# (configs/demo.toml, 49-32-10, 8 lanes) needs 61 kibit, a 196-100-10 layer-skipping
+# network with 8 lanes 357 kibit; the paper's 784-500-500-500-10 layer-skipping
+# network with one lane 24.8 Mibit (minutes and gigabytes to generate, and no FPGA of
+# this flow holds it). (Before the dense walk, with a connection word per entry: 165
+# kibit, 1.6 Mibit, 145 Mibit.)
 LANE_MEMORY_LIMIT_BITS = 1 << 22
 
 
@@ -128,7 +129,7 @@ def design_size(topology, num, P: int) -> dict:
     """How big the core for ``topology`` with P lanes is, without building its lanes: the
     numbers :func:`eqprop.hdl.layout.build_layout` (the same greedy lane assignment) and
     :class:`eqprop.hdl.lane.Lane` (its memories) would give, in well under a second for the
-    paper's network (whose layout takes ~10 s)."""
+    paper's network (whose layout takes under a second)."""
     from .core import MAC_LATENCY, NEURON_LATENCY, STEP_OVERHEAD
 
     sizes = list(topology.sizes)
@@ -138,33 +139,37 @@ def design_size(topology, num, P: int) -> dict:
         raise ConfigError(f"lanes: must be >= 1, got {P}")
     if P > S:
         raise ConfigError(f"lanes: P = {P} exceeds the {S} non-input neurons")
-    mask = topology.mask
-    # the drive and step parts of a neuron's entries (a dummy where it has no source of a kind)
-    drive_of = np.maximum(mask[n_in:, :n_in].sum(1), 1)
-    step_of = np.maximum(mask[n_in:, n_in:].sum(1), 1)
-    load, dload, entries, owned = [0] * P, [0] * P, [0] * P, [0] * P
-    for i in sorted(range(S), key=lambda k: (-int(step_of[k]), -int(drive_of[k]), k)):  # build_layout's greedy
-        lane = min(range(P), key=lambda l: (load[l], dload[l], l))
-        load[lane] += int(step_of[i])
-        dload[lane] += int(drive_of[i])
-        entries[lane] += int(drive_of[i] + step_of[i])
-        owned[lane] += 1
-    n_edges = int(np.count_nonzero(np.triu(mask, 1)))
+    from .layout import greedy_lanes, part_sizes
+
+    counts = part_sizes(topology)  # per neuron and part: entries (holes and dummies too), segments, ...
+    ent = counts["entries"]
+    owner = greedy_lanes(ent[0], ent[1], P)  # build_layout's greedy
+
+    def per_lane(a):
+        return np.bincount(owner, weights=a, minlength=P).astype(np.int64).tolist()
+
+    entries, owned, load = per_lane(ent.sum(0)), per_lane(np.ones(S)), per_lane(ent[1])
+    segs, sparse, holes = (per_lane(counts[k].sum(0)) for k in ("segments", "sparse", "holes"))
+    n_edges = int(np.count_nonzero(np.triu(topology.mask, 1)))
     L = len(sizes)
     n_pairs = sum(1 for a in range(L) for b in range(max(a, 1), L))
     npl = max(owned)
     sw, ww, bw = num.state.n_word, num.weight_store.n_word, num.bias.n_word
-    conn_bits = (1 + bits_for(max(n_in, npl)) + bits_for(P) + bits_for(npl) + bits_for(S)
-                 + bits_for(topology.n_slots + 1) + bits_for(n_pairs) + 4)  # units.signatures.entry_layout
+    slot_bits = bits_for(topology.n_slots + 1)
     words = bits = conn_total = weight_total = 0
-    for e, n in zip(entries, owned):
+    for e, n, ns, nsp, nh in zip(entries, owned, segs, sparse, holes):
         e1, n1 = max(e, 1), max(n, 1)
-        mems = [(e1, conn_bits), (e1, ww), (n1, bw), (n1, 1), (n_in, sw),
-                (n1, bits_for(S) + bits_for(n_pairs))]  # conn, weights, biases, targets, inputs, bias constants
+        # the FaninStore's tables (units.fanin.table_layouts): neurons, segments, sparse, holes, sources
+        tables = [(n1, bits_for(S) + bits_for(L) + bits_for(max(sizes[1:])) + 2), (ns + 1, slot_bits),
+                  (nsp + 1, bits_for(max(n_in, S)) + slot_bits + bits_for(n_pairs) + 1), (nh + 1, bits_for(e + 1))]
+        if P > 1:
+            tables.append((S, bits_for(P) + bits_for(npl)))
+        mems = tables + [(e1, ww), (n1, bw), (n1, 1), (n_in, sw),
+                         (n1, bits_for(S) + bits_for(n_pairs))]  # weights, biases, targets, inputs, bias constants
         mems += [(max(3 * m, 1), sw) for m in owned]  # the state banks: a copy of every lane's states
         words += sum(d for d, _ in mems)
         bits += sum(d * w for d, w in mems)
-        conn_total += e1 * conn_bits
+        conn_total += sum(d * w for d, w in tables)
         weight_total += e1 * ww
     depth = max(entries)
     return {"sizes": sizes, "kind": topology.kind, "neurons": N, "non_input": S, "connections": n_edges,
@@ -181,7 +186,7 @@ def size_line(name: str, z: dict) -> str:
     return (f"building {name}: {'-'.join(map(str, z['sizes']))} {z['kind']}, {z['neurons']:,} neurons "
             f"({z['non_input']:,} non-input), {z['connections']:,} connections, {z['lanes']} lane"
             f"{'s' if z['lanes'] != 1 else ''}, lane memory {z['memory_words']:,} words / {z['memory_bits']:,} bits = "
-            f"{_mbit(z['memory_bits'])} (connection lists {_mbit(z['connection_list_bits'])}, weights "
+            f"{_mbit(z['memory_bits'])} (walk tables {_mbit(z['connection_list_bits'])}, weights "
             f"{_mbit(z['weight_bits'])}), {z['step_cycles']:,} cycles per step")
 
 
@@ -401,7 +406,8 @@ def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None =
         (stage / f"lane{ell}_biases.hex").write_text(_hex(lb[ell], num.bias.n_word))
         (stage / f"lane{ell}_conn.txt").write_text("".join(
             f"{e.neuron} {'x' if e.src_input else 's'}{e.src} edge={e.edge} pair={e.pair}"
-            f"{' first' if e.first else ''}{' last' if e.last else ''}{' dummy' if e.dummy else ''}\n"
+            f"{' first' if e.first else ''}{' last' if e.last else ''}"
+            f"{(' hole' if e.edge >= 0 else ' dummy') if e.dummy else ''}\n"
             for e in lane.entries))
     files = sorted(p.name for p in stage.iterdir())
     return files, params, top, cycle_model(params)

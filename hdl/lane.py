@@ -3,8 +3,10 @@
 A lane owns a set of non-input neurons (``layout.py``) and walks their fan-in
 lists. It is built from the components of ``units/`` (docs/rtl.md):
 
-    FaninStore   connection list + stored weights, one entry per cycle, over a range: the
-                 drive entries (input sources), the step entries, or all (the update)
+    FaninStore   the walk of the lane's lists (dense segments by address counters, sparse
+                 entries and holes from small tables) + the stored weights, one entry per
+                 cycle, over a range: the drive entries (input sources), the step entries,
+                 or all (the update)
     StateBanks   a copy of every lane's states (P banks x 3 buffers)
     MacPipeline  I F M A: sum_j w_ij s_j per neuron (docs/numerics.md §2)
     NeuronUnit   drive pass: D_i = inputs' part + aligned bias (§2) into the drive memory;
@@ -77,7 +79,7 @@ class Lane(wiring.Component):
         self.index = index
         self.lane = params.layout.lanes[index]
         self.n_own = len(self.lane.neurons)
-        self.weights = check_words(f"lane {index} weights", weights, len(self.lane.entries),
+        self.weights = check_words(f"lane {index} weights", weights, self.lane.n_entries,
                                    params.num.weight_store)
         self.biases = check_words(f"lane {index} biases", biases, self.n_own, params.num.bias)
         # the drive memory's contents (one D_i per neuron, §2), here so that a testbench can read them

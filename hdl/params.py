@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from eqprop.model.fixed_net import FixedNetwork
@@ -207,17 +208,13 @@ class CoreParams:
         """Stored weights (raw, weight_store format) in each lane's entry order (``layout.py``:
         the drive entries, then the step entries; the host's weight addresses and the
         ``laneK_weights.hex`` files use this order)."""
+        W_in, W_ss = np.asarray(W_in), np.asarray(W_ss)
         out = []
         for lane in self.layout.lanes:
-            ws = []
-            for e in lane.entries:
-                if e.dummy:
-                    ws.append(0)
-                elif e.src_input:
-                    ws.append(int(W_in[e.src, e.neuron]))
-                else:
-                    ws.append(int(W_ss[e.src, e.neuron]))
-            out.append(ws)
+            c = lane.columns
+            src, dst, inp = c["src"], c["neuron"], c["src_input"]
+            ws = np.where(inp, W_in[np.where(inp, src, 0), dst], W_ss[np.where(inp, 0, src), dst])
+            out.append(np.where(c["dummy"], 0, ws).astype(np.int64).tolist())  # holes and dummies: 0
         return out
 
     def lane_biases(self, b: torch.Tensor) -> list[list[int]]:

@@ -1,62 +1,143 @@
-"""A lane's fan-in lists: the connection ROM and the stored weights (the weight source)."""
+"""A lane's fan-in lists and stored weights (the weight source): the counter walk
+(``FaninStore``, issue 10) and the connection-ROM walk it replaces (``RomFaninStore``, the
+reference of the tests)."""
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..enums import Walk
-from ..params import CoreParams
-from .signatures import check_lane, check_words, entry_bits, entry_layout, write_signature
+from ..params import CoreParams, bits_for
+from .signatures import check_lane, check_words, entry_bits, entry_layout, loc_bits, write_signature
 
 
 def entry_rows(params: CoreParams, index: int) -> list[dict]:
-    """The connection ROM of lane ``index``: its entries' fields (``signatures.entry_layout``),
-    in memory order (``layout.py``: the drive entries, then the step entries)."""
+    """The fields (``signatures.entry_layout``) of lane ``index``'s entries in memory order
+    (``layout.py``: the drive entries, then the step entries): what ``RomFaninStore`` holds
+    and what ``FaninStore``'s walk produces."""
     lay = params.layout
-    rows = []
-    for e in lay.lanes[index].entries:
-        if e.src_input:
-            saddr, sbank = e.src, 0
-        else:
-            saddr, sbank = int(lay.local[e.src]), int(lay.owner[e.src])
-        rows.append({
-            "sel_in": int(e.src_input), "saddr": saddr, "sbank": sbank,
-            "nloc": int(lay.local[e.neuron]), "nidx": e.neuron, "edge": max(e.edge, 0), "pair": e.pair,
-            "first": int(e.first), "last": int(e.last), "dummy": int(e.dummy),
-            "out": int(e.neuron >= lay.out_first),
-        })
-    return rows
+    c = lay.lanes[index].columns
+    src, inp, neuron = c["src"], c["src_input"], c["neuron"]
+    saddr = np.where(inp, src, lay.local[np.where(inp, 0, src)])
+    sbank = np.where(inp, 0, lay.owner[np.where(inp, 0, src)])
+    cols = {"sel_in": inp.astype(np.int64), "saddr": saddr, "sbank": sbank, "nloc": lay.local[neuron],
+            "nidx": neuron, "edge": np.maximum(c["edge"], 0), "pair": c["pair"], "first": c["first"],
+            "last": c["last"], "dummy": c["dummy"], "out": neuron >= lay.out_first}
+    names = list(cols)
+    return [dict(zip(names, row)) for row in zip(*(np.asarray(cols[k]).astype(np.int64).tolist() for k in names))]
+
+
+def table_layouts(params: CoreParams, n_entries: int) -> dict:
+    """The word of each table of a FaninStore (``data.StructLayout``), by memory name."""
+    lay = params.layout
+    el = entry_layout(params)
+    sizes = lay.topology.sizes
+    out = {
+        # the lane's neurons: index, layer, position in the layer, sparse sources in the drive / step part
+        "neurons": data.StructLayout({"nidx": bits_for(lay.S), "layer": bits_for(len(sizes)),
+                                      "xl": bits_for(max(sizes[1:])), "sp_drive": 1, "sp_step": 1}),
+        "segments": data.StructLayout({"slot": el.members["edge"]}),  # each dense segment's first slot
+        "sparse": data.StructLayout({"src": bits_for(max(lay.n_in, lay.S)), "slot": el.members["edge"],
+                                     "pair": el.members["pair"], "last": 1}),
+        "holes": data.StructLayout({"pos": entry_bits(n_entries)}),  # sorted entry indices of the holes
+    }
+    if lay.P > 1:  # a non-input source's lane and local index (one lane: the index itself)
+        out["sources"] = data.StructLayout({"sbank": el.members["sbank"], "saddr": loc_bits(params)})
+    return out
+
+
+def walk_tables(params: CoreParams, index: int) -> dict:
+    """The tables of lane ``index``'s counter walk: name -> (word layout, rows), the rows as
+    dicts. ``segments``, ``sparse`` and ``holes`` end with one pad word (``holes``': an index
+    the walk never reaches inside a range), where the walk's pointers stop."""
+    lay = params.layout
+    lane = lay.lanes[index]
+    pr = lane.program
+    lays = table_layouts(params, lane.n_entries)
+    sentinel = (1 << lays["holes"].members["pos"]) - 1
+    tables = {
+        "neurons": [{"nidx": int(i), "layer": int(l), "xl": int(x), "sp_drive": int(a), "sp_step": int(b)}
+                    for i, l, x, (a, b) in zip(pr.nidx, pr.layer, pr.xl, pr.has_sparse)],
+        "segments": [{"slot": int(v)} for v in pr.seg_first] + [{"slot": 0}],
+        "sparse": [{"src": int(j), "slot": int(sl), "pair": int(q), "last": int(z)}
+                   for j, sl, q, z in zip(pr.sp_src, pr.sp_slot, pr.sp_pair, pr.sp_last)]
+        + [{"src": 0, "slot": 0, "pair": 0, "last": 1}],
+        "holes": [{"pos": int(v)} for v in pr.holes] + [{"pos": sentinel}],
+    }
+    if "sources" in lays:
+        tables["sources"] = [{"sbank": int(lay.owner[j]), "saddr": int(lay.local[j])} for j in range(lay.S)]
+    return {k: (lays[k], rows) for k, rows in tables.items()}
+
+
+def _ports(params: CoreParams, n_entries: int) -> dict:
+    bits = entry_bits(n_entries)
+    ws = signed(params.num.weight_store.n_word)
+    return {
+        "start": In(1), "walk": In(Walk), "advance": In(1), "pos": Out(bits), "last": Out(1),
+        "host_rd": In(1), "host_addr": In(bits),
+        "entry": Out(entry_layout(params)),
+        "weight": Out(ws),
+        "wr": In(write_signature(bits, ws)),
+    }
 
 
 class FaninStore(wiring.Component):
-    """Lane ``index``'s fan-in lists and their walk: the connection ROM (``layout.py``: per
-    neuron, one entry per connection; the drive entries ``[0, n_drive)``, whose source is an
-    input, then the step entries ``[n_drive, n_total)``), the stored weights ``W``
-    (weight_store format, §1) and the counter that walks a range of them, one entry per
-    ``advance``.
+    """Lane ``index``'s fan-in lists and their walk by address counters (issue 10): the stored
+    weights ``W`` (weight_store format, §1; one word per entry of ``layout.py``'s lists: the
+    drive entries ``[0, n_drive)``, whose source is an input, then the step entries ``[n_drive,
+    n_total)``) and the counters that walk a range of them, one entry per ``advance``,
+    producing each entry's fields (``signatures.entry_layout``) as a connection ROM would
+    (``RomFaninStore``, ``entry_rows``), from small tables (``walk_tables``) instead of a word
+    per entry:
 
-    Ports (the ROM and weight reads are synchronous: data one cycle after the address):
+    - ``neurons`` (one word per neuron of the lane): its index, layer, position x in the layer
+      and whether it has sparse sources in each part;
+    - ``segments`` (one word per dense segment walked, in walk order): the segment's first
+      slot. Position y of the segment has slot first + the strides so far: n_L per position
+      (source layer below, or the intralayer segment while y < x), else 1 (docs/numerics.md §5);
+      the segments of each layer, their source layers, lengths and pairs are constants;
+    - ``sparse`` (one word per sparse connection, in walk order): its source (input or
+      non-input index), slot, pair and whether it is the neuron's last; the only
+      per-connection indices;
+    - ``holes`` (one word per hole): the sorted entry indices of the positions of dense
+      segments without a connection; the entry at the walk's position is a hole (``dummy``)
+      when it equals the next one;
+    - ``sources`` (one word per non-input neuron, P > 1 only): its lane and local index
+      (``sbank``, ``saddr``).
+
+    The counters: ``pos`` (the entry), the neuron ``k`` of the lane, the run ``s`` of the
+    neuron in the part (its dense segments, then its sparse run; or its one dummy), the
+    position ``y`` in the run, the slot, and the pointers into ``segments``, ``sparse`` and
+    ``holes``; the current word of each of those four tables, in registers; and what the
+    position is (dense, sparse, a neuron's dummy; the last of its run, of the neuron's part;
+    a hole), registers computed with the move to it. Each table is read one word ahead (its
+    pointer's next value + 1; the neurons wrap to the first, the others stop at their pad
+    word), its output only loads the current word when the pointer moves, and a ``start``
+    loads the range's first words (constants): the next-state logic reads registers only,
+    no path goes from a table's output back to its address. The fields are registered, and
+    ``sources`` is read with the current position's source, so the fields come one cycle
+    after ``pos`` like a ROM's.
+
+    Ports (``LATENCY`` = 1: fields and weight one cycle after the address):
 
     - ``start`` (in): the walk restarts at the first entry of the range ``walk`` (``Walk``,
       read with ``start``): ``DRIVE`` [0, n_drive) (the drive pass), ``STEP`` [n_drive,
       n_total) (a relaxation step), ``ALL`` [0, n_total) (the update).
     - ``advance`` (in): the walk moves to the next entry (MacPipeline: every cycle of its
       walk; UpdateUnit: once per entry).
-    - ``pos`` (out): the entry the walk is at, whose read is issued in this cycle;
+    - ``pos`` (out): the entry the walk is at, whose weight read is issued in this cycle;
       ``last`` (out): it is the range's last entry.
-    - ``host_rd``, ``host_addr`` (in): read entry ``host_addr`` instead (the host, while the
-      lane is idle).
-    - ``entry`` (out): the fields (``signatures.entry_layout``) of the entry read in the
-      previous cycle; ``weight`` (out): its stored weight (signed raw).
+    - ``host_rd``, ``host_addr`` (in): read the weight of entry ``host_addr`` instead (the
+      host, while the lane is idle; ``entry`` then still follows the walk).
+    - ``entry`` (out): the fields of the entry the walk was at in the previous cycle;
+      ``weight`` (out): the stored weight read in the previous cycle (signed raw).
     - ``wr`` (in): en, addr, data: a stored weight written back (UpdateUnit, host).
 
-    ``weights``: the initial stored weights in entry order (``CoreParams.lane_weights``),
-    raw integers of the weight_store format, one per entry (None: zeros). This is the
-    component the memory walk of a larger design (dense blocks walked by address counters,
-    single-port RAMs, one copy of each symmetric weight) replaces: the MAC and the update
-    only ask for the next entry and read its fields and weight.
+    ``weights``: the initial stored weights in entry order (``CoreParams.lane_weights``), raw
+    integers of the weight_store format, one per entry (None: zeros).
     """
 
     LATENCY = 1  # pos (or host_addr) -> entry, weight
@@ -66,18 +147,192 @@ class FaninStore(wiring.Component):
         self.p = params
         self.index = index
         lane = params.layout.lanes[index]
-        self.n_entries = len(lane.entries)
+        self.n_entries = lane.n_entries
         self.n_drive = lane.n_drive
         self.weights = check_words(f"lane {index} weights", weights, self.n_entries, params.num.weight_store)
-        ws = signed(params.num.weight_store.n_word)
-        bits = entry_bits(self.n_entries)
-        super().__init__({
-            "start": In(1), "walk": In(Walk), "advance": In(1), "pos": Out(bits), "last": Out(1),
-            "host_rd": In(1), "host_addr": In(bits),
-            "entry": Out(entry_layout(params)),
-            "weight": Out(ws),
-            "wr": In(write_signature(bits, ws)),
-        })
+        super().__init__(_ports(params, self.n_entries))
+
+    def elaborate(self, platform):
+        m = Module()
+        p, lay = self.p, self.p.layout
+        lane = lay.lanes[self.index]
+        pr = lane.program
+        sizes, n_in, nL = lay.topology.sizes, lay.n_in, len(lay.topology.sizes)
+        el = entry_layout(p)
+        # the stored weights: one word per entry, read at the walk's position (or the host's)
+        wmem = m.submodules.weights = memory.Memory(shape=self.weight.shape(), depth=max(self.n_entries, 1),
+                                                    init=self.weights)
+        w_rd, w_wr = wmem.read_port(), wmem.write_port()
+        tables = walk_tables(p, self.index)
+        rd = {}
+        for name, (shape, rows) in tables.items():
+            mem = m.submodules[name] = memory.Memory(shape=shape, depth=len(rows), init=rows)
+            rd[name] = mem.read_port()
+        n_own, n_seg, n_sp, n_holes = len(lane.neurons), pr.n_seg, pr.n_sparse, pr.n_holes
+        # The current word of each table is held in registers (part of the walk's state); the
+        # table is read one word ahead, so its output only loads these registers and no path
+        # goes from a table's output back to its address.
+        cur = {name: Signal(tables[name][0], name=f"{name}_cur") for name in ("neurons", "segments", "sparse",
+                                                                            "holes")}
+        nt, ft, sp, ht = (cur[name] for name in ("neurons", "segments", "sparse", "holes"))
+
+        # ---- the counters (the state of the entry at ``pos``)
+        run_max = max(max(sizes), n_sp)  # a dense segment's length, or a sparse run's (at most n_sp)
+        part = Signal()  # 0: the drive part, 1: the step part
+        k = Signal(range(max(n_own, 2)))  # the neuron (local index)
+        s = Signal(range(4))  # its run in the part: dense segments 0 .. nds - 1, then the sparse run
+        y = Signal(range(run_max + 1))  # the position in the run
+        slot_r = Signal(el.members["edge"])  # the slot of a dense position after the segment's first
+        q = Signal(range(n_seg + 1))  # pointers: segments, sparse, holes (at most their pad word)
+        spi = Signal(range(n_sp + 1))
+        hp = Signal(range(n_holes + 1))
+        to_drive_end = Signal()  # the walk ends at the drive part's end (else at the list's)
+
+        # ---- layer constants: the dense segments of a layer-``layer`` neuron in part ``pt``
+        def segment_constants(pt, layer, run):
+            c = {"nds": Signal(range(4)),  # dense segments
+                 "len1": Signal.like(y),  # the segment's length - 1
+                 "sbase": Signal(range(max(lay.S, n_in) + 1)),  # its first source (input or non-input index)
+                 "lower": Signal(),  # the stride: n_L on every position (source layer below)
+                 "intra": Signal(),  # n_L while y < x (the intralayer segment), else 1
+                 "pair_d": Signal(el.members["pair"]), "pair_self": Signal(el.members["pair"]),  # a dummy's: (L, L)
+                 "n_l": Signal(range(max(sizes) + 1)), "out_l": Signal()}
+            with m.Switch(layer):
+                for l in range(1, nL):
+                    with m.Case(l):
+                        m.d.comb += [c["pair_self"].eq(lay.pair_index(l, l)), c["n_l"].eq(sizes[l]),
+                                     c["out_l"].eq(l == nL - 1)]
+                        for ptv, drive in enumerate((True, False)):
+                            segs = lay.segments[(drive, l)]
+                            with m.If(pt == ptv):
+                                m.d.comb += c["nds"].eq(len(segs))
+                                with m.Switch(run):
+                                    for idx, src_l in enumerate(segs):
+                                        with m.Case(idx):
+                                            m.d.comb += [c["len1"].eq(sizes[src_l] - 1), c["lower"].eq(src_l < l),
+                                                         c["intra"].eq(src_l == l),
+                                                         c["pair_d"].eq(lay.pair_index(l, src_l)),
+                                                         c["sbase"].eq(sum(sizes[:src_l]) - (0 if drive else n_in))]
+            return c
+
+        # What the entry at ``pos`` is, in registers computed with the move to it (the next-state
+        # logic reads only registers): a dense position, a sparse one, a neuron's dummy; the last
+        # of its run, of the neuron's part; a hole.
+        dense, sparse, dummy_run, run_last, n_last, hole = (Signal(name=n) for n in (
+            "dense", "sparse", "dummy_run", "run_last", "n_last", "hole"))
+        cc = segment_constants(part, nt.layer, s)
+        slot = Mux(y == 0, ft.slot, slot_r)
+        stride = Mux(cc["lower"] | (cc["intra"] & (y < nt.xl)), cc["n_l"], 1)
+        src = Signal(range(max(lay.S, n_in) + max(sizes) + 1))
+        m.d.comb += src.eq(Mux(dense, cc["sbase"] + y, Mux(sparse, sp.src, Mux(part, nt.nidx, 0))))
+
+        # ---- the fields, registered: the entry one cycle after ``pos``
+        f = Signal(el)
+        f_src, f_part = Signal.like(src), Signal()
+        m.d.sync += [
+            f.sel_in.eq(~part), f.nloc.eq(k), f.nidx.eq(nt.nidx),
+            f.edge.eq(Mux(dense, slot, Mux(sparse, sp.slot, 0))),
+            f.pair.eq(Mux(dense, cc["pair_d"], Mux(sparse, sp.pair, cc["pair_self"]))),
+            f.first.eq((s == 0) & (y == 0)), f.last.eq(n_last), f.dummy.eq(dummy_run | hole),
+            f.out.eq(cc["out_l"]), f_src.eq(src), f_part.eq(part),
+        ]
+        m.d.comb += self.entry.eq(f)
+        if "sources" in rd:  # a non-input source's lane and local index, read with the position's source
+            st = rd["sources"]
+            m.d.comb += [st.addr.eq(Mux(part, src, 0)),
+                         self.entry.saddr.eq(Mux(f_part, st.data.saddr, f_src)),
+                         self.entry.sbank.eq(Mux(f_part, st.data.sbank, 0))]
+        else:
+            m.d.comb += [self.entry.saddr.eq(f_src), self.entry.sbank.eq(0)]
+
+        # ---- the next state
+        regs = {"pos": self.pos, "part": part, "k": k, "s": s, "y": y, "slot": slot_r, "q": q, "sp": spi, "hp": hp}
+        inc = {"neurons": n_last, "segments": dense & run_last & (q != n_seg), "sparse": sparse & (spi != n_sp),
+               "holes": hole & (hp != n_holes)}  # the pointer moves on (at an advance)
+        nx = {name: Signal.like(sig, name=f"{name}_next") for name, sig in regs.items()}
+        m.d.comb += [nx[name].eq(sig) for name, sig in regs.items()]
+        step = self.walk == Walk.STEP
+        with m.If(self.start):
+            m.d.comb += [nx["pos"].eq(Mux(step, self.n_drive, 0)), nx["part"].eq(step), nx["k"].eq(0),
+                         nx["s"].eq(0), nx["y"].eq(0), nx["q"].eq(Mux(step, pr.n_seg_drive, 0)),
+                         nx["sp"].eq(Mux(step, pr.n_sparse_drive, 0)), nx["hp"].eq(Mux(step, pr.n_holes_drive, 0))]
+            m.d.sync += to_drive_end.eq(self.walk == Walk.DRIVE)
+        with m.Elif(self.advance):
+            m.d.comb += [nx["pos"].eq(self.pos + 1), nx["slot"].eq(slot + stride), nx["q"].eq(q + inc["segments"]),
+                         nx["sp"].eq(spi + inc["sparse"]), nx["hp"].eq(hp + inc["holes"])]
+            with m.If(n_last):  # the next neuron (after the part's last, the step part's first)
+                m.d.comb += [nx["s"].eq(0), nx["y"].eq(0)]
+                with m.If(k == n_own - 1):
+                    m.d.comb += [nx["k"].eq(0), nx["part"].eq(1)]
+                with m.Else():
+                    m.d.comb += nx["k"].eq(k + 1)
+            with m.Elif(run_last):  # the next run of the neuron
+                m.d.comb += [nx["s"].eq(s + 1), nx["y"].eq(0)]
+            with m.Else():
+                m.d.comb += nx["y"].eq(y + 1)
+        m.d.sync += [sig.eq(nx[name]) for name, sig in regs.items()]
+        # Each table is read one word ahead (the neurons wrap: the drive part's last neuron is
+        # followed by the step part's first; the others stop at their pad word): the next word
+        # is a start's first word of the range (a constant), the word read ahead when the
+        # pointer moves, or the current one.
+        ptr = {"neurons": k, "segments": q, "sparse": spi, "holes": hp}
+        first = {"neurons": (0, 0), "segments": (0, pr.n_seg_drive), "sparse": (0, pr.n_sparse_drive),
+                 "holes": (0, pr.n_holes_drive)}
+        word_n = {}
+        for name, pv in ptr.items():
+            shape, rows = tables[name]
+            top = len(rows) - 1
+
+            def ahead(v, by):  # the address ``by`` words after pointer value ``v``
+                if name == "neurons":  # (v + by) mod n_own
+                    return 0 if top == 0 else Mux(v >= top + 1 - by, v + by - (top + 1), v + by)
+                return Mux(v >= top - by, top, v + by)
+
+            move = self.advance & inc[name]
+            c_all, c_step = (shape.const(rows[i]).as_value() for i in first[name])
+            m.d.comb += rd[name].addr.eq(Mux(self.start, Mux(step, ahead(first[name][1], 1), ahead(first[name][0], 1)),
+                                             Mux(move, ahead(pv, 2), ahead(pv, 1))))
+            word_n[name] = Signal(shape, name=f"{name}_word_next")
+            m.d.comb += word_n[name].eq(Mux(self.start, Mux(step, c_step, c_all),
+                                            Mux(move, rd[name].data.as_value(), cur[name].as_value())))
+            m.d.sync += cur[name].eq(word_n[name])
+        # the next position's registers
+        ntn, spn = word_n["neurons"], word_n["sparse"]
+        cn = segment_constants(nx["part"], ntn.layer, nx["s"])
+        hs_n = Mux(nx["part"], ntn.sp_step, ntn.sp_drive)
+        dense_n = nx["s"] < cn["nds"]
+        sparse_n = ~dense_n & hs_n
+        run_last_n = Mux(dense_n, nx["y"] == cn["len1"], Mux(sparse_n, spn.last, 1))
+        m.d.sync += [dense.eq(dense_n), sparse.eq(sparse_n), dummy_run.eq((cn["nds"] == 0) & ~hs_n),
+                     run_last.eq(run_last_n),
+                     n_last.eq(run_last_n & Mux(dense_n, (nx["s"] + 1 == cn["nds"]) & ~hs_n, 1)),
+                     hole.eq(nx["pos"] == word_n["holes"].pos)]
+
+        # ---- the weights
+        end = Mux(to_drive_end, self.n_drive - 1, self.n_entries - 1)
+        m.d.comb += [self.last.eq(self.pos == end), w_rd.addr.eq(Mux(self.host_rd, self.host_addr, self.pos)),
+                     self.weight.eq(w_rd.data),
+                     w_wr.en.eq(self.wr.en), w_wr.addr.eq(self.wr.addr), w_wr.data.eq(self.wr.data)]
+        return m
+
+
+class RomFaninStore(wiring.Component):
+    """The reference walk: lane ``index``'s entries' fields in a connection ROM (one
+    ``entry_layout`` word per entry, ``entry_rows``) next to the stored weights, and a counter
+    over a range of them. Same ports, latency and behaviour as ``FaninStore`` (which the
+    design uses); kept for the tests, which compare the two word for word."""
+
+    LATENCY = 1  # pos (or host_addr) -> entry, weight
+
+    def __init__(self, params: CoreParams, index: int, weights=None):
+        check_lane(params, index)
+        self.p = params
+        self.index = index
+        lane = params.layout.lanes[index]
+        self.n_entries = lane.n_entries
+        self.n_drive = lane.n_drive
+        self.weights = check_words(f"lane {index} weights", weights, self.n_entries, params.num.weight_store)
+        super().__init__(_ports(params, self.n_entries))
 
     def elaborate(self, platform):
         m = Module()

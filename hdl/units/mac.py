@@ -38,7 +38,7 @@ class MacPipeline(wiring.Component):
     def __init__(self, params: CoreParams, index: int):
         check_lane(params, index)
         self.p = params
-        self.n_entries = len(params.layout.lanes[index].entries)
+        self.n_entries = params.layout.lanes[index].n_entries
         el = entry_layout(params)
         sw = params.state.n_word
         super().__init__({

@@ -58,7 +58,8 @@ def entry_bits(n_entries: int) -> int:
 
 
 def entry_layout(params: CoreParams) -> data.StructLayout:
-    """One entry of a lane's connection list (``layout.Entry``, as the ROM holds it)."""
+    """One entry of a lane's connection list (``layout.Entry``): the fields FaninStore's walk
+    gives (and RomFaninStore's connection ROM holds)."""
     lay = params.layout
     return data.StructLayout({
         "sel_in": 1,  # the source is an input (read the input memory), else a state (read bank sbank)
@@ -70,7 +71,8 @@ def entry_layout(params: CoreParams) -> data.StructLayout:
         "pair": bits_for(len(lay.pairs)),  # its layer pair (the rate multiplier, §6)
         "first": 1,  # the neuron's first entry: the accumulator restarts
         "last": 1,  # its last entry: the sum goes to the neuron unit
-        "dummy": 1,  # a neuron without sources: multiplies by 0, never updated
+        "dummy": 1,  # a hole of a dense segment, or a neuron without sources in the part:
+        # weight 0, multiplies by 0, never updated
         "out": 1,  # the neuron is an output (nudged in the weakly-clamped phase)
     })
 

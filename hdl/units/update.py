@@ -45,7 +45,7 @@ class UpdateUnit(wiring.Component):
         check_lane(params, index)
         self.p = params
         self.lane = params.layout.lanes[index]
-        self.n_entries, self.n_own = len(self.lane.entries), len(self.lane.neurons)
+        self.n_entries, self.n_own = self.lane.n_entries, len(self.lane.neurons)
         check_rounding("rounding", params.num.rounding)
         num, sw = params.num, params.state.n_word
         ebits = entry_bits(self.n_entries)
