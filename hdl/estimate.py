@@ -19,9 +19,10 @@ the core from, without elaborating it:
 * **DSPs** (:func:`dsp_count`): every multiplier of a lane split into the target's DSP
   width (SB_MAC16 16 x 16, MULT18X18D 18 x 18; iCE40 products under 11 bits stay in
   LUTs), plus the controller's two event-base products under stochastic rounding;
-* **logic** (:func:`logic_estimate`): LUT4 sites (iCE40 logic cells, ECP5 TRELLIS_COMB)
-  from per-lane and per-core figures calibrated on the designs of docs/hardware.md
-  (within ~25% there; a rough figure, the others are computed);
+* **logic** (:func:`logic_luts`): LUT4s per core, per lane and per random-word unit fitted to
+  Yosys's counts of the tiny designs, plus the memories built in logic, times the logic
+  sites per LUT4 after place and route (iCE40 logic cells, ECP5 TRELLIS_COMB): a rough
+  figure (within 10% where measured), the others are computed;
 * **cycles** from the cycle model (``core.cycle_model``, equal to simulation).
 
 Whether it fits: every computed resource within the target, and the logic estimate within
@@ -128,20 +129,26 @@ def _blocks(width: int, depth: int, configs) -> int:
     return int(best[width])
 
 
+def _logic_luts(mem: Mem, width: int) -> int:
+    rows = math.ceil(mem.depth / 16)
+    return width * rows if mem.rom else mem.depth * width + width * rows
+
+
 def map_memory(mem: Mem, family: str) -> dict:
     """Where one memory goes on ``family``: ``{"BRAM": n}`` (iCE40 SB_RAM40_4K),
-    ``{"DP16KD": n}``, ``{"LUTRAM": n}`` (ECP5 DPR16X4, 16 x 4) or ``{"logic_bits": n}``
+    ``{"DP16KD": n}``, ``{"LUTRAM": n}`` (ECP5 DPR16X4, 16 x 4) or ``{"logic": n}`` (LUT4s: a
+    ROM, one per bit and 16 words; a RAM in flip-flops, one per bit plus its read mux)
     (flip-flops or LUTs). One copy per read port."""
     width = mem.used_width if mem.used_width is not None else mem.width
     if width == 0:
-        return {"logic_bits": 0}
+        return {"logic": 0}
     if family == "ice40":
         if (mem.rom and mem.depth <= SMALL_DEPTH) or (not mem.rom and mem.depth * width < ICE40_SMALL_BITS):
-            return {"logic_bits": mem.depth * width}
+            return {"logic": _logic_luts(mem, width)}
         return {"BRAM": mem.reads * _blocks(width, mem.depth, ICE40_EBR)}
     if mem.depth <= SMALL_DEPTH:
         if mem.rom:
-            return {"logic_bits": mem.depth * width}
+            return {"logic": _logic_luts(mem, width)}
         return {"LUTRAM": mem.reads * math.ceil(mem.depth / 16) * math.ceil(width / 4)}
     return {"DP16KD": mem.reads * _blocks(width, mem.depth, ECP5_DP16KD)}
 
@@ -184,19 +191,23 @@ def core_multipliers(p: CoreParams) -> list[tuple[str, int, int]]:
             ("update x (n_slots + S)", EVENT_BASE_BITS, (p.layout.n_slots + S).bit_length())]
 
 
-# LUT4 sites: (core, per lane with deterministic rounding, per lane's stochastic rounding
-# units), fitted to the measured designs of docs/hardware.md (8-bit states and weights):
-# ECP5 TRELLIS_COMB 2,307 (tiny, 1 lane, nearest-even), 6,663 (tiny, 2 lanes, stochastic),
-# 25,365 (demo, 8 lanes, stochastic); iCE40 logic cells 2,609 (tiny, 1 lane, nearest-even)
-# and 7,127 (tiny, 2 lanes, stochastic).
-LOGIC = {"ice40": (250, 2350, 1100), "ecp5": (430, 1880, 1240)}
+# Logic in LUT4s: the core, each lane, and each lane's two random-word units (§5) under
+# stochastic rounding, fitted to Yosys's counts of the tiny designs (2026-11-28, the dense
+# walk): iCE40 SB_LUT4 2,236 (1 lane, nearest-even) and 6,559 (2 lanes, stochastic); ECP5
+# LUT4 + 2 x CCU2C 2,221 and 6,597; the memories Yosys builds in logic come on top
+# (``map_memory``). Logic sites per LUT4 after place and route: iCE40 logic cells (LUT4 + FF
+# + carry) 1.40 (3,121 cells for the first design); ECP5 TRELLIS_COMB 1.15 (its LUT RAM
+# included; 1.12-1.17 on the three designs of docs/hardware.md "Targets").
+LOGIC_LUTS = (300, 1760, 1275)
+SITES_PER_LUT = {"ice40": 1.40, "ecp5": 1.15}
 
 
-def logic_estimate(p: CoreParams, family: str) -> int:
-    core, lane, rnd = LOGIC[family]
+def logic_luts(p: CoreParams) -> float:
+    """LUT4s of the core's logic, its memories in logic left out."""
+    core, lane, rnd = LOGIC_LUTS
     n_rng = (p.num.rounding == "stochastic") + (p.num.state_rounding == "stochastic")
     scale = max(p.state.n_word, p.num.weight.n_word) / 8  # datapath width relative to the fit
-    return round(core + p.layout.P * (lane + rnd * n_rng / 2) * (0.5 + 0.5 * scale))
+    return core + p.layout.P * (lane + rnd * n_rng / 2) * (0.5 + 0.5 * scale)
 
 
 # ----------------------------------------------------------------- the estimate
@@ -210,7 +221,6 @@ CAPACITY = {  # what a device offers, in the estimate's resource names (nextpnr'
     "85k": {"logic": 83640, "DP16KD": 208, "DSP": 156},
 }
 LOGIC_MARGIN = 1.25  # the logic figure is an estimate: refused only when 25% over
-LUTRAM_SITES = 3  # ECP5 logic sites per DPR16X4 (its LUTs, as nextpnr places them)
 
 
 def estimate(p: CoreParams, target: Target) -> dict:
@@ -221,17 +231,17 @@ def estimate(p: CoreParams, target: Target) -> dict:
     fam = target.family
     by_kind = {k: 0 for k in KINDS}
     res = {"BRAM": 0, "SPRAM": 0} if fam == "ice40" else {"DP16KD": 0, "LUTRAM": 0}
-    logic_bits = 0
+    mem_luts = 0
     for m in mems:
         by_kind[m.kind] += m.bits
         for k, v in map_memory(m, fam).items():
-            if k == "logic_bits":
-                logic_bits += v
+            if k == "logic":
+                mem_luts += v
             else:
                 res[k] += v
     n_conn = int(p.topology.counts()["total"])
     unique = n_conn * p.num.weight_store.n_word
-    logic = logic_estimate(p, fam) + logic_bits + (LUTRAM_SITES * res.get("LUTRAM", 0))
+    logic = round(SITES_PER_LUT[fam] * (logic_luts(p) + mem_luts))
     res["DSP"] = dsp_count(p, fam)
     res["logic"] = logic
     cm = cycle_model(p)

@@ -67,24 +67,23 @@ def test_map_memory_by_hand():
     assert est_mod.map_memory(bank, "ice40") == {"BRAM": 2}
     assert est_mod.map_memory(bank, "ecp5") == {"LUTRAM": 8}
     # tiny memories: the targets bit (9 x 1) in flip-flops; a small ROM in logic
-    assert est_mod.map_memory(M("t", "states", 9, 1), "ice40") == {"logic_bits": 9}
-    assert est_mod.map_memory(M("r", "other", 9, 8, writes=0), "ecp5") == {"logic_bits": 72}
+    assert est_mod.map_memory(M("t", "states", 9, 1), "ice40") == {"logic": 9 + 1}  # 9 FFs, a read mux
+    assert est_mod.map_memory(M("r", "other", 9, 8, writes=0), "ecp5") == {"logic": 8}  # 8 LUT4s of 16 words
     # 784 x 100 x 8 bits of weights: 154 EBRs of 512 x 8, 39 DP16KD of 2048 x 9
     w = M("w", "weights", 78400, 8)
     assert est_mod.map_memory(w, "ice40") == {"BRAM": 154}
     assert est_mod.map_memory(w, "ecp5") == {"DP16KD": 39}
 
 
-# Yosys on these designs (2026-11-28, the RTL with the drive pass: Debian Yosys 0.23
-# synth_ice40 -dsp, YoWASP Yosys 0.70 synth_ecp5): block RAM, LUT RAM and DSPs as it mapped
-# them; logic sites (iCE40 ICESTORM_LC, ECP5 TRELLIS_COMB) from nextpnr on the same designs
-# before the drive pass (docs/hardware.md "Targets"), which added ~100 LUT4 per lane.
+# Yosys on these designs (2026-11-28, the dense walk: Debian Yosys 0.23 synth_ice40 -dsp,
+# YoWASP Yosys 0.70 synth_ecp5): block RAM, LUT RAM and DSPs as it mapped them; logic sites
+# where place and route was run (nextpnr-ice40: 3,121 logic cells), else None.
 MEASURED = [
-    (TINY_HDL, {"lanes": 1, "fixed": {"rounding": "nearest-even"}}, "up5k", {"BRAM": 15, "DSP": 5}, 2609),
-    (TINY_HDL, {}, "up5k", {"BRAM": 25, "DSP": 14}, 7127),
+    (TINY_HDL, {"lanes": 1, "fixed": {"rounding": "nearest-even"}}, "up5k", {"BRAM": 8, "DSP": 5}, 3121),
+    (TINY_HDL, {}, "up5k", {"BRAM": 16, "DSP": 14}, None),
     (TINY_HDL, {"lanes": 1, "fixed": {"rounding": "nearest-even"}}, "ecp5-85k",
-     {"DP16KD": 3, "LUTRAM": 44, "DSP": 4}, 2307),
-    (TINY_HDL, {}, "ecp5-85k", {"DP16KD": 4, "LUTRAM": 60, "DSP": 12}, 6663),
+     {"DP16KD": 1, "LUTRAM": 44, "DSP": 4}, None),
+    (TINY_HDL, {}, "ecp5-85k", {"DP16KD": 2, "LUTRAM": 60, "DSP": 12}, None),
 ]
 
 
@@ -93,7 +92,8 @@ def test_estimate_matches_synthesis(path, over, target, blocks, logic):
     params, _ = _params(path, **over)
     e = est_mod.estimate(params, TARGETS[target])
     assert {k: e["resources"][k] for k in blocks} == blocks
-    assert abs(e["resources"]["logic"] - logic) <= 0.25 * logic
+    if logic is not None:
+        assert abs(e["resources"]["logic"] - logic) <= 0.1 * logic
 
 
 def test_weight_bits_against_unique():
