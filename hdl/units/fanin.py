@@ -84,7 +84,24 @@ def _ports(params: CoreParams, n_entries: int) -> dict:
     }
 
 
-class FaninStore(wiring.Component):
+class _WeightSource(wiring.Component):
+    """What both walks share: lane ``index``'s ports (``_ports``), its initial stored weights
+    (checked: one raw word of the weight_store format per entry) and the latency."""
+
+    LATENCY = 1  # pos (or host_addr) -> entry, weight
+
+    def __init__(self, params: CoreParams, index: int, weights=None):
+        check_lane(params, index)
+        self.p = params
+        self.index = index
+        lane = params.layout.lanes[index]
+        self.n_entries = lane.n_entries
+        self.n_drive = lane.n_drive
+        self.weights = check_words(f"lane {index} weights", weights, self.n_entries, params.num.weight_store)
+        super().__init__(_ports(params, self.n_entries))
+
+
+class FaninStore(_WeightSource):
     """Lane ``index``'s fan-in lists and their walk by address counters (issue 10): the stored
     weights ``W`` (weight_store format, §1; one word per entry of ``layout.py``'s lists: the
     drive entries ``[0, n_drive)``, whose source is an input, then the step entries ``[n_drive,
@@ -140,17 +157,6 @@ class FaninStore(wiring.Component):
     integers of the weight_store format, one per entry (None: zeros).
     """
 
-    LATENCY = 1  # pos (or host_addr) -> entry, weight
-
-    def __init__(self, params: CoreParams, index: int, weights=None):
-        check_lane(params, index)
-        self.p = params
-        self.index = index
-        lane = params.layout.lanes[index]
-        self.n_entries = lane.n_entries
-        self.n_drive = lane.n_drive
-        self.weights = check_words(f"lane {index} weights", weights, self.n_entries, params.num.weight_store)
-        super().__init__(_ports(params, self.n_entries))
 
     def elaborate(self, platform):
         m = Module()
@@ -316,23 +322,12 @@ class FaninStore(wiring.Component):
         return m
 
 
-class RomFaninStore(wiring.Component):
+class RomFaninStore(_WeightSource):
     """The reference walk: lane ``index``'s entries' fields in a connection ROM (one
     ``entry_layout`` word per entry, ``entry_rows``) next to the stored weights, and a counter
     over a range of them. Same ports, latency and behaviour as ``FaninStore`` (which the
     design uses); kept for the tests, which compare the two word for word."""
 
-    LATENCY = 1  # pos (or host_addr) -> entry, weight
-
-    def __init__(self, params: CoreParams, index: int, weights=None):
-        check_lane(params, index)
-        self.p = params
-        self.index = index
-        lane = params.layout.lanes[index]
-        self.n_entries = lane.n_entries
-        self.n_drive = lane.n_drive
-        self.weights = check_words(f"lane {index} weights", weights, self.n_entries, params.num.weight_store)
-        super().__init__(_ports(params, self.n_entries))
 
     def elaborate(self, platform):
         m = Module()
