@@ -116,6 +116,7 @@ def memories(p: CoreParams) -> list[Mem]:
 ICE40_EBR = ((16, 256), (8, 512), (4, 1024), (2, 2048))  # SB_RAM40_4K: (width, depth)
 ECP5_DP16KD = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
 SMALL_DEPTH = 64  # ECP5: at most this deep -> LUT RAM (RAM) or logic (ROM); iCE40 ROMs -> logic
+SMALL_ROM_BITS = 2048  # a ROM of at most this many bits -> logic (a 110 x 7 table: LUTs, 300 x 33: block RAM)
 ICE40_SMALL_BITS = 64  # iCE40: a RAM of fewer bits -> flip-flops
 
 
@@ -137,15 +138,18 @@ def _logic_luts(mem: Mem, width: int) -> int:
 def map_memory(mem: Mem, family: str) -> dict:
     """Where one memory goes on ``family``: ``{"BRAM": n}`` (iCE40 SB_RAM40_4K),
     ``{"DP16KD": n}``, ``{"LUTRAM": n}`` (ECP5 DPR16X4, 16 x 4) or ``{"logic": n}`` (LUT4s: a
-    ROM, one per bit and 16 words; a RAM in flip-flops, one per bit plus its read mux)
-    (flip-flops or LUTs). One copy per read port."""
+    ROM, one per bit and 16 words; a RAM in flip-flops, one per bit plus its read mux).
+    One copy per read port."""
     width = mem.used_width if mem.used_width is not None else mem.width
     if width == 0:
         return {"logic": 0}
     if family == "ice40":
-        if (mem.rom and mem.depth <= SMALL_DEPTH) or (not mem.rom and mem.depth * width < ICE40_SMALL_BITS):
+        if (mem.rom and (mem.depth <= SMALL_DEPTH or mem.depth * width <= SMALL_ROM_BITS)) or \
+                (not mem.rom and mem.depth * width < ICE40_SMALL_BITS):
             return {"logic": _logic_luts(mem, width)}
         return {"BRAM": mem.reads * _blocks(width, mem.depth, ICE40_EBR)}
+    if mem.rom and mem.depth * width <= SMALL_ROM_BITS:
+        return {"logic": _logic_luts(mem, width)}
     if mem.depth <= SMALL_DEPTH:
         if mem.rom:
             return {"logic": _logic_luts(mem, width)}
