@@ -156,6 +156,7 @@ def design_size(topology, num, P: int) -> dict:
     npl = max(owned)
     sw, ww, bw = num.state.n_word, num.weight_store.n_word, num.bias.n_word
     slot_bits = bits_for(topology.n_slots + 1)
+    drive_bits = num.acc_exact_bits(int(topology.mask.sum(0).max()))  # CoreParams.drive_bits
     words = bits = conn_total = weight_total = 0
     for e, n, ns, nsp, nh in zip(entries, owned, segs, sparse, holes):
         e1, n1 = max(e, 1), max(n, 1)
@@ -164,8 +165,9 @@ def design_size(topology, num, P: int) -> dict:
                   (nsp + 1, bits_for(max(n_in, S)) + slot_bits + bits_for(n_pairs) + 1), (nh + 1, bits_for(e + 1))]
         if P > 1:
             tables.append((S, bits_for(P) + bits_for(npl)))
-        mems = tables + [(e1, ww), (n1, bw), (n1, 1), (n_in, sw),
-                         (n1, bits_for(S) + bits_for(n_pairs))]  # weights, biases, targets, inputs, bias constants
+        mems = tables + [(e1, ww), (n1, bw), (n1, drive_bits), (n1, 1), (n_in, sw),
+                         (n1, bits_for(S) + bits_for(n_pairs))]  # weights, biases, drives, targets, inputs,
+        # bias constants
         mems += [(max(3 * m, 1), sw) for m in owned]  # the state banks: a copy of every lane's states
         words += sum(d for d, _ in mems)
         bits += sum(d * w for d, w in mems)

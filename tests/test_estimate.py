@@ -132,3 +132,14 @@ def test_generate_refuses_what_cannot_fit_its_target(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "DSP 14 of 8" in err and "--force" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("path,over", [(TINY_HDL, {}), (TINY_HDL, {"lanes": 3}), ("configs/demo.toml", {})])
+def test_design_size_counts_the_same_memory(path, over):
+    """generate.design_size (the size guard, without building the lanes) and the estimate
+    (from the lanes) describe the same memories."""
+    from eqprop.hdl.generate import design_size
+
+    params, _ = _params(path, **over)
+    z = design_size(params.topology, params.num, params.P)
+    assert z["memory_bits"] == est_mod.estimate(params, TARGETS["ecp5-85k"])["memory_total_bits"]
