@@ -128,7 +128,7 @@ class Core(wiring.Component):
                                                              "cycles_total")],
         ]
         for ln in lanes:
-            m.d.comb += [ln.beta_neg.eq(dec.beta_neg), ln.settle_tol.eq(dec.settle_tol)]
+            m.d.comb += [ln.beta_neg.eq(dec.beta_neg), ln.settle_tol.eq(dec.settle_tol), ln.rate.eq(dec.rate)]
             # every lane's copy of bank w takes lane w's results
             for w, src in enumerate(lanes):
                 m.d.comb += [ln.bank_in[w].en.eq(src.result.en), ln.bank_in[w].addr.eq(src.result.addr),

@@ -51,6 +51,12 @@ class CoreDriver:
         await self.write(self.map.reg("settle_steps"), 0 if rule is None else int(rule.steps))
         self.settle = rule
 
+    async def set_rates(self, Ms):
+        """Write the ``rate`` registers (the on-chip update's M per layer pair, ``layout.pairs``
+        order; docs/numerics.md §6)."""
+        for q, M in enumerate(Ms):
+            await self.write(self.map.reg("rate") + q, int(M))
+
     async def load_params(self, W_in: torch.Tensor, W_ss: torch.Tensor, b: torch.Tensor):
         """Stored weights (raw) into every lane copy, biases into their lanes."""
         for ell, ws in enumerate(self.p.lane_weights(W_in, W_ss)):

@@ -50,6 +50,7 @@ class Reg(enum.Enum, shape=REGION_SHIFT):
     SETTLE_TOL = 12  # §4a: largest change (state LSBs) that counts as quiet
     SETTLE_STEPS = 13  # §4a: quiet steps that end a free phase (0: off)
     FREE_STEPS = 14  # §4a: steps the last free phase took (read-only)
+    RATE = 16  # §6: words RATE + q, q < len(Layout.pairs): the on-chip update's multiplier M of pair q
 
     @property
     def key(self) -> str:

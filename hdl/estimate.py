@@ -168,8 +168,7 @@ EVENT_BASE_BITS = 32  # PhaseController's example and update registers
 def lane_multipliers(p: CoreParams) -> list[tuple[str, int, int]]:
     """Each lane's multipliers as (name, operand width a, operand width b)."""
     sw, wW = p.state.n_word, p.num.weight.n_word
-    Ms = [p.pair_mult(q).M for q in range(len(p.layout.pairs))]
-    mbits = max(max(Ms).bit_length(), 1)
+    mbits = p.rate_bits  # the rate registers' M (§6)
     return [("mac w*s (§2)", wW, sw + 1), ("update s^beta_i s^beta_j (eq. 7)", sw, sw),
             ("update s^0_i s^0_j (eq. 7)", sw, sw), ("update D*M (§6)", 2 * sw + 2, mbits)]
 

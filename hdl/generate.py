@@ -62,14 +62,14 @@ from .params import CoreParams, bits_for, file_digest, settle_to_dict
 from .serial import FRAME_BITS, SerialCore
 
 HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "target": str, "device": str, "package": str,
-            "clock_mhz": (int, float), "bus": str}
+            "clock_mhz": (int, float), "bus": str, "onchip_lr": (int, float, list)}
 # The top's host interface: "native" (the core's HOST_BUS, hdl/core.py) or "axi4lite" (hdl/axi.py)
 BUSES = ("native", "axi4lite")
 
 
 def hdl_options(cfg) -> dict:
     opts = {"lanes": 1, "checkpoint": "", "name": "eqprop_core", "target": DEFAULT_TARGET, "device": "",
-            "package": "", "clock_mhz": 12.0, "bus": "native"}
+            "package": "", "clock_mhz": 12.0, "bus": "native", "onchip_lr": None}
     for k, v in cfg.hdl.items():
         if k not in HDL_KEYS:
             raise ConfigError(f"{k}: unknown [hdl] key (known: {', '.join(HDL_KEYS)})")
@@ -85,7 +85,26 @@ def hdl_options(cfg) -> dict:
     if not opts["clock_mhz"] > 0:
         raise ConfigError(f"clock_mhz: must be > 0, got {opts['clock_mhz']}")
     opts["fpga"] = fpga_target(opts)
+    opts["onchip_lr"] = onchip_rates(cfg, opts["onchip_lr"])
     return opts
+
+
+def onchip_rates(cfg, given=None) -> list[float]:
+    """The rates alpha of the core's on-chip update (batch 1, eqs. 7-8; docs/numerics.md §6):
+    ``[hdl] onchip_lr`` (one rate, or one per layer pair like ``lr``), else the training
+    rates divided by the training batch size, so that each on-chip update applies what one
+    example contributed to a batch update of the run (the design's multipliers then equal
+    the training's). ConfigError naming ``onchip_lr`` for a bad value."""
+    if given is None:
+        return [float(r) / cfg.batch_size for r in cfg.lr]
+    rates = given if isinstance(given, list) else [given]
+    n = len(cfg.sizes) - 1
+    if len(rates) not in (1, n):
+        raise ConfigError(f"onchip_lr: {len(rates)} rates given; need one global rate or {n} per-layer rates")
+    for r in rates:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
+            raise ConfigError(f"onchip_lr: bad rate {r!r} (a number >= 0)")
+    return [float(r) for r in rates]
 
 
 def fpga_target(opts: dict) -> Target:
@@ -217,7 +236,7 @@ def build_params(cfg, opts: dict, topo=None) -> CoreParams:
     """The CoreParams of this configuration (its network: the checkpoint's or the config's)."""
     if topo is None:
         topo, _ = network_topology(cfg, opts)
-    return CoreParams(topo, config_mod.numerics(cfg), cfg.eps, cfg.beta, cfg.lr, opts["lanes"],
+    return CoreParams(topo, config_mod.numerics(cfg), cfg.eps, cfg.beta, opts["onchip_lr"], opts["lanes"],
                       cfg.free_steps, cfg.nudged_steps, cfg.nudge, config_mod.settle_rule(cfg))
 
 
@@ -441,6 +460,20 @@ def memory_map(params, bus: str = "native") -> dict:
     return out
 
 
+def rate_registers(params) -> list[dict]:
+    """The ``rate`` registers (``Reg.RATE + q``): each layer pair's word, reset M, and the
+    fixed shifts z of its weight and bias updates (the update adds round(sigma D M 2^-z))."""
+    from .enums import Reg
+
+    out = []
+    for q, (a, b) in enumerate(params.layout.pairs):
+        mu = params.pair_mult(q)
+        out.append({"pair": f"{a}-{b}", "word": Reg.RATE.value + q, "bits": params.rate_bits, "M": mu.M, "E": mu.E,
+                    "rate": mu.value * abs(params.beta),  # the alpha that M applies: M 2^-E |beta|
+                    "weight_shift": params.weight_shift(q), "bias_shift": params.bias_shift(q)})
+    return out
+
+
 def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
     name = opts["name"]
     num = params.num
@@ -463,9 +496,14 @@ def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
                      "n_free": params.n_free, "n_nudged": params.n_nudged, "batch": 1,
                      # the settle rule's register reset values (docs/numerics.md §4a); null: off
                      "settle": settle_to_dict(params.settle),
-                     "rates": list(params.rates),
+                     # the training run's rates and batch; the on-chip update's rates (batch 1,
+                     # [hdl] onchip_lr, default rates / batch_size) and their multipliers, whose
+                     # M are the rate registers' reset values (docs/numerics.md §6)
+                     "rates": list(cfg.lr), "train_batch_size": cfg.batch_size,
+                     "onchip_rates": list(params.rates),
                      "multipliers": {f"{a}-{b}": {"M": mu.M, "E": mu.E, "value": mu.value}
-                                     for (a, b), mu in params.net.mult.items()}},
+                                     for (a, b), mu in params.net.mult.items()},
+                     "rate_registers": rate_registers(params)},
         "lanes": {"P": params.P, "per_lane": [{"neurons": len(l.neurons), "entries": len(l.entries),
                                                "drive_entries": l.n_drive, "step_entries": l.n_step, "macs": l.macs}
                                               for l in params.layout.lanes],

@@ -37,6 +37,7 @@ from .units.signatures import (
     check_words,
     lane_control_signature,
     lane_host_signature,
+    rate_layout,
 )
 
 # Latencies (cycles), read by the cycle model (core.py) and the tests: the components' own.
@@ -62,7 +63,8 @@ class Lane(wiring.Component):
       and s^beta are, read by the update; ``ev_base``: the first random event of the step
       (state stream: example base + t S) or of the update (u (n_slots + S)), §5.
     - ``beta_neg`` (in, register): sigma = -1; ``settle_tol`` (in, register) and ``moved``
-      (out, sticky until the next step starts): §4a.
+      (out, sticky until the next step starts): §4a; ``rate`` (in, registers): the update's
+      multiplier M of each layer pair, §6.
 
     Between lanes: ``result`` (out): this lane's new states (en, bank address, data), which
     the core gives to ``bank_in[index]`` of every lane; ``bank_in[w]`` (in): lane w's.
@@ -86,7 +88,7 @@ class Lane(wiring.Component):
         self.drive_data = MemoryData(shape=signed(params.drive_bits), depth=max(self.n_own, 1), init=[])
         super().__init__({
             "ctrl": In(lane_control_signature(params)),
-            "beta_neg": In(1), "settle_tol": In(params.state.n_word),
+            "beta_neg": In(1), "settle_tol": In(params.state.n_word), "rate": In(rate_layout(params)),
             "busy": Out(1), "moved": Out(1),
             "result": Out(bank_write_signature(params)),
             "bank_in": In(bank_write_signature(params)).array(params.layout.P),
@@ -128,6 +130,7 @@ class Lane(wiring.Component):
             upd.start.eq(c.start & (c.mode == LaneMode.UPDATE)),
             neu.nudge.eq(c.nudge), neu.beta_neg.eq(self.beta_neg), upd.beta_neg.eq(self.beta_neg),
             neu.ev_base.eq(c.ev_base), upd.ev_base.eq(c.ev_base), neu.settle_tol.eq(self.settle_tol),
+            upd.rate.eq(self.rate),
             # read data to every reader
             mac.entry.eq(fan.entry), mac.weight.eq(fan.weight), upd.entry.eq(fan.entry),
             upd.weight.eq(fan.weight), mac.x_data.eq(x_rd.data), upd.x_data.eq(x_rd.data),

@@ -124,7 +124,7 @@ class CoreParams:
     num: Numerics
     eps: float
     beta: float
-    rates: list
+    rates: list  # the on-chip update's rates alpha (batch 1; [hdl] onchip_lr, §6)
     P: int
     n_free: int
     n_nudged: int
@@ -188,7 +188,21 @@ class CoreParams:
 
     # ---- learning (§6); p: index into layout.pairs
     def pair_mult(self, p: int) -> Multiplier:
+        """The on-chip update's rate multiplier of pair p: M 2^-z ~ c = rate / |beta| (batch
+        1), ``rates`` being the on-chip rates (``[hdl] onchip_lr``); M is the reset value of
+        the pair's ``rate`` register, z is fixed by the design."""
         return self.net.mult[self.layout.pairs[p]]
+
+    @property
+    def rate_bits(self) -> int:
+        """Width of a ``rate`` register (the M the update multiplies by, docs/numerics.md §6):
+        the ``lr_bits``-bit mantissa under ``lr_mode = "multiplier"``; 1 bit under ``"shift"``
+        (M = 1, or 0 to freeze the pair)."""
+        return self.num.lr_bits if self.num.lr_mode == "multiplier" else 1
+
+    def rate_reset(self) -> list[int]:
+        """The ``rate`` registers' reset values: each pair's M, in ``layout.pairs`` order."""
+        return [self.pair_mult(q).M for q in range(len(self.layout.pairs))]
 
     def weight_shift(self, p: int) -> int:
         """§6: 2 fS + z - fWs for pair p."""
@@ -242,7 +256,7 @@ class CoreParams:
         rule = dyn.get("settle")  # absent: a design made before the settle rule (off)
         try:
             return cls(topo, numerics_from_mapping(man["numerics"]), dyn["eps"],
-                       dyn["beta"], dyn["rates"], man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"],
+                       dyn["beta"], dyn.get("onchip_rates", dyn["rates"]), man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"],
                        dyn.get("nudge", LEGACY_NUDGE), settle_from_dict(rule))
         except (NumericsError, ValueError, TypeError, KeyError) as e:
             raise DesignError(f"{d / 'manifest.json'}: cannot rebuild the design from it ({e}); {REGENERATE}") \

@@ -41,6 +41,12 @@ REGISTER_DOC: dict[Reg, tuple[str, str]] = {
                      "LSBs, that counts as a quiet step"),
     Reg.SETTLE_STEPS: ("read/write (idle)", "quiet steps in a row that end a free phase; 0: the rule is off"),
     Reg.FREE_STEPS: ("read", "steps the last free phase took"),
+    Reg.RATE: ("read/write (idle)", "words 16 + q, one per layer pair q (the manifest's "
+               "`dynamics.rate_registers` lists the pairs): the on-chip update's rate multiplier M "
+               "(numerics.md §6). The update adds round(sigma D M 2^-z) to a weight of the pair, z fixed by "
+               "the design, so the rate it applies is alpha = M 2^-E abs(beta); writing M/2 halves it, 0 "
+               "freezes the pair. Width `lr_bits` (1 bit under `lr_mode = \"shift\"`). Reset value: the "
+               "design's `[hdl] onchip_lr`, by default the training rates divided by the training batch size"),
 }
 
 # Regions: (layout, meaning).
@@ -122,6 +128,12 @@ def c_header(mm, name: str, bus: str = "native") -> str:
     for r in Reg:
         out.append(f"#define {P}_REG_{r.name} 0x{mm.reg(r):06x}u  /* {REGISTER_DOC[r][0]}: "
                    f"{_comment(REGISTER_DOC[r][1])} */")
+    out += [f"#define {P}_REG_RATE_PAIR(q) ({P}_REG_RATE + (uint32_t)(q))  /* the rate register of layer pair q */",
+            f"#define {P}_N_RATE {len(lay.pairs)}u  /* layer pairs (a, b), a <= b, in this order: "
+            f"{', '.join(f'{a}-{b}' for a, b in lay.pairs)} */",
+            f"#define {P}_RATE_BITS {p.rate_bits}u",
+            f"static const uint32_t {name}_rate_reset[{len(lay.pairs)}] = "
+            f"{{{', '.join(str(M) for M in p.rate_reset())}}};"]
     out += ["", "/* Bits of ctrl and status. */"]
     out += [f"#define {P}_CTRL_{c.name} {c.value}u  /* {CTRL_DOC[c]} */" for c in Ctrl]
     out += [f"#define {P}_STATUS_{s.name} {s.value}u  /* {STATUS_DOC[s]} */" for s in Status]

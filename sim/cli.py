@@ -117,6 +117,8 @@ def check_agrees(cfg, man: dict, design: Path, source: str):
              ("free_steps", cfg.free_steps, dyn["n_free"]), ("nudged_steps", cfg.nudged_steps, dyn["n_nudged"]),
              ("nudge", cfg.nudge, dyn.get("nudge", config_mod.LEGACY_NUDGE)),
              ("lr", list(cfg.lr), list(dyn["rates"]))]
+    if "onchip_rates" in dyn:  # designs made before the on-chip rate used lr at batch 1
+        pairs.append(("onchip_lr", hdl_options(cfg)["onchip_lr"], list(dyn["onchip_rates"])))
     if cfg.fixed:
         want = config_mod.numerics(cfg).to_dict()
         pairs += [(f"fixed.{k}", v, man["numerics"].get(k)) for k, v in want.items()]

@@ -30,7 +30,7 @@ from eqprop.hdl.units import (
     buffer_offset,
 )
 from eqprop.hdl.units.fanin import entry_rows
-from eqprop.model.numerics import numerics_from_mapping
+from eqprop.model.numerics import Multiplier, numerics_from_mapping
 from eqprop.model.settle import SettleRule
 from eqprop.model.topology import layer_skipping, layered
 
@@ -391,12 +391,20 @@ def test_lane_drive_pass_then_steps_over_the_step_entries(lane, fixed):
 
 
 @pytest.mark.parametrize("lane", [0, 1])
-@pytest.mark.parametrize("rounding", ["stochastic", "nearest-even"])
-def test_update_unit_equals_the_model_learn(lane, rounding):
+@pytest.mark.parametrize("rounding,host_rates", [("stochastic", False), ("nearest-even", False),
+                                                 ("stochastic", True)])
+def test_update_unit_equals_the_model_learn(lane, rounding, host_rates):
     """Every stored weight and bias the unit writes back equals FixedNetwork.learn (batch 1,
     §6: sigma D M, rounding at the pair's shift with the events of §5, saturation), in
-    6 cycles per entry and 7 per bias."""
+    6 cycles per entry and 7 per bias; ``host_rates``: with the ``rate`` inputs (the core's
+    rate registers) set to other multipliers than the design's, a quarter to three quarters
+    of each pair's, and the model's multipliers set to the same."""
     p, net, g = _params(dict(FIXED, rounding=rounding), beta=-1.0)
+    if host_rates:
+        for q, pair in enumerate(p.layout.pairs):
+            mu = net.mult[pair]
+            net.mult[pair] = Multiplier(mu.M * (q % 3 + 1) // 4, mu.E)
+    rates = p.rate_reset()  # the model's M (the design's, or the host's above)
     rows, ws = entry_rows(p, lane), p.lane_weights(net.W_in, net.W_ss)[lane]
     dut = UpdateUnit(p, lane)
     s0, sb, x = _states(p, g), _states(p, g), _inputs(p, g)
@@ -411,6 +419,8 @@ def test_update_unit_equals_the_model_learn(lane, rounding):
 
     async def bench(ctx):
         ctx.set(dut.beta_neg, 1), ctx.set(dut.ev_base, upd_no * net.events_per_update)
+        for q, M in enumerate(rates):
+            ctx.set(dut.rate[q], M)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)

@@ -122,3 +122,41 @@ def test_generate_requantizes_a_checkpoint_in_other_formats(tmp_path):
     assert np.array_equal(q.net.W_ss.numpy()[mask.numpy()], requant(net.W_ss, f_w, 5, 3)[mask.numpy()])
     assert np.array_equal(q.net.W_in.numpy(), requant(net.W_in, f_w, 5, 3))
     assert np.array_equal(q.net.b.numpy(), requant(net.b, f_b, 5, 2))
+
+
+def test_generate_onchip_rate(tmp_path, capsys):
+    """The on-chip update's rates (docs/numerics.md §6): by default the training rates over
+    the training batch size, so the rate registers reset to the training's multipliers;
+    [hdl] onchip_lr sets them; a bad onchip_lr is one line and exit 2."""
+    from eqprop.model.numerics import make_multiplier
+
+    base = TINY.replace("batch_size = 1", "batch_size = 4\nlr = [0.4, 0.2]\nbeta = 0.5").replace(
+        'lr_mode = "shift"', 'lr_mode = "multiplier"\nlr_bits = 12')
+    for name, extra, want in (("default", "", [0.1, 0.05]), ("one", "onchip_lr = 0.03", [0.03])):
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(base + extra + "\n")
+        out = tmp_path / name
+        assert main(["hdl", "generate", "--config", str(cfg), "--out", str(out), "--no-lint"]) == 0
+        dyn = json.loads((out / "manifest.json").read_text())["dynamics"]
+        assert dyn["rates"] == [0.4, 0.2] and dyn["train_batch_size"] == 4 and dyn["onchip_rates"] == want
+        regs = {r["pair"]: r for r in dyn["rate_registers"]}
+        # pairs of layers (0,1) and (1,1), (1,2) and (2,2) take the rates of layers 1 and 2
+        for pair, layer in (("0-1", 0), ("1-1", 0), ("1-2", 1), ("2-2", 1)):
+            alpha = want[layer if len(want) > 1 else 0]
+            mu = make_multiplier(alpha / 0.5, "multiplier", 12)
+            r = regs[pair]
+            assert (r["M"], r["E"], r["bits"]) == (mu.M, mu.E, 12) and 2**11 <= r["M"] < 2**12
+            assert r["rate"] == pytest.approx(alpha, rel=2**-11)
+            assert r["word"] == 16 + [p["pair"] for p in dyn["rate_registers"]].index(pair)
+        header = (out / "tiny_core.h").read_text()
+        assert "#define TINY_CORE_REG_RATE_PAIR(q)" in header
+        assert f"tiny_core_rate_reset[{len(regs)}] = {{{', '.join(str(r['M']) for r in dyn['rate_registers'])}}}" in header
+    for bad, msg in (("onchip_lr = -0.1", "onchip_lr: bad rate -0.1"),
+                     ("onchip_lr = [0.1, 0.2, 0.3]", "onchip_lr: 3 rates given"),
+                     ('onchip_lr = "fast"', "onchip_lr: bad value 'fast' in [hdl]")):
+        cfg = tmp_path / "bad.toml"
+        cfg.write_text(base + bad + "\n")
+        assert main(["hdl", "generate", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-lint"]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "o").exists()

@@ -1,5 +1,7 @@
 """The Amaranth RTL against the fixed-point model, bit for bit (amaranth.sim)."""
 
+import copy
+
 import pytest
 import torch
 from amaranth.hdl import Module, Signal, signed
@@ -191,6 +193,53 @@ def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding, nudge):
         assert r.cycles["free"] == cm["free"] and r.cycles["nudged"] == cm["nudged"]
         assert r.cycles["update"] == cm["update"]
         assert r.cycles["total"] == cm["train_example"]
+
+
+def test_core_rate_registers_set_the_on_chip_rate():
+    """The ``rate`` registers read back the design's multipliers after reset; with other M
+    written into them (a quarter to three quarters of each pair's, one pair frozen at 0),
+    two training examples update every weight and bias as FixedNetwork with those
+    multipliers (the shifts z stay the design's)."""
+    fixed = {"state": 8, "weight": 8, "bias": 12, "rounding": "stochastic"}
+    params, net, g = _setup(TOPOS["skip"](), fixed, 2, n_free=4, n_nudged=2, rates=(0.5, 0.25, 0.125))
+    reset = params.rate_reset()
+    Ms = [M * (q % 3 + 1) // 4 for q, M in enumerate(reset)]
+    Ms[params.layout.pair_index(1, 2)] = 0  # the pair of layers 1-2 frozen
+    n_in, S, n_out = params.layout.n_in, net.n_s, params.topology.sizes[-1]
+    start = (net.W_in.clone(), net.W_ss.clone(), net.b.clone())
+    net = copy.deepcopy(net)  # the model with the host's multipliers (params.net keeps the design's)
+    for q, pair in enumerate(params.layout.pairs):
+        net.mult[pair] = type(net.mult[pair])(Ms[q], net.mult[pair].E)
+    stride = (params.n_free + params.n_nudged) * S
+    examples = []
+    for e in range(2):
+        x = torch.randint(0, 129, (1, n_in), generator=g, dtype=I64)
+        target, beta = e % n_out, (1.0, -1.0)[e]
+        t = net.prepare_targets(torch.nn.functional.one_hot(torch.tensor([target]), n_out).float())
+        d = net.input_drive(x)
+        s0 = net.relax(net.zero_state(1), d, params.n_free, event_base=torch.tensor([e * stride]))
+        sb = net.relax(s0, d, params.n_nudged, 0.5, beta, t, event_base=torch.tensor([e * stride + params.n_free * S]))
+        net.learn(x, s0, sb, beta, e)
+        examples.append(dict(x=x[0].tolist(), target=target, beta=beta,
+                             weights=params.lane_weights(net.W_in, net.W_ss), b=net.b.tolist()))
+    assert examples[0]["weights"] != params.lane_weights(*start[:2])  # the update moved something
+
+    async def body(drv, out):
+        out["reset"] = [await drv.read(drv.map.reg("rate") + q) for q in range(len(reset))]
+        await drv.load_params(*start)
+        await drv.set_rates(Ms)
+        out["written"] = [await drv.read(drv.map.reg("rate") + q) for q in range(len(reset))]
+        out["runs"] = []
+        for e, ex in enumerate(examples):
+            await drv.load_example(ex["x"], [0] * S, ex["target"])
+            await drv.run(False, example=e, update=e, beta_neg=ex["beta"] < 0)
+            out["runs"].append(await drv.read_params())
+
+    out = _simulate(params, body)
+    assert out["reset"] == reset and out["written"] == Ms
+    for e, (ex, (ws, b)) in enumerate(zip(examples, out["runs"])):
+        assert ws == ex["weights"], f"example {e}: weights after the update"
+        assert b == ex["b"], f"example {e}: biases after the update"
 
 
 @pytest.mark.parametrize("rounding,beta,nudge,overflow", [

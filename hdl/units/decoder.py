@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..enums import ADDR_BITS, REGION_SHIFT, Ctrl, Reg, Region, Status
 from ..params import CoreParams, bits_for
-from .signatures import check_steps, host_field_bits, lane_host_signature
+from .signatures import check_steps, host_field_bits, lane_host_signature, rate_layout
 
 HOST_BUS = wiring.Signature({
     "addr": Out(ADDR_BITS),  # word address: (Region << REGION_SHIFT) | offset
@@ -38,7 +38,8 @@ class HostDecoder(wiring.Component):
     (in); ``start`` (out, one cycle: a write of ``Ctrl.START`` while idle) with ``infer``
     (``Ctrl.INFER`` of that write); the read/write registers ``beta_neg``, ``example``,
     ``update``, ``n_free``, ``n_nudged``, ``settle_tol``, ``settle_steps`` (out, reset to
-    the design's values); ``irq`` (out, level: set when ``done`` rises, cleared by a read of
+    the design's values); ``rate`` (out: the registers ``Reg.RATE + q``, the on-chip
+    update's multiplier M of each layer pair q, reset to the design's, §6); ``irq`` (out, level: set when ``done`` rises, cleared by a read of
     ``status`` or a start; the set wins); ``lanes[P]`` (out).
     """
 
@@ -61,6 +62,8 @@ class HostDecoder(wiring.Component):
             # §4a: reset values from the design's rule; settle_steps = 0 is off
             "settle_tol": Out(sw, init=settle.tol if settle is not None else 0),
             "settle_steps": Out(16, init=settle.steps if settle is not None else 0),
+            # §6: the on-chip update's rate multipliers, one register per layer pair
+            "rate": Out(rate_layout(params), init=params.rate_reset()),
             "irq": Out(1),
             "lanes": Out(lane_host_signature(params)).array(params.layout.P),
         })
@@ -93,6 +96,8 @@ class HostDecoder(wiring.Component):
         writable = {Reg.BETA_NEG: self.beta_neg, Reg.EXAMPLE: self.example, Reg.UPDATE: self.update,
                     Reg.N_FREE: self.n_free, Reg.N_NUDGED: self.n_nudged, Reg.SETTLE_TOL: self.settle_tol,
                     Reg.SETTLE_STEPS: self.settle_steps}
+        for q in range(len(self.p.layout.pairs)):
+            writable[Reg.RATE.value + q] = self.rate[q]
         with m.If(reg_we):
             with m.Switch(off):
                 for reg, sig in writable.items():

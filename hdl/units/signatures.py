@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import signed
+from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 
@@ -20,6 +20,12 @@ def check_steps(params: CoreParams) -> None:
     for key, v in (("n_free", params.n_free), ("n_nudged", params.n_nudged)):
         if not 0 <= v < 1 << 16:
             raise ValueError(f"{key}: {v} does not fit the 16-bit step registers")
+
+
+def rate_layout(params: CoreParams) -> data.ArrayLayout:
+    """The core's ``rate`` registers (``Reg.RATE + q``): the on-chip update's multiplier M of
+    each layer pair q (``layout.pairs`` order), ``rate_bits`` wide (docs/numerics.md §6)."""
+    return data.ArrayLayout(unsigned(params.rate_bits), len(params.layout.pairs))
 
 
 ROUNDING_MODES = ("floor", "nearest-even", "stochastic")  # what arith.round_shift builds (§3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,7 +10,7 @@ from ..arith import round_shift, saturate
 from ..enums import UpdateState as U
 from ..params import CoreParams, bits_for
 from ..rng import RandomWord
-from .signatures import check_lane, check_rounding, entry_bits, entry_layout, loc_bits, write_signature
+from .signatures import check_lane, check_rounding, entry_bits, entry_layout, loc_bits, rate_layout, write_signature
 
 
 def update_read_signature(params: CoreParams) -> wiring.Signature:
@@ -31,7 +31,8 @@ class UpdateUnit(wiring.Component):
     takes three: round, add, saturate and write).
 
     Ports: ``start`` (in, pulse), ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the update's
-    first event, u (n_slots + S)), ``busy`` (out); ``advance`` (out: the FaninStore's walk
+    first event, u (n_slots + S)), ``rate`` (in: M of each layer pair, the core's ``rate``
+    registers), ``busy`` (out); ``advance`` (out: the FaninStore's walk
     moves on), ``pos``, ``last`` (in: where the walk is), ``entry``, ``weight`` (in: the
     entry at ``pos`` one cycle later); ``rd`` (out: sb, src, own) ->
     ``x_data``, ``bank_data[P]``, ``own_data`` (in, one cycle later); ``bias_addr`` (out) ->
@@ -50,7 +51,8 @@ class UpdateUnit(wiring.Component):
         num, sw = params.num, params.state.n_word
         ebits = entry_bits(self.n_entries)
         super().__init__({
-            "start": In(1), "beta_neg": In(1), "ev_base": In(32), "busy": Out(1),
+            "start": In(1), "beta_neg": In(1), "ev_base": In(32), "rate": In(rate_layout(params)),
+            "busy": Out(1),
             "advance": Out(1), "pos": In(ebits), "last": In(1), "entry": In(entry_layout(params)),
             "weight": In(signed(num.weight_store.n_word)),
             "rd": Out(update_read_signature(params)),
@@ -70,9 +72,7 @@ class UpdateUnit(wiring.Component):
         wst, bst = Signal(signed(p.num.weight_store.n_word)), Signal(signed(p.num.bias.n_word))
         s0j, s0i = Signal(sw), Signal(sw)
         D = Signal(signed(2 * sw + 2))
-        Ms = [p.pair_mult(q).M for q in pairs]
-        PD = Signal(signed(len(D) + max(Ms).bit_length() + 2))
-        Mtab = Array(Const(M, unsigned(max(max(Ms).bit_length(), 1))) for M in Ms)
+        PD = Signal(signed(len(D) + p.rate_bits + 2))
         brow = data.StructLayout({"nidx": bits_for(lay.S), "pair": bits_for(len(lay.pairs))})
         bconst = m.submodules.bconst = memory.Memory(shape=brow, depth=max(self.n_own, 1), init=[
             {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
@@ -84,7 +84,7 @@ class UpdateUnit(wiring.Component):
         after_w = U.B_ISSUE if self.n_own > 0 else U.IDLE
 
         def sigma_dm(pair):  # sigma D M (§6)
-            dm = D * Mtab[pair]
+            dm = D * self.rate[pair]
             return PD.eq(Mux(self.beta_neg, -dm, dm))
 
         # Registered decodes for the lane's address muxes: ``act`` = st != IDLE (set by a start
