@@ -57,6 +57,7 @@ from eqprop.model.config import ConfigError
 
 from .core import Core, cycle_model
 from .fpga import DEFAULT_TARGET, TARGETS, Target
+from .layout import LAYOUT_VERSION
 from .memory_map import MemoryMap
 from .params import CoreParams, bits_for, file_digest, settle_to_dict
 from .serial import FRAME_BITS, SerialCore
@@ -504,7 +505,7 @@ def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
                      "multipliers": {f"{a}-{b}": {"M": mu.M, "E": mu.E, "value": mu.value}
                                      for (a, b), mu in params.net.mult.items()},
                      "rate_registers": rate_registers(params)},
-        "lanes": {"P": params.P, "per_lane": [{"neurons": len(l.neurons), "entries": len(l.entries),
+        "lanes": {"P": params.P, "layout_version": LAYOUT_VERSION, "per_lane": [{"neurons": len(l.neurons), "entries": len(l.entries),
                                                "drive_entries": l.n_drive, "step_entries": l.n_step, "macs": l.macs}
                                               for l in params.layout.lanes],
                   # the lanes' entries: the drive entries [0, drive_entries), then the step entries

@@ -67,6 +67,12 @@ import numpy as np
 
 from eqprop.model.topology import Topology
 
+#: The version of the lane layout (entry order, hence the weight addresses and the
+#: ``laneK_*.hex`` files): 2 is the dense counter walk above with drive entries first and
+#: slot-numbered events (docs/numerics.md §5); 1 (a manifest without the key) the
+#: edge-list walk before it. A design of another version cannot be read back with this one.
+LAYOUT_VERSION = 2
+
 COLUMNS = ("neuron", "src_input", "src", "edge", "pair", "first", "last", "dummy")
 
 

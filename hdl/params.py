@@ -40,6 +40,24 @@ MANIFEST_KEYS = (
 REGENERATE = "regenerate it with eqprop hdl generate"
 
 
+def layout_version(man: dict) -> int:
+    """The lane layout version a manifest's design was built with (1: before the key)."""
+    v = man.get("lanes", {}).get("layout_version", 1)
+    return v if isinstance(v, int) else -1
+
+
+def check_layout_version(design_dir, man: dict):
+    """DesignError (one line) if the design's lane layout is not the one this code builds:
+    its weight addresses and hex files would be read in the wrong order."""
+    from .layout import LAYOUT_VERSION
+
+    v = layout_version(man)
+    if v != LAYOUT_VERSION:
+        raise DesignError(f"{Path(design_dir) / 'manifest.json'}: lanes.layout_version is {v}, this eqprop builds "
+                          f"lane layout {LAYOUT_VERSION} (hdl/layout.py): the design's weight order is not this "
+                          f"one's; {REGENERATE}")
+
+
 def file_digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -253,6 +271,7 @@ class CoreParams:
         if list(topo.sizes) != list(man["topology"]["sizes"]):
             raise DesignError(f"{d / 'topology.npz'}: sizes {list(topo.sizes)}, but {d / 'manifest.json'} says "
                               f"{man['topology']['sizes']}; {REGENERATE}")
+        check_layout_version(d, man)
         rule = dyn.get("settle")  # absent: a design made before the settle rule (off)
         try:
             return cls(topo, numerics_from_mapping(man["numerics"]), dyn["eps"],

@@ -142,7 +142,8 @@ def sim_config(args):
     design describes itself: without --config its manifest's configuration is used, and a
     --config (or --lanes, --checkpoint) that would make another design is refused."""
     from eqprop.hdl.generate import generate, hdl_options
-    from eqprop.hdl.params import load_manifest
+    from eqprop.hdl.layout import LAYOUT_VERSION
+    from eqprop.hdl.params import layout_version, load_manifest
     from eqprop.model import config as config_mod
 
     given = config_mod.load_toml(args.config, config_mod.TrainConfig()) if args.config else None
@@ -168,6 +169,10 @@ def sim_config(args):
                 check_agrees(c, man, design, " ".join(f"--{k} {v}" for k, v in flags.items()))
             if "free_steps" not in man["memory_map"]["registers"]:
                 print(f"{design}: made before the settle rule's registers (docs/numerics.md §4a): regenerating")
+                regenerate = True
+            elif layout_version(man) != LAYOUT_VERSION:
+                print(f"{design}: lane layout {layout_version(man)}, this eqprop builds {LAYOUT_VERSION} "
+                      f"(hdl/layout.py): regenerating")
                 regenerate = True
     cfg = cfg or config_mod.TrainConfig()
     cfg.hdl = {**cfg.hdl, **flags}

@@ -185,6 +185,39 @@ def test_sim_config_that_disagrees_with_the_design(tiny_design, tmp_path, capsys
     assert _tree(tiny_design) == before
 
 
+def _layout_version(v):
+    def edit(man):
+        if v is None:
+            del man["lanes"]["layout_version"]
+        else:
+            man["lanes"]["layout_version"] = v
+        return man
+    return _json_edit(edit)
+
+
+@pytest.mark.parametrize("version,shown", [(None, 1), (99, 99)])
+def test_design_of_another_lane_layout(tiny_design, tmp_path, capsys, monkeypatch, version, shown):
+    """A design whose lane layout (entry order, weight addresses) is not this code's: reading
+    it back is one line naming the manifest and the key; eqprop sim regenerates it."""
+    from eqprop.hdl.layout import LAYOUT_VERSION
+    from eqprop.hdl.params import CoreParams, DesignError
+
+    d = _copy(tiny_design, tmp_path)
+    assert json.loads((d / "manifest.json").read_text())["lanes"]["layout_version"] == LAYOUT_VERSION
+    CoreParams.from_design(d)
+    _layout_version(version)(d)
+    with pytest.raises(DesignError, match=rf"manifest.json: lanes.layout_version is {shown}, .* builds lane layout "
+                                          rf"{LAYOUT_VERSION} .*regenerate it"):
+        CoreParams.from_design(d)
+    _stub_cosim(monkeypatch)
+    with pytest.raises(_Stop):
+        main(["sim", "--design", str(d), "--examples", "1"])
+    assert f"lane layout {shown}, this eqprop builds {LAYOUT_VERSION} (hdl/layout.py): regenerating" in \
+        capsys.readouterr().out
+    assert json.loads((d / "manifest.json").read_text())["lanes"]["layout_version"] == LAYOUT_VERSION
+    CoreParams.from_design(d)
+
+
 # ------------------------------------------------ a damaged design (items 6 and 8)
 def _json_edit(f):
     def edit(d: Path):
