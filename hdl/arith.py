@@ -6,13 +6,14 @@ saturation rules as ``eqprop.model.numerics`` (§1-§3), bit for bit.
 
 from __future__ import annotations
 
-from amaranth.hdl import Mux, Value, signed, unsigned
+from amaranth.hdl import Const, Mux, Value, signed, unsigned
 
 from eqprop.model.numerics import RNG_BITS, Format
 
 
 def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value:
-    """v / 2^d rounded (§3): floor | nearest-even | stochastic (32-bit ``word``)."""
+    """v / 2^d rounded (§3): floor | nearest-even | stochastic (``word``: the random word's
+    top ``len(word)`` bits, at least ``min(d, 32)`` of them; ``RandomWord(seed, bits)``)."""
     if d <= 0:
         return v << (-d)
     v = v.as_signed() if not v.shape().signed else v
@@ -25,9 +26,9 @@ def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value
         up = (rem > half) | ((rem == half) & q[0])
         return q + up
     if mode == "stochastic":
-        assert word is not None
+        assert word is not None and len(word) >= min(d, RNG_BITS), (len(word), d)
         if d <= RNG_BITS:
-            up = word[RNG_BITS - d:] < rem
+            up = word[len(word) - d:] < rem
         else:
             up = word < rem[d - RNG_BITS:]
         return q + up
@@ -35,8 +36,13 @@ def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value
 
 
 def saturate(v: Value, fmt: Format) -> Value:
-    """Clip v to the format's raw range (§1)."""
+    """Clip v to the format's raw range (§1). The result has the format's shape where ``v``
+    is wider (in range, v is its own low ``n_word`` bits), so that no bits of it are left over."""
     lo, hi = fmt.min_raw, fmt.max_raw
+    if len(v) > fmt.n_word:
+        shape = shape_of(fmt)
+        low = v[:fmt.n_word].as_signed() if fmt.signed else v[:fmt.n_word]
+        return Mux(v < lo, Const(lo, shape), Mux(v > hi, Const(hi, shape), low))
     return Mux(v < lo, lo, Mux(v > hi, hi, v))
 
 
