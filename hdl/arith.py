@@ -36,13 +36,15 @@ def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value
 
 
 def saturate(v: Value, fmt: Format) -> Value:
-    """Clip v to the format's raw range (§1). The result has the format's shape where ``v``
-    is wider (in range, v is its own low ``n_word`` bits), so that no bits of it are left over."""
+    """Clip v to the format's raw range (§1). A signed ``v`` wider than a signed format is in
+    range when its bits from the format's sign bit up are all equal: then it is its own low
+    ``n_word`` bits (the result has the format's shape), else the bound of its sign."""
     lo, hi = fmt.min_raw, fmt.max_raw
-    if len(v) > fmt.n_word:
-        shape = shape_of(fmt)
-        low = v[:fmt.n_word].as_signed() if fmt.signed else v[:fmt.n_word]
-        return Mux(v < lo, Const(lo, shape), Mux(v > hi, Const(hi, shape), low))
+    n = fmt.n_word
+    if fmt.signed and v.shape().signed and len(v) > n:
+        top = v[n - 1:]
+        inside = (top == 0) | (top == (1 << len(top)) - 1)
+        return Mux(inside, v[:n].as_signed(), Mux(v[-1], Const(lo, signed(n)), Const(hi, signed(n))))
     return Mux(v < lo, lo, Mux(v > hi, hi, v))
 
 

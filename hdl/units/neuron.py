@@ -154,7 +154,8 @@ class NeuronUnit(wiring.Component):
         n3_r = Signal(r.shape())
         m.d.sync += [n3.eq(n2), n3_r.eq(r), n3_loc.eq(n2_loc), n3_old.eq(n2_old)]
         # N3: the clip (§4 step 5), out on ``result``
-        s_new = Mux(n3_r < 0, 0, Mux(n3_r > one, one, n3_r[:sw]))  # (0 <= n3_r <= one: its low sw bits)
+        # (n3_r < 0: its sign bit; 0 <= n3_r <= one: its low sw bits)
+        s_new = Mux(n3_r[-1], 0, Mux(n3_r > one, one, n3_r[:sw]))
         m.d.sync += [res.en.eq(n3), res.addr.eq(n3_loc), res.data.eq(s_new),
                      n4_lo.eq(n3_old - self.settle_tol), n4_hi.eq(n3_old + self.settle_tol)]
         # §4a, in the write cycle (from the registered new state, off the rounding's path):
