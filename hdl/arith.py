@@ -6,13 +6,14 @@ saturation rules as ``eqprop.model.numerics`` (§1-§3), bit for bit.
 
 from __future__ import annotations
 
-from amaranth.hdl import Mux, Value, signed, unsigned
+from amaranth.hdl import Const, Mux, Value, signed, unsigned
 
 from eqprop.model.numerics import RNG_BITS, Format
 
 
 def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value:
-    """v / 2^d rounded (§3): floor | nearest-even | stochastic (32-bit ``word``)."""
+    """v / 2^d rounded (§3): floor | nearest-even | stochastic (``word``: the random word's
+    top ``len(word)`` bits, at least ``min(d, 32)`` of them; ``RandomWord(seed, bits)``)."""
     if d <= 0:
         return v << (-d)
     v = v.as_signed() if not v.shape().signed else v
@@ -25,9 +26,9 @@ def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value
         up = (rem > half) | ((rem == half) & q[0])
         return q + up
     if mode == "stochastic":
-        assert word is not None
+        assert word is not None and len(word) >= min(d, RNG_BITS), (len(word), d)
         if d <= RNG_BITS:
-            up = word[RNG_BITS - d:] < rem
+            up = word[len(word) - d:] < rem
         else:
             up = word < rem[d - RNG_BITS:]
         return q + up
@@ -35,8 +36,15 @@ def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value
 
 
 def saturate(v: Value, fmt: Format) -> Value:
-    """Clip v to the format's raw range (§1)."""
+    """Clip v to the format's raw range (§1). A signed ``v`` wider than a signed format is in
+    range when its bits from the format's sign bit up are all equal: then it is its own low
+    ``n_word`` bits (the result has the format's shape), else the bound of its sign."""
     lo, hi = fmt.min_raw, fmt.max_raw
+    n = fmt.n_word
+    if fmt.signed and v.shape().signed and len(v) > n:
+        top = v[n - 1:]
+        inside = (top == 0) | (top == (1 << len(top)) - 1)
+        return Mux(inside, v[:n].as_signed(), Mux(v[-1], Const(lo, signed(n)), Const(hi, signed(n))))
     return Mux(v < lo, lo, Mux(v > hi, hi, v))
 
 

@@ -69,8 +69,9 @@ class AxiLiteCore(wiring.Component):
             m.d.sync += bvalid.eq(0)
         with m.If(rvalid & a("rready")):
             m.d.sync += rvalid.eq(0)
-        do_write = aw_got & w_got & ~bvalid & ~reading
-        do_read = ar_got & ~rvalid & ~reading & ~do_write
+        do_write, do_read = Signal(), Signal()  # (signals: each read twice, built once)
+        m.d.comb += [do_write.eq(aw_got & w_got & ~bvalid & ~reading),
+                     do_read.eq(ar_got & ~rvalid & ~reading & ~do_write)]
         full = w_strb == 0b1111
         m.d.sync += reading.eq(do_read)
         with m.If(do_write):

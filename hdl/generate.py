@@ -16,12 +16,15 @@ is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it). 
 for ``seed``. ``--bits`` overrides [fixed] keys (the same syntax as
 ``eqprop train --bits``), e.g. to build one trained network at several depths.
 
-Outputs in the directory: ``NAME.v`` (the core, Amaranth's Verilog),
+Outputs in the directory: ``NAME.v`` (the core, Amaranth's Verilog as it is),
 ``NAME_serial.v`` (the core behind a serial shift-register port, for
-place-and-route on small FPGAs), ``laneK_{conn,weights,biases}.hex`` (memory
+place-and-route on small FPGAs), ``NAME.vlt`` and ``NAME_serial.vlt`` (Verilator
+configurations that waive, line by line, the generator's own lint warnings:
+``hdl/lint.py``), ``laneK_{conn,weights,biases}.hex`` (memory
 contents, one word per line, also embedded in the Verilog), ``manifest.json``
 (formats, memory map, ports, cycle model, lint and synthesis results: all a
-testbench needs to know about the design), ``lint.txt`` and, with --synth,
+testbench needs to know about the design; ``lint``: the raw Verilator ``-Wall`` counts per
+code, the waived ones and what remains), ``lint.txt`` and, with --synth,
 ``synth.json``; with --pnr also ``timing.txt`` (fmax, each critical path named, the
 DSPs nextpnr does not time), ``nextpnr.log`` and the bitstream ``NAME_serial.bin``
 (iCE40) or ``.bit`` (ECP5). A missing tool (checked before anything is built), a
@@ -401,9 +404,19 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
     return manifest
 
 
-def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None = None):
+def _write_verilog(stage: Path, name: str, top):
+    """``NAME.v``, Amaranth's Verilog as it is (plus ``evaluate_comb_at_time0``), and
+    ``NAME.vlt``, the Verilator configuration that waives the generator's own lines of it
+    (``hdl/lint.py``; docs/rtl.md "Lint")."""
+    from .lint import generator_waivers, waiver_config
     from .toolchain import generate_verilog
 
+    text = evaluate_comb_at_time0(generate_verilog(top, name, emit_src=False, lint_waivers=False))
+    (stage / f"{name}.v").write_text(text)
+    (stage / f"{name}.vlt").write_text(waiver_config(generator_waivers(text, name), f"{name}.v"))
+
+
+def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None = None):
     name = opts["name"]
     params, fx = build(cfg, opts, topo, net, params)
     num = params.num
@@ -415,14 +428,12 @@ def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None =
         from .axi import AxiLiteCore
 
         top = AxiLiteCore(core)  # NAME is the wrapper; the core is its submodule "core"
-    (stage / f"{name}.v").write_text(evaluate_comb_at_time0(generate_verilog(top, name, emit_src=False)))
+    _write_verilog(stage, name, top)
     from .regmap import c_header
 
     (stage / f"{name}.h").write_text(c_header(MemoryMap(params), name, opts["bus"]))  # the register map in C
     params.topology.save(stage / "topology.npz")  # the exact network, for testbenches
-    serial = SerialCore(Core(params, lw, lb))
-    (stage / f"{name}_serial.v").write_text(
-        evaluate_comb_at_time0(generate_verilog(serial, f"{name}_serial", emit_src=False)))
+    _write_verilog(stage, f"{name}_serial", SerialCore(Core(params, lw, lb)))
     for ell, lane in enumerate(params.layout.lanes):
         (stage / f"lane{ell}_weights.hex").write_text(_hex(lw[ell], num.weight_store.n_word))
         (stage / f"lane{ell}_biases.hex").write_text(_hex(lb[ell], num.bias.n_word))
@@ -549,18 +560,23 @@ def _check_tools(opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: 
     """Lint, synthesis and place-and-route of the design in ``out``; their results go into its
     manifest (rewritten atomically after each)."""
     from .fpga import run_flow
-    from .toolchain import lint_verilog
+    from .toolchain import lint_design
 
     name = opts["name"]
     if lint:
+        # twice: the Verilog as written (the raw counts) and with NAME.vlt, the generator's line
+        # waivers (what remains is the design's)
         with tool_errors("lint"):
-            lr = lint_verilog([out / f"{name}.v"], name)
-        (out / "lint.txt").write_text(str(lr) + "\n" + lr.output)
-        manifest["lint"] = {"tool": "verilator --lint-only -Wall", "ok": lr.ok,
-                            "warnings": [list(w) for w in lr.warnings], "errors": [list(e) for e in lr.errors]}
+            rep = lint_design(out / f"{name}.v", name, out / f"{name}.vlt")
+        (out / "lint.txt").write_text(rep.text())
+        manifest["lint"] = rep.to_manifest()
         manifest["files"] = sorted({*manifest["files"], "lint.txt"})
         _write_json(out / "manifest.json", manifest)
-        log(f"lint: {'clean' if lr.ok else f'{len(lr.warnings)} warnings, {len(lr.errors)} errors'} (lint.txt)")
+        lt = manifest["lint"]
+        raw, off = sum(lt["raw"].values()), sum(lt["waived"].values())
+        left = "clean" if rep.ok else f"{len(rep.waived.warnings)} warnings, {len(rep.waived.errors)} errors remain"
+        log(f"lint: {raw:,} warnings raw, {off:,} of them on the generator's lines (waived in {name}.vlt); {left} "
+            f"(lint.txt)")
     if synth or pnr:
         def record(entries: dict):
             manifest.update(entries)

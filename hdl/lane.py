@@ -32,11 +32,13 @@ from .enums import LaneMode, Walk
 from .params import CoreParams
 from .units import FaninStore, HostPort, MacPipeline, NeuronUnit, StateBanks, UpdateUnit, buffer_offset
 from .units.signatures import (
+    bank_list,
     bank_write_signature,
     check_lane,
     check_words,
     lane_control_signature,
     lane_host_signature,
+    per_bank,
     rate_layout,
 )
 
@@ -90,10 +92,11 @@ class Lane(wiring.Component):
             "ctrl": In(lane_control_signature(params)),
             "beta_neg": In(1), "settle_tol": In(params.state.n_word), "rate": In(rate_layout(params)),
             "busy": Out(1), "moved": Out(1),
-            "result": Out(bank_write_signature(params)),
-            "bank_in": In(bank_write_signature(params)).array(params.layout.P),
+            "result": Out(bank_write_signature(params, index)),
+            **per_bank(params, "bank_in", lambda w: In(bank_write_signature(params, w))),
             "host": In(lane_host_signature(params)),
         })
+        self.bank_in = bank_list(self, params, "bank_in")  # ports bank_in0 ...
 
     def elaborate(self, platform):
         m = Module()
@@ -115,6 +118,13 @@ class Lane(wiring.Component):
         d_rd, d_wr = dmem.read_port(), dmem.write_port()
         c = self.ctrl
         idle, updating = ~self.busy, upd.busy
+
+        def fit(v, port):  # v as wide as the port it drives (the assignment would drop the rest)
+            return v[:len(port)] if len(v) > len(port) else v
+
+        def mux(sel, a, b, port):  # Mux(sel, a, b) into ``port``, from the bits it keeps
+            return Mux(sel, fit(a, port), fit(b, port))
+
         drive = c.mode == LaneMode.DRIVE
         relax_start = c.start & (c.mode == LaneMode.RELAX)
         # the FaninStore's range: the drive entries, the step entries, or all of them (update)
@@ -132,29 +142,32 @@ class Lane(wiring.Component):
             neu.ev_base.eq(c.ev_base), upd.ev_base.eq(c.ev_base), neu.settle_tol.eq(self.settle_tol),
             upd.rate.eq(self.rate),
             # read data to every reader
-            mac.entry.eq(fan.entry), mac.weight.eq(fan.weight), upd.entry.eq(fan.entry),
+            mac.entry.eq(fan.entry), mac.weight.eq(fan.weight >> p.mac_shift), upd.entry.eq(fan.entry),
             upd.weight.eq(fan.weight), mac.x_data.eq(x_rd.data), upd.x_data.eq(x_rd.data),
             neu.bias.eq(b_rd.data), upd.bias.eq(b_rd.data), hp.bias.eq(b_rd.data), hp.weight.eq(fan.weight),
             neu.state.eq(banks.own_data), upd.own_data.eq(banks.own_data), neu.target.eq(t_rd.data),
             *[d.eq(banks.src_data[w]) for w in range(p.layout.P) for d in
               (mac.bank_data[w], upd.bank_data[w], hp.bank_data[w])],
             # read addresses: the host while idle, else the update or the relaxation
-            b_rd.addr.eq(Mux(idle, hp.host.addr, Mux(updating, upd.bias_addr, neu.rd_loc))),
+            b_rd.addr.eq(Mux(self.busy, mux(updating, upd.bias_addr, neu.rd_loc, b_rd.addr),
+                             fit(hp.host.addr, b_rd.addr))),
             t_rd.addr.eq(neu.rd_loc),
-            x_rd.addr.eq(Mux(updating, upd.rd.src, mac.src_loc)),
-            banks.src_buf.eq(Mux(idle, hp.bank_buf, Mux(updating, Mux(upd.rd.sb, c.sb_buf, c.s0_buf),
-                                                            c.rd_buf))),
-            banks.src_loc.eq(Mux(idle, hp.bank_loc, Mux(updating, upd.rd.src, mac.src_loc))),
+            x_rd.addr.eq(mux(updating, upd.rd.src, mac.src_loc, x_rd.addr)),
+            banks.src_buf.eq(Mux(self.busy, Mux(updating, Mux(upd.rd.sb, c.sb_buf, c.s0_buf), c.rd_buf),
+                                 hp.bank_buf)),
+            banks.src_loc.eq(Mux(self.busy, mux(updating, upd.rd.src, mac.src_loc, banks.src_loc),
+                                 fit(hp.bank_loc, banks.src_loc))),
             banks.own_buf.eq(Mux(updating, Mux(upd.rd.sb, c.sb_buf, c.s0_buf), c.rd_buf)),
             banks.own_loc.eq(Mux(updating, upd.rd.own, neu.rd_loc)),
         ]
         # writes: the update's, else the host's (only while idle)
         for port, unit_wr, host_wr in ((fan.wr, upd.w_wr, hp.weight_wr), (bmem.write_port(), upd.b_wr, hp.bias_wr)):
             m.d.comb += [port.en.eq(unit_wr.en | (idle & host_wr.en)),
-                         port.addr.eq(Mux(updating, unit_wr.addr, host_wr.addr)),
+                         port.addr.eq(mux(updating, unit_wr.addr, host_wr.addr, port.addr)),
                          port.data.eq(Mux(updating, unit_wr.data, host_wr.data))]
         for port, host_wr in ((tmem.write_port(), hp.target_wr), (xmem.write_port(), hp.input_wr)):
-            m.d.comb += [port.en.eq(idle & host_wr.en), port.addr.eq(host_wr.addr), port.data.eq(host_wr.data)]
+            m.d.comb += [port.en.eq(idle & host_wr.en), port.addr.eq(fit(host_wr.addr, port.addr)),
+                         port.data.eq(host_wr.data)]
         # this lane's results (its bank, the write buffer), to every lane; the banks take the
         # host's start states while idle
         res = neu.result

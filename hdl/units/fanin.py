@@ -14,6 +14,17 @@ from ..params import CoreParams, bits_for
 from .signatures import check_lane, check_words, entry_bits, entry_layout, loc_bits, write_signature
 
 
+def _mux(sel, a: int, b: int):
+    """Mux(sel, a, b) of two integers, or the integer itself where they are equal (no mux, and
+    no compare left behind for nothing to read)."""
+    return a if a == b else Mux(sel, a, b)
+
+
+def _fit(v, port):
+    """``v`` as wide as ``port`` (the bits an assignment to it keeps), before a mux."""
+    return v[:len(port)] if len(v) > len(port) else v
+
+
 def entry_rows(params: CoreParams, index: int) -> list[dict]:
     """The fields (``signatures.entry_layout``) of lane ``index``'s entries in memory order
     (``layout.py``: the drive entries, then the step entries): what ``RomFaninStore`` holds
@@ -195,30 +206,39 @@ class FaninStore(_WeightSource):
         to_drive_end = Signal()  # the walk ends at the drive part's end (else at the list's)
 
         # ---- layer constants: the dense segments of a layer-``layer`` neuron in part ``pt``
-        def segment_constants(pt, layer, run):
-            c = {"nds": Signal(range(4)),  # dense segments
-                 "len1": Signal.like(y),  # the segment's length - 1
-                 "sbase": Signal(range(max(lay.S, n_in) + 1)),  # its first source (input or non-input index)
-                 "lower": Signal(),  # the stride: n_L on every position (source layer below)
-                 "intra": Signal(),  # n_L while y < x (the intralayer segment), else 1
-                 "pair_d": Signal(el.members["pair"]), "pair_self": Signal(el.members["pair"]),  # a dummy's: (L, L)
-                 "n_l": Signal(range(max(sizes) + 1)), "out_l": Signal()}
+        # (only the fields a user names: the current position's and the next one's differ)
+        def segment_constants(tag, pt, layer, run, fields):
+            shapes = {"nds": range(4),  # dense segments
+                      "len1": y.shape(),  # the segment's length - 1
+                      "sbase": range(max(lay.S, n_in) + 1),  # its first source (input or non-input index)
+                      "lower": 1,  # the stride: n_L on every position (source layer below)
+                      "intra": 1,  # n_L while y < x (the intralayer segment), else 1
+                      "pair_d": el.members["pair"], "pair_self": el.members["pair"],  # a dummy's: (L, L)
+                      "n_l": range(max(sizes) + 1), "out_l": 1}
+            c = {k: Signal(shapes[k], name=f"{tag}_{k}") for k in fields}
+
+            def put(**values):
+                return [c[k].eq(v) for k, v in values.items() if k in c]
+
+            per_run = {"len1", "lower", "intra", "pair_d", "sbase"} & set(fields)
             with m.Switch(layer):
                 for l in range(1, nL):
                     with m.Case(l):
-                        m.d.comb += [c["pair_self"].eq(lay.pair_index(l, l)), c["n_l"].eq(sizes[l]),
-                                     c["out_l"].eq(l == nL - 1)]
+                        m.d.comb += put(pair_self=lay.pair_index(l, l), n_l=sizes[l], out_l=l == nL - 1)
+                        if not per_run and "nds" not in c:
+                            continue
                         for ptv, drive in enumerate((True, False)):
                             segs = lay.segments[(drive, l)]
                             with m.If(pt == ptv):
-                                m.d.comb += c["nds"].eq(len(segs))
+                                m.d.comb += put(nds=len(segs))
+                                if not per_run:
+                                    continue
                                 with m.Switch(run):
                                     for idx, src_l in enumerate(segs):
                                         with m.Case(idx):
-                                            m.d.comb += [c["len1"].eq(sizes[src_l] - 1), c["lower"].eq(src_l < l),
-                                                         c["intra"].eq(src_l == l),
-                                                         c["pair_d"].eq(lay.pair_index(l, src_l)),
-                                                         c["sbase"].eq(sum(sizes[:src_l]) - (0 if drive else n_in))]
+                                            m.d.comb += put(len1=sizes[src_l] - 1, lower=src_l < l,
+                                                            intra=src_l == l, pair_d=lay.pair_index(l, src_l),
+                                                            sbase=sum(sizes[:src_l]) - (0 if drive else n_in))
             return c
 
         # What the entry at ``pos`` is, in registers computed with the move to it (the next-state
@@ -226,15 +246,16 @@ class FaninStore(_WeightSource):
         # of its run, of the neuron's part; a hole.
         dense, sparse, dummy_run, run_last, n_last, hole = (Signal(name=n) for n in (
             "dense", "sparse", "dummy_run", "run_last", "n_last", "hole"))
-        cc = segment_constants(part, nt.layer, s)
+        cc = segment_constants("seg", part, nt.layer, s,
+                               ("lower", "intra", "n_l", "sbase", "pair_d", "pair_self", "out_l"))
         slot = Mux(y == 0, ft.slot, slot_r)
         stride = Mux(cc["lower"] | (cc["intra"] & (y < nt.xl)), cc["n_l"], 1)
-        src = Signal(range(max(lay.S, n_in) + max(sizes) + 1))
-        m.d.comb += src.eq(Mux(dense, cc["sbase"] + y, Mux(sparse, sp.src, Mux(part, nt.nidx, 0))))
+        src = Signal(range(max(lay.S, n_in)))  # (sbase + y of a dense position is a source index)
+        m.d.comb += src.eq(Mux(dense, _fit(cc["sbase"] + y, src), Mux(sparse, sp.src, Mux(part, nt.nidx, 0))))
 
         # ---- the fields, registered: the entry one cycle after ``pos``
         f = Signal(el)
-        f_src, f_part = Signal.like(src), Signal()
+        f_src, f_part = Signal(el.members["saddr"]), Signal()  # an input index where it is used
         m.d.sync += [
             f.sel_in.eq(~part), f.nloc.eq(k), f.nidx.eq(nt.nidx),
             f.edge.eq(Mux(dense, slot, Mux(sparse, sp.slot, 0))),
@@ -245,7 +266,7 @@ class FaninStore(_WeightSource):
         m.d.comb += self.entry.eq(f)
         if "sources" in rd:  # a non-input source's lane and local index, read with the position's source
             st = rd["sources"]
-            m.d.comb += [st.addr.eq(Mux(part, src, 0)),
+            m.d.comb += [st.addr.eq(Mux(part, _fit(src, st.addr), 0)),
                          self.entry.saddr.eq(Mux(f_part, st.data.saddr, f_src)),
                          self.entry.sbank.eq(Mux(f_part, st.data.sbank, 0))]
         else:
@@ -259,9 +280,9 @@ class FaninStore(_WeightSource):
         m.d.comb += [nx[name].eq(sig) for name, sig in regs.items()]
         step = self.walk == Walk.STEP
         with m.If(self.start):
-            m.d.comb += [nx["pos"].eq(Mux(step, self.n_drive, 0)), nx["part"].eq(step), nx["k"].eq(0),
-                         nx["s"].eq(0), nx["y"].eq(0), nx["q"].eq(Mux(step, pr.n_seg_drive, 0)),
-                         nx["sp"].eq(Mux(step, pr.n_sparse_drive, 0)), nx["hp"].eq(Mux(step, pr.n_holes_drive, 0))]
+            m.d.comb += [nx["pos"].eq(_mux(step, self.n_drive, 0)), nx["part"].eq(step), nx["k"].eq(0),
+                         nx["s"].eq(0), nx["y"].eq(0), nx["q"].eq(_mux(step, pr.n_seg_drive, 0)),
+                         nx["sp"].eq(_mux(step, pr.n_sparse_drive, 0)), nx["hp"].eq(_mux(step, pr.n_holes_drive, 0))]
             m.d.sync += to_drive_end.eq(self.walk == Walk.DRIVE)
         with m.Elif(self.advance):
             m.d.comb += [nx["pos"].eq(self.pos + 1), nx["slot"].eq(slot + stride), nx["q"].eq(q + inc["segments"]),
@@ -289,22 +310,30 @@ class FaninStore(_WeightSource):
             shape, rows = tables[name]
             top = len(rows) - 1
 
-            def ahead(v, by):  # the address ``by`` words after pointer value ``v``
+            addr = rd[name].addr
+
+            def ahead(v, by):  # the address ``by`` words after pointer value ``v`` (an int: a constant)
                 if name == "neurons":  # (v + by) mod n_own
-                    return 0 if top == 0 else Mux(v >= top + 1 - by, v + by - (top + 1), v + by)
-                return Mux(v >= top - by, top, v + by)
+                    if isinstance(v, int):
+                        return (v + by) % (top + 1)
+                    return 0 if top == 0 else Mux(v >= top + 1 - by, _fit(v + by - (top + 1), addr),
+                                                  _fit(v + by, addr))
+                if isinstance(v, int):
+                    return min(v + by, top)
+                return Mux(v >= top - by, top, _fit(v + by, addr))
 
             move = self.advance & inc[name]
-            c_all, c_step = (shape.const(rows[i]).as_value() for i in first[name])
-            m.d.comb += rd[name].addr.eq(Mux(self.start, Mux(step, ahead(first[name][1], 1), ahead(first[name][0], 1)),
-                                             Mux(move, ahead(pv, 2), ahead(pv, 1))))
+            m.d.comb += addr.eq(Mux(self.start, _mux(step, ahead(first[name][1], 1), ahead(first[name][0], 1)),
+                                    Mux(move, ahead(pv, 2), ahead(pv, 1))))
             word_n[name] = Signal(shape, name=f"{name}_word_next")
-            m.d.comb += word_n[name].eq(Mux(self.start, Mux(step, c_step, c_all),
+            c_all, c_step = (shape.const(rows[i]).as_value() for i in first[name])
+            first_word = c_all if rows[first[name][0]] == rows[first[name][1]] else Mux(step, c_step, c_all)
+            m.d.comb += word_n[name].eq(Mux(self.start, first_word,
                                             Mux(move, rd[name].data.as_value(), cur[name].as_value())))
             m.d.sync += cur[name].eq(word_n[name])
         # the next position's registers
         ntn, spn = word_n["neurons"], word_n["sparse"]
-        cn = segment_constants(nx["part"], ntn.layer, nx["s"])
+        cn = segment_constants("seg_next", nx["part"], ntn.layer, nx["s"], ("nds", "len1"))
         hs_n = Mux(nx["part"], ntn.sp_step, ntn.sp_drive)
         dense_n = nx["s"] < cn["nds"]
         sparse_n = ~dense_n & hs_n

@@ -9,7 +9,8 @@ from amaranth.lib.wiring import In, Out
 from ..enums import Region
 from ..params import CoreParams, bits_for
 from .banks import buffer_offset
-from .signatures import bank_bits, check_lane, host_field_bits, lane_host_signature, write_signature
+from .signatures import bank_bits, bank_list, bank_write_signature, check_lane, host_field_bits, \
+    lane_host_signature, per_bank, write_signature
 
 BANK_REGIONS = (Region.STATE, Region.S0, Region.FINAL)
 
@@ -41,11 +42,12 @@ class HostPort(wiring.Component):
             "bias_wr": Out(write_signature(fb, signed(num.bias.n_word))),
             "target_wr": Out(write_signature(fb, 1)),
             "input_wr": Out(write_signature(fb, sw)),
-            "state_wr": Out(write_signature(bank_bits(params), sw)).array(params.layout.P),
+            **per_bank(params, "state_wr", lambda w: Out(bank_write_signature(params, w))),
             "bank_buf": Out(2), "bank_loc": Out(bank_bits(params)),
             "weight": In(signed(num.weight_store.n_word)), "bias": In(signed(num.bias.n_word)),
             "bank_data": In(sw).array(params.layout.P),
         })
+        self.state_wr = bank_list(self, params, "state_wr")  # ports state_wr0 ...
 
     def elaborate(self, platform):
         m = Module()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import Array, Module, Mux, Signal, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arith import saturate
@@ -17,9 +17,9 @@ class MacPipeline(wiring.Component):
     step), in four stages:
 
         I  issue: ``advance`` the FaninStore's walk (its read of the entry is issued)
-        F  fields: ``entry`` and the stored weight arrive; the source's read is issued
-           (``src_loc``: an input index or the source's local index in bank ``entry.sbank``);
-           MAC weight w = sat_w(W >> (fWs - fW)) (docs/numerics.md §1)
+        F  fields: ``entry`` and the stored weight's top bits W >> (fWs - fW) arrive; the
+           source's read is issued (``src_loc``: an input index or the source's local index in
+           bank ``entry.sbank``); MAC weight w = sat_w(W >> (fWs - fW)) (docs/numerics.md §1)
         M  multiply: u = the input ``x_data`` or ``bank_data[sbank]``; w * u (exact)
         A  accumulate (§2: exact, restarted at a neuron's first entry); on its last entry
            the sum goes out on ``sum`` (one cycle ``valid``) to the NeuronUnit (in the drive
@@ -28,7 +28,8 @@ class MacPipeline(wiring.Component):
     Ports: ``start`` (in, pulse: walk the range once; the FaninStore restarts its walk at the
     range's first entry),
     ``advance`` (out: the walk moves on), ``last`` (in: the walk is at the last entry),
-    ``entry`` and ``weight`` (in, one cycle after the entry's issue), ``src_loc`` (out, from
+    ``entry`` and ``weight`` (in, one cycle after the entry's issue; ``weight``: the stored
+    weight without the ``mac_shift`` low bits the MAC drops, W >> (fWs - fW)), ``src_loc`` (out, from
     ``entry``), ``x_data`` and ``bank_data[P]`` (in, one cycle after ``src_loc``), ``sum``
     (out: valid, acc, loc, idx, out), ``busy`` (out: a walk is in the pipeline).
     """
@@ -45,7 +46,7 @@ class MacPipeline(wiring.Component):
             "start": In(1),
             "advance": Out(1), "last": In(1),
             "entry": In(el),
-            "weight": In(signed(params.num.weight_store.n_word)),
+            "weight": In(signed(max(params.num.weight_store.n_word - params.mac_shift, 1))),
             "src_loc": Out(el.members["saddr"]),
             "x_data": In(sw),
             "bank_data": In(sw).array(params.layout.P),
@@ -58,7 +59,11 @@ class MacPipeline(wiring.Component):
         p, n = self.p, self.n_entries
         W, S = p.num.weight, p.state
         running, v1, v2, v3 = Signal(), Signal(), Signal(), Signal()
-        e1, e2 = Signal(entry_layout(p)), Signal(entry_layout(p))
+        # the entry's fields each stage still needs: F -> M the source and the dummy flag too
+        el = entry_layout(p).members
+        a_fields = {k: el[k] for k in ("first", "last", "nloc", "nidx", "out")}
+        e1 = Signal(data.StructLayout({k: el[k] for k in ("sel_in", "sbank", "dummy")} | a_fields))
+        e2 = Signal(data.StructLayout(a_fields))
         w1 = Signal(signed(W.n_word))
         prod = Signal(signed(W.n_word + S.n_word + 1))
         acc = Signal(signed(p.acc_exact_bits))
@@ -70,10 +75,12 @@ class MacPipeline(wiring.Component):
             m.d.sync += running.eq(0)
         # F: fields and stored weight in; MAC weight (§1); source read issued
         m.d.comb += self.src_loc.eq(self.entry.saddr)
-        m.d.sync += [v1.eq(running), v2.eq(v1), e1.eq(self.entry), w1.eq(saturate(self.weight >> p.mac_shift, W))]
+        m.d.sync += [v1.eq(running), v2.eq(v1), w1.eq(saturate(self.weight, W)),
+                     *[getattr(e1, k).eq(getattr(self.entry, k)) for k in e1.shape().members]]
         # M: source value in; the exact product (a dummy entry multiplies by 0)
         u = Mux(e1.sel_in, self.x_data, Array(self.bank_data)[e1.sbank])
-        m.d.sync += [v3.eq(v2), e2.eq(e1), prod.eq(Mux(e1.dummy, 0, w1 * u))]
+        m.d.sync += [v3.eq(v2), prod.eq(Mux(e1.dummy, 0, w1 * u)),
+                     *[getattr(e2, k).eq(getattr(e1, k)) for k in a_fields]]
         # A: accumulate; a neuron's last entry hands its sum on
         acc_next = Signal.like(acc)
         m.d.comb += acc_next.eq(Mux(e2.first, 0, acc) + prod)

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arith import round_shift, saturate, wrap
 from ..params import CoreParams
-from ..rng import RandomWord
+from ..rng import RNG_BITS, RandomWord
 from .signatures import check_rounding, loc_bits, neuron_sum_signature, write_signature
 
 
@@ -111,12 +111,13 @@ class NeuronUnit(wiring.Component):
         m = Module()
         p = self.p
         sw, one = p.state.n_word, p.state.one()
-        rng = m.submodules.rng = RandomWord(p.num.seed_state)
+        # the random word of the state event (§5), only where the state rounding draws one: its
+        # top state_shift bits (the bits the rounding compares)
+        stochastic = p.num.state_rounding == "stochastic" and p.state_shift > 0
         n1, nb, n2 = Signal(), Signal(), Signal()
         n1_acc = Signal(signed(p.acc_exact_bits))
         n1_loc, nb_loc, n2_loc = Signal(loc_bits(p)), Signal(loc_bits(p)), Signal(loc_bits(p))
         n1_out = Signal()
-        ev = Signal(32)  # the state event, issued to the RandomWord one cycle after N0
         acc_b0 = net_sum(p, n1_acc, self.drive)
         nb_accb = Signal(acc_b0.shape())
         nb_s, nb_t, nb_nudge = Signal(sw), Signal(), Signal()
@@ -129,10 +130,16 @@ class NeuronUnit(wiring.Component):
         res = self.result
         dwr = self.drive_wr
         m.d.comb += [self.busy.eq(self.sum.valid | n1 | nb | n2 | n3 | res.en | dwr.en), self.rd_loc.eq(self.sum.loc),
-                     rng.index.eq(ev), self.moved.eq(moved)]
+                     self.moved.eq(moved)]
         # N0
-        m.d.sync += [n1.eq(self.sum.valid), n1_acc.eq(self.sum.acc), n1_loc.eq(self.sum.loc), n1_out.eq(self.sum.out),
-                     ev.eq((self.ev_base + self.sum.idx)[:32])]
+        m.d.sync += [n1.eq(self.sum.valid), n1_acc.eq(self.sum.acc), n1_loc.eq(self.sum.loc), n1_out.eq(self.sum.out)]
+        word = None
+        if stochastic:
+            rng = m.submodules.rng = RandomWord(p.num.seed_state, bits=min(p.state_shift, RNG_BITS))
+            ev = Signal(32)  # the state event, issued to the RandomWord one cycle after N0
+            m.d.comb += rng.index.eq(ev)
+            m.d.sync += ev.eq((self.ev_base + self.sum.idx)[:32])
+            word = rng.word
         # N1: the drive added (§4 step 1); the old state and target registered. In the drive
         # pass: D_i (§2) to the drive memory, and the neuron goes no further.
         m.d.sync += [nb.eq(n1 & ~self.drive_pass), nb_accb.eq(acc_b0), nb_loc.eq(n1_loc), nb_s.eq(self.state),
@@ -143,11 +150,12 @@ class NeuronUnit(wiring.Component):
         V = eps_v(p, nb_accb, nb_s, nb_t, nb_nudge, self.beta_neg)
         m.d.sync += [n2.eq(nb), n2_V.eq(V), n2_loc.eq(nb_loc), n2_old.eq(nb_s)]
         # N2
-        r = round_shift(n2_V, p.state_shift, p.num.state_rounding, rng.word)
+        r = round_shift(n2_V, p.state_shift, p.num.state_rounding, word)
         n3_r = Signal(r.shape())
         m.d.sync += [n3.eq(n2), n3_r.eq(r), n3_loc.eq(n2_loc), n3_old.eq(n2_old)]
         # N3: the clip (§4 step 5), out on ``result``
-        s_new = Mux(n3_r < 0, 0, Mux(n3_r > one, one, n3_r))[:sw]
+        # (n3_r < 0: its sign bit; 0 <= n3_r <= one: its low sw bits)
+        s_new = Mux(n3_r[-1], 0, Mux(n3_r > one, one, n3_r[:sw]))
         m.d.sync += [res.en.eq(n3), res.addr.eq(n3_loc), res.data.eq(s_new),
                      n4_lo.eq(n3_old - self.settle_tol), n4_hi.eq(n3_old + self.settle_tol)]
         # §4a, in the write cycle (from the registered new state, off the rounding's path):

@@ -129,9 +129,9 @@ class PhaseController(wiring.Component):
         """A step has finished (or the phase has none): the next step, or the next phase."""
         p, ctl, step = self.p, self.lanes, self._step
         S = p.layout.S
-        step_next = step + 1
+        step_next = (step + 1)[:16]
         # §4a: a free step is quiet when no lane saw a change above settle_tol
-        quiet_next = Mux(self.lanes_moved, 0, self._quiet + 1)
+        quiet_next = Mux(self.lanes_moved, 0, (self._quiet + 1)[:16])
         # (quiet_next >= settle_steps != 0 without a moved lane; registered: _quiet_hit)
         settled = free & ~self.lanes_moved & self._quiet_hit
         m.d.sync += self._quiet.eq(quiet_next)
@@ -140,7 +140,7 @@ class PhaseController(wiring.Component):
             m.d.sync += [step.eq(step_next), ctl.ev_base.eq(ctl.ev_base + S), ctl.start.eq(1),
                          ctl.rd_buf.eq(ctl.wr_buf)]
             # free: alternate 0 and 1; weakly clamped: the buffer neither just written nor s^0's
-            m.d.sync += ctl.wr_buf.eq(Mux(free, ctl.rd_buf, 3 - ctl.wr_buf - ctl.s0_buf))
+            m.d.sync += ctl.wr_buf.eq(Mux(free, ctl.rd_buf, (3 - ctl.wr_buf - ctl.s0_buf)[:2]))
         with m.Elif(free):
             s0 = Mux(self.n_free > 0, ctl.wr_buf, 0)
             # the weakly-clamped phase's events start at base + n_free S (§5), also after a

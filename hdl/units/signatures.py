@@ -48,9 +48,11 @@ def check_words(name: str, values, count: int, fmt) -> list[int]:
     return [int(v) for v in values]
 
 
-def bank_bits(params: CoreParams) -> int:
-    """Address bits of one state bank: three buffers of the largest lane's neurons."""
-    return bits_for(3 * params.layout.neurons_per_lane)
+def bank_bits(params: CoreParams, w: int | None = None) -> int:
+    """Address bits of state bank ``w``: three buffers of lane ``w``'s neurons (None: of the
+    largest lane's, the width of an address that any bank takes)."""
+    lay = params.layout
+    return bits_for(3 * (lay.neurons_per_lane if w is None else len(lay.lanes[w].neurons)))
 
 
 def loc_bits(params: CoreParams) -> int:
@@ -88,9 +90,22 @@ def write_signature(addr_bits: int, shape) -> wiring.Signature:
     return wiring.Signature({"en": Out(1), "addr": Out(addr_bits), "data": Out(shape)})
 
 
-def bank_write_signature(params: CoreParams) -> wiring.Signature:
-    """One state written into a bank (address = buffer offset + local index)."""
-    return write_signature(bank_bits(params), params.state.n_word)
+def bank_write_signature(params: CoreParams, w: int | None = None) -> wiring.Signature:
+    """One state written into bank ``w`` (address = buffer offset + local index, as wide as
+    the bank's)."""
+    return write_signature(bank_bits(params, w), params.state.n_word)
+
+
+def per_bank(params: CoreParams, name: str, member) -> dict:
+    """Signature members ``NAME0`` ... ``NAME{P-1}``, ``member(w)`` each (a bank's write port:
+    each as wide as its bank, which an array of one signature cannot be); the component lists
+    them as ``NAME`` (:func:`bank_list`)."""
+    return {f"{name}{w}": member(w) for w in range(params.layout.P)}
+
+
+def bank_list(component, params: CoreParams, name: str) -> list:
+    """The members ``NAME0`` ... of :func:`per_bank`, in bank order."""
+    return [getattr(component, f"{name}{w}") for w in range(params.layout.P)]
 
 
 def neuron_sum_signature(params: CoreParams) -> wiring.Signature:
@@ -111,16 +126,24 @@ def host_field_bits(params: CoreParams) -> int:
     return max(bits_for(lay.lane_depth), bits_for(3 * lay.neurons_per_lane), bits_for(lay.n_in))
 
 
+def host_data_bits(params: CoreParams) -> int:
+    """Bits of a word the host writes into a lane's memories: the widest of a stored weight,
+    a bias and a state (a target is one bit); the bus word's low bits."""
+    num = params.num
+    return max(num.weight_store.n_word, num.bias.n_word, params.state.n_word)
+
+
 def lane_host_signature(params: CoreParams) -> wiring.Signature:
     """HostDecoder -> every lane's HostPort: one host access, decoded. ``we`` is high only
-    while the core is idle; ``rdata`` answers a read one cycle after its address."""
+    while the core is idle; ``wdata`` is the bus word's low ``host_data_bits``; ``rdata``
+    answers a read one cycle after its address."""
     return wiring.Signature({
         "region": Out(Region),
         "sel": Out(bits_for(params.layout.P)),  # the address's lane field: lane (weight, bias,
         # target) or bank (state, s0, final)
         "buf": Out(2),  # the state buffer a bank read or write addresses
         "addr": Out(host_field_bits(params)),  # entry, local neuron or input index
-        "wdata": Out(32),
+        "wdata": Out(host_data_bits(params)),
         "we": Out(1),
         "rdata": wiring.In(32),
     })

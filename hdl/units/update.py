@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ..arith import round_shift, saturate
 from ..enums import UpdateState as U
 from ..params import CoreParams, bits_for
-from ..rng import RandomWord
+from ..rng import RNG_BITS, RandomWord
 from .signatures import check_lane, check_rounding, entry_bits, entry_layout, loc_bits, rate_layout, write_signature
 
 
@@ -78,14 +78,16 @@ class UpdateUnit(wiring.Component):
             {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
         bc = bconst.read_port()
         bpair = Signal.like(bc.data.pair)
-        rng = m.submodules.rng = RandomWord(p.num.seed_update)
         src = Mux(eu.sel_in, self.x_data, Array(self.bank_data)[eu.sbank])
         b_ph = Signal(2)  # the cycle of B_RND
         after_w = U.B_ISSUE if self.n_own > 0 else U.IDLE
 
-        def sigma_dm(pair):  # sigma D M (§6)
-            dm = D * self.rate[pair]
-            return PD.eq(Mux(self.beta_neg, -dm, dm))
+        # sigma D M (§6), M the rate register of the entry's pair (W_MUL) or the bias's (B_MUL)
+        m_sel = Signal(p.rate_bits)
+        m.d.comb += m_sel.eq(Array(self.rate[q] for q in pairs)[Mux(st == U.B_MUL, bpair, eu.pair)])
+        dm = Signal(signed(len(D) + p.rate_bits + 1))
+        m.d.comb += dm.eq(D * m_sel)
+        sigma_dm = PD.eq(Mux(self.beta_neg, -dm, dm))
 
         # Registered decodes for the lane's address muxes: ``act`` = st != IDLE (set by a start
         # with work, cleared where the last entry or bias goes to IDLE) and ``sb_r`` = st is
@@ -108,7 +110,7 @@ class UpdateUnit(wiring.Component):
             with m.Case(U.W_SB):
                 m.d.sync += [D.eq(Mux(eu.dummy, 0, self.own_data * src - s0i * s0j)), st.eq(U.W_MUL)]
             with m.Case(U.W_MUL):
-                m.d.sync += [sigma_dm(eu.pair), st.eq(U.W_RND)]
+                m.d.sync += [sigma_dm, st.eq(U.W_RND)]
             with m.Case(U.W_RND):
                 m.d.comb += self.advance.eq(1)
                 m.d.sync += st.eq(Mux(self.last, after_w, U.W_ISSUE))
@@ -124,18 +126,24 @@ class UpdateUnit(wiring.Component):
             with m.Case(U.B_SB):
                 m.d.sync += [D.eq(self.own_data - s0i), st.eq(U.B_MUL)]
             with m.Case(U.B_MUL):
-                m.d.sync += [sigma_dm(bpair), st.eq(U.B_RND)]
+                m.d.sync += [sigma_dm, st.eq(U.B_RND)]
             with m.Case(U.B_RND):  # three cycles (b_ph): round, add, saturate and write
                 m.d.sync += b_ph.eq(b_ph + 1)
                 with m.If(b_ph == 2):
                     m.d.sync += [b_ph.eq(0), bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
                     with m.If(bl == self.n_own - 1):
                         m.d.sync += act.eq(0)
-        # The random word of the event, issued in W_SB / B_SB, is there in W_RND / B_RND (§5).
-        m.d.comb += rng.index.eq(Mux(st == U.B_SB, self.ev_base + lay.n_slots + bc.data.nidx,
-                                     self.ev_base + eu.edge)[:32])
-        dW = self._round_by_pair(m, eu.pair, p.weight_shift, rng.word, PD)
-        dB = self._round_by_pair(m, bpair, p.bias_shift, rng.word, PD)
+        # The random word of the event, issued in W_SB / B_SB, is there in W_RND / B_RND (§5): only
+        # where the rounding draws one, its top bits, as many as the widest shift rounds away
+        d_max = max(f(q) for q in pairs for f in (p.weight_shift, p.bias_shift))
+        word = None
+        if p.num.rounding == "stochastic" and d_max > 0:
+            rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS))
+            m.d.comb += rng.index.eq(Mux(st == U.B_SB, (self.ev_base + lay.n_slots + bc.data.nidx)[:32],
+                                         (self.ev_base + eu.edge)[:32]))
+            word = rng.word
+        dW = self._round_by_pair(m, eu.pair, p.weight_shift, word, PD)
+        dB = self._round_by_pair(m, bpair, p.bias_shift, word, PD)
         # The write-back in three stages: *_RND registers the rounded step, the next cycle
         # adds it to the stored value, the one after saturates and writes. A weight's last two
         # overlap the next entry's W_ISSUE and W_FIELDS (or the first B_ISSUE, B_S0; other
