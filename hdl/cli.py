@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     g.add_argument("--name", help="Verilog module name")
     g.add_argument("--bus", help="the top's host interface: native (the core's bus, default) or axi4lite "
                                  "(overrides [hdl] bus; docs/hardware.md)")
+    g.add_argument("--onchip-lr", dest="onchip_lr", metavar="RATE[,RATE...]",
+                   help="the on-chip update's rates (overrides [hdl] onchip_lr; default: the training rates / "
+                        "batch_size; docs/numerics.md §6)")
     g.add_argument("--bits", metavar="KEY=VAL,...",
                    help="[fixed] keys over the config's, e.g. state=6,weight=6,weight_store=10,bias=10; "
                         "a checkpoint in other formats is requantized (nearest-even)")
@@ -60,6 +63,8 @@ def add_parser(sub) -> None:
     e.add_argument("--checkpoint", help="run directory whose network (topology.npz) is estimated")
     e.add_argument("--name", help="the design's name in the report")
     e.add_argument("--target", help="up5k (default), ecp5-25k, ecp5-45k, ecp5-85k (overrides [hdl] target)")
+    e.add_argument("--onchip-lr", dest="onchip_lr", metavar="RATE[,RATE...]",
+                   help="the on-chip update's rates (overrides [hdl] onchip_lr)")
     e.add_argument("--bits", metavar="KEY=VAL,...", help="[fixed] keys over the config's, e.g. state=6,weight=6")
     e.add_argument("--json", action="store_true", help="print the estimate as JSON (every memory listed)")
     e.set_defaults(func=cmd_estimate, settle=None, settle_tol=None, settle_steps=None)

@@ -1,7 +1,8 @@
 """``eqprop hdl generate``: Verilog, memory init files, manifest, lint and synthesis.
 
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN_DIR] [--settle BOOL]
-                        [--bits KEY=VAL,...] [--target T] [--synth] [--pnr] [--no-lint] [--force]
+                        [--bits KEY=VAL,...] [--onchip-lr R[,R...]] [--target T] [--synth] [--pnr] [--no-lint]
+                        [--force]
 
 The configuration is the training one ([train] topology, eps, beta, steps,
 rates; [fixed] formats, docs/numerics.md) plus an optional [hdl] table:
@@ -12,7 +13,9 @@ than the design's, are quantized nearest-even), ``name``,
 ``ecp5-45k``, ``ecp5-85k``; ``hdl/fpga.py``; ``--target`` overrides it), ``device``
 (another iCE40 for an iCE40 target, e.g. ``hx8k``) and ``package`` (nextpnr's, over the
 target's), ``clock_mhz`` (for times in the manifest and nextpnr's constraint), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
-is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it). Without a checkpoint, the memories hold the model's initialisation
+is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it), ``onchip_lr`` (the
+on-chip update's rates, batch 1: the rate registers' reset values; default the training rates
+divided by ``batch_size``, docs/numerics.md §6; ``--onchip-lr`` overrides it). Without a checkpoint, the memories hold the model's initialisation
 for ``seed``. ``--bits`` overrides [fixed] keys (the same syntax as
 ``eqprop train --bits``), e.g. to build one trained network at several depths.
 
@@ -600,8 +603,8 @@ def _check_tools(opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: 
 
 def config_from_args(args):
     """The run configuration of ``eqprop hdl generate``/``estimate``: the TOML, then the flags
-    over it (``--lanes``, ``--checkpoint``, ``--name``, ``--bus``, ``--target``, ``--bits``, the
-    settle flags), validated."""
+    over it (``--lanes``, ``--checkpoint``, ``--name``, ``--bus``, ``--target``, ``--onchip-lr``,
+    ``--bits``, the settle flags), validated."""
     cfg = config_mod.TrainConfig()
     if args.config:
         cfg = config_mod.load_toml(args.config, cfg)
@@ -609,6 +612,13 @@ def config_from_args(args):
     for key in ("lanes", "checkpoint", "name", "bus", "target"):
         if getattr(args, key, None) is not None:
             hdl[key] = getattr(args, key)
+    if getattr(args, "onchip_lr", None) is not None:  # "0.001" or "0.002,0.001"
+        try:
+            rates = [float(v) for v in args.onchip_lr.split(",")]
+        except ValueError:
+            raise ConfigError(f"--onchip-lr: {args.onchip_lr!r} is not a rate or a comma-separated list of rates") \
+                from None
+        hdl["onchip_lr"] = rates if len(rates) > 1 else rates[0]
     cfg.hdl = hdl
     if getattr(args, "bits", None):
         from eqprop.model.numerics import parse_bits

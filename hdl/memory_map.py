@@ -18,7 +18,14 @@ class MemoryMap:
 
     def reg(self, name: str | Reg) -> int:
         """A register's word address (``Reg`` or its manifest name, e.g. ``"status"``)."""
-        reg = name if isinstance(name, Reg) else Reg[name.upper()]
+        if isinstance(name, Reg):
+            reg = name
+        else:
+            try:
+                reg = Reg[str(name).upper()]
+            except KeyError:
+                raise ValueError(f"register: {name!r} is not a register of the core (known: "
+                                 f"{', '.join(r.key for r in Reg)}; hdl/regmap.py)") from None
         return (Region.REG.value << REGION_SHIFT) | reg.value
 
     def _lane(self, region: str, lane: int, offset: int) -> int:

@@ -160,6 +160,15 @@ def test_generate_onchip_rate(tmp_path, capsys):
         header = (out / "tiny_core.h").read_text()
         assert "#define TINY_CORE_REG_RATE_PAIR(q)" in header
         assert f"tiny_core_rate_reset[{len(regs)}] = {{{', '.join(str(r['M']) for r in dyn['rate_registers'])}}}" in header
+    cfg = tmp_path / "flag.toml"
+    cfg.write_text(base)
+    assert main(["hdl", "generate", "--config", str(cfg), "--out", str(tmp_path / "flag"), "--no-lint",
+                 "--onchip-lr", "0.002,0.001"]) == 0
+    assert json.loads((tmp_path / "flag" / "manifest.json").read_text())["dynamics"]["onchip_rates"] == [0.002, 0.001]
+    capsys.readouterr()
+    assert main(["hdl", "generate", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-lint",
+                 "--onchip-lr", "fast"]) == 2
+    assert "--onchip-lr: 'fast' is not a rate" in capsys.readouterr().err
     for bad, msg in (("onchip_lr = -0.1", "onchip_lr: bad rate -0.1"),
                      ("onchip_lr = [0.1, 0.2, 0.3]", "onchip_lr: 3 rates given"),
                      ('onchip_lr = "fast"', "onchip_lr: bad value 'fast' in [hdl]")):

@@ -14,7 +14,7 @@ from eqprop.hdl.memory_map import MemoryMap
 from eqprop.hdl.params import CoreParams
 from eqprop.hdl.regmap import REGION_DOC, REGISTER_DOC, c_header, markdown_tables, register_doc
 from eqprop.model.numerics import numerics_from_mapping
-from eqprop.model.topology import layer_skipping
+from eqprop.model.topology import layer_skipping, layered
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "hardware.md"
 
@@ -62,3 +62,12 @@ def test_c_header_compiles_to_the_memory_map(tmp_path, bus):
              f"out {mm.p.layout.out_first} {S - mm.p.layout.out_first}"]
     assert got == want
     assert re.search(r"#define CORE_X_REGION_WEIGHT 6u", (tmp_path / "core_x.h").read_text())
+
+
+def test_unknown_register_name_is_one_line():
+    topo = layered([6, 4, 3])
+    mm = MemoryMap(CoreParams(topo, numerics_from_mapping({"state": 8, "weight": 8, "bias": 12}), 0.5, 1.0, [0.5], 1,
+                              n_free=3, n_nudged=2))
+    assert mm.reg("rate") == mm.reg(Reg.RATE) == 16
+    with pytest.raises(ValueError, match=r"register: 'rates' is not a register of the core \(known: ctrl, "):
+        mm.reg("rates")
