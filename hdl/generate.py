@@ -105,9 +105,7 @@ def onchip_rates(cfg, given=None) -> list[float]:
     if given is None:
         return [float(r) / cfg.batch_size for r in cfg.lr]
     rates = given if isinstance(given, list) else [given]
-    n = len(cfg.sizes) - 1
-    if len(rates) not in (1, n):
-        raise ConfigError(f"onchip_lr: {len(rates)} rates given; need one global rate or {n} per-layer rates")
+    config_mod.check_rate_count("onchip_lr", rates, cfg.sizes)
     for r in rates:
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
             raise ConfigError(f"onchip_lr: bad rate {r!r} (a number >= 0)")

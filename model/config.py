@@ -125,6 +125,12 @@ _TYPES = {
 assert set(_TYPES) == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+def check_rate_count(key: str, rates: list, sizes: list):
+    """Rates (``lr``, ``[hdl] onchip_lr``) are one global rate or one per non-input layer."""
+    if len(rates) not in (1, len(sizes) - 1):
+        raise ConfigError(f"{key}: {len(rates)} rates given; need one global rate or {len(sizes) - 1} per-layer rates")
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Check one value's type (TOML values or parsed flags)."""
     t = _TYPES[key]
@@ -220,10 +226,7 @@ def validate(cfg: TrainConfig, data: bool = True) -> TrainConfig:
         raise ConfigError(f"p: {cfg.p} is outside [0, 1)")
     if cfg.n_rewire is not None and cfg.n_rewire < 0:
         raise ConfigError(f"n_rewire: must be >= 0, got {cfg.n_rewire}")
-    if len(cfg.lr) not in (1, len(cfg.sizes) - 1):
-        raise ConfigError(
-            f"lr: {len(cfg.lr)} rates given; need one global rate or {len(cfg.sizes) - 1} per-layer rates"
-        )
+    check_rate_count("lr", cfg.lr, cfg.sizes)
     if any(a < 0 for a in cfg.lr):
         raise ConfigError(f"lr: rates must be >= 0, got {cfg.lr}")
     if any(a > MAX_LR for a in cfg.lr):

@@ -117,13 +117,14 @@ def check_agrees(cfg, man: dict, design: Path, source: str):
              ("free_steps", cfg.free_steps, dyn["n_free"]), ("nudged_steps", cfg.nudged_steps, dyn["n_nudged"]),
              ("nudge", cfg.nudge, dyn.get("nudge", config_mod.LEGACY_NUDGE)),
              ("lr", list(cfg.lr), list(dyn["rates"]))]
+    opts = hdl_options(cfg)
     if "onchip_rates" in dyn:  # designs made before the on-chip rate used lr at batch 1
-        pairs.append(("onchip_lr", hdl_options(cfg)["onchip_lr"], list(dyn["onchip_rates"])))
+        pairs.append(("onchip_lr", opts["onchip_lr"], list(dyn["onchip_rates"])))
     if cfg.fixed:
         want = config_mod.numerics(cfg).to_dict()
         pairs += [(f"fixed.{k}", v, man["numerics"].get(k)) for k, v in want.items()]
     if "lanes" in cfg.hdl:
-        pairs.append(("lanes", hdl_options(cfg)["lanes"], man["lanes"]["P"]))
+        pairs.append(("lanes", opts["lanes"], man["lanes"]["P"]))
     ck = cfg.hdl.get("checkpoint")
     if ck:
         have = man.get("checkpoint")
