@@ -69,7 +69,7 @@ class CoreDriver:
         ws = []
         nb = self.p.num.weight_store.n_word
         for ell, lane in enumerate(self.p.layout.lanes):
-            ws.append([to_signed(await self.read(self.map.weight(ell, k)), nb) for k in range(lane.n_entries)])
+            ws.append([to_signed(await self.read(self.map.weight(ell, k)), nb) for k in range(lane.n_words)])
         bb = self.p.num.bias.n_word
         b = [to_signed(await self.read(self.map.bias(i)), bb) for i in range(self.p.layout.S)]
         return ws, b

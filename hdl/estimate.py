@@ -84,7 +84,8 @@ def _rom_used_width(rows: list[dict], layout) -> int:
 
 def memories(p: CoreParams) -> list[Mem]:
     """Every memory of the core for ``p``: the lanes' (``lane.Lane`` and its units). A lane's
-    FaninStore holds the stored weights (one word per entry: connections, holes, dummies) and
+    FaninStore holds the stored weights (``Lane.n_words``: at P = 1 each weight once, else a word
+    per entry: connections, holes, dummies) and
     the small tables of its counter walk (``units.fanin.walk_tables``, kind ``indices``)."""
     from .units.fanin import walk_tables
 
@@ -97,7 +98,7 @@ def memories(p: CoreParams) -> list[Mem]:
         for name, (shape, rows) in walk_tables(p, ell).items():
             mems.append(Mem(f"lane{ell}.fanin.{name}", "indices", len(rows), shape.size, writes=0,
                             used_width=_rom_used_width(rows, shape)))
-        mems.append(Mem(f"lane{ell}.fanin.weights", "weights", n_e, ws))
+        mems.append(Mem(f"lane{ell}.fanin.weights", "weights", max(lane.n_words, 1), ws))
         for w, other in enumerate(lay.lanes):
             mems.append(Mem(f"lane{ell}.banks.bank{w}", "states", max(3 * len(other.neurons), 1), sw,
                             reads=2 if w == ell else 1))

@@ -163,7 +163,7 @@ def design_size(topology, num, P: int) -> dict:
         raise ConfigError(f"lanes: must be >= 1, got {P}")
     if P > S:
         raise ConfigError(f"lanes: P = {P} exceeds the {S} non-input neurons")
-    from .layout import greedy_lanes, part_sizes
+    from .layout import greedy_lanes, part_sizes, weight_bases
 
     counts = part_sizes(topology)  # per neuron and part: entries (holes and dummies too), segments, ...
     ent = counts["entries"]
@@ -182,21 +182,24 @@ def design_size(topology, num, P: int) -> dict:
     slot_bits = bits_for(topology.n_slots + 1)
     drive_bits = num.acc_exact_bits(int(topology.mask.sum(0).max()))  # CoreParams.drive_bits
     words = bits = conn_total = weight_total = 0
+    n_words = weight_bases(topology)[2] if P == 1 else None  # one lane: each weight once (layout.py)
     for e, n, ns, nsp, nh in zip(entries, owned, segs, sparse, holes):
         e1, n1 = max(e, 1), max(n, 1)
+        w1 = max(n_words, 1) if P == 1 else e1  # the weight memory's words
         # the FaninStore's tables (units.fanin.table_layouts): neurons, segments, sparse, holes, sources
-        tables = [(n1, bits_for(S) + bits_for(L) + bits_for(max(sizes[1:])) + 2), (ns + 1, slot_bits),
+        seg_bits = slot_bits + (bits_for(w1) if P == 1 else 0)  # P = 1: each segment's first weight address
+        tables = [(n1, bits_for(S) + bits_for(L) + bits_for(max(sizes[1:])) + 2), (ns + 1, seg_bits),
                   (nsp + 1, bits_for(max(n_in, S)) + slot_bits + bits_for(n_pairs) + 1), (nh + 1, bits_for(e + 1))]
         if P > 1:
             tables.append((S, bits_for(P) + bits_for(npl)))
-        mems = tables + [(e1, ww), (n1, bw), (n1, drive_bits), (n1, 1), (n_in, sw),
+        mems = tables + [(w1, ww), (n1, bw), (n1, drive_bits), (n1, 1), (n_in, sw),
                          (n1, bits_for(S) + bits_for(n_pairs))]  # weights, biases, drives, targets, inputs,
         # bias constants
         mems += [(max(3 * m, 1), sw) for m in owned]  # the state banks: a copy of every lane's states
         words += sum(d for d, _ in mems)
         bits += sum(d * w for d, w in mems)
         conn_total += sum(d * w for d, w in tables)
-        weight_total += e1 * ww
+        weight_total += w1 * ww
     depth = max(entries)
     return {"sizes": sizes, "kind": topology.kind, "neurons": N, "non_input": S, "connections": n_edges,
             "lanes": P, "entries": sum(entries), "lane_depth": depth, "memory_words": words, "memory_bits": bits,
@@ -439,7 +442,8 @@ def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None =
         (stage / f"lane{ell}_weights.hex").write_text(_hex(lw[ell], num.weight_store.n_word))
         (stage / f"lane{ell}_biases.hex").write_text(_hex(lb[ell], num.bias.n_word))
         (stage / f"lane{ell}_conn.txt").write_text("".join(
-            f"{e.neuron} {'x' if e.src_input else 's'}{e.src} edge={e.edge} pair={e.pair}"
+            f"{e.neuron} {'x' if e.src_input else 's'}{e.src} edge={e.edge} pair={e.pair} waddr={e.waddr}"
+            f"{' mirror' if e.mirror and not e.dummy else ''}"
             f"{' first' if e.first else ''}{' last' if e.last else ''}"
             f"{(' hole' if e.edge >= 0 else ' dummy') if e.dummy else ''}\n"
             for e in lane.entries))
@@ -517,9 +521,13 @@ def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
                      "multipliers": {f"{a}-{b}": {"M": mu.M, "E": mu.E, "value": mu.value}
                                      for (a, b), mu in params.net.mult.items()},
                      "rate_registers": rate_registers(params)},
-        "lanes": {"P": params.P, "layout_version": LAYOUT_VERSION, "per_lane": [{"neurons": len(l.neurons), "entries": len(l.entries),
-                                               "drive_entries": l.n_drive, "step_entries": l.n_step, "macs": l.macs}
-                                              for l in params.layout.lanes],
+        "lanes": {"P": params.P, "layout_version": LAYOUT_VERSION,
+                  "per_lane": [{"neurons": len(l.neurons), "entries": l.n_entries, "drive_entries": l.n_drive,
+                                "step_entries": l.n_step, "macs": l.macs, "weight_words": l.n_words}
+                               for l in params.layout.lanes],
+                  # where the weights are stored (hdl/layout.py): P = 1 each once (both ends of a
+                  # symmetric weight read one word), else a word per entry (a copy per end lane)
+                  "weights": "once" if params.layout.once else "per entry",
                   # the lanes' entries: the drive entries [0, drive_entries), then the step entries
                   "entry_order": "drive entries (input sources) first, then step entries; per part by neuron",
                   "total_macs_per_step": params.layout.total_macs,

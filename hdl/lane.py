@@ -72,7 +72,7 @@ class Lane(wiring.Component):
     the core gives to ``bank_in[index]`` of every lane; ``bank_in[w]`` (in): lane w's.
     From the host: ``host`` (in: HostDecoder's decoded access, see ``units.HostPort``).
 
-    ``weights``: the initial stored weights in entry order (``CoreParams.lane_weights``);
+    ``weights``: the initial stored weights by weight address (``CoreParams.lane_weights``);
     ``biases``: the initial biases of the lane's neurons in ``layout.lanes[index].neurons``
     order (raw; None: zeros).
     """
@@ -83,7 +83,7 @@ class Lane(wiring.Component):
         self.index = index
         self.lane = params.layout.lanes[index]
         self.n_own = len(self.lane.neurons)
-        self.weights = check_words(f"lane {index} weights", weights, self.lane.n_entries,
+        self.weights = check_words(f"lane {index} weights", weights, self.lane.n_words,
                                    params.num.weight_store)
         self.biases = check_words(f"lane {index} biases", biases, self.n_own, params.num.bias)
         # the drive memory's contents (one D_i per neuron, §2), here so that a testbench can read them

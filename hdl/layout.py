@@ -49,10 +49,26 @@ and the manifest share one description of the network.
   finish a relaxation step together (``part_sizes`` gives the counts;
   ``generate.design_size`` repeats the greedy).
 * Every connection between two non-input neurons appears in the lists of both
-  end neurons (a symmetric weight has two copies, one per end lane: both are
-  updated with the same correction, docs/numerics.md §5-6); a connection to an
-  input appears once. Weight memories hold exactly these entries: the
-  connections, the holes and the dummies.
+  end neurons; a connection to an input appears once. Where each entry's weight
+  is stored (its *weight address*, ``waddr``, the host's weight offset and the
+  line of ``laneK_weights.hex``) depends on the lanes:
+
+  - one lane (P = 1, ``Layout.once``): **each weight is stored once**. The lane's
+    weight memory is the dense blocks, each a rectangle (block (a, b), a < b:
+    ``wbase + (i - f_a) n_b + (j - f_b)``, its holes stored as 0) or, for an
+    intralayer block, its upper triangle without the diagonal (``wbase + T(u) + v
+    - u - 1``, u < v the positions, ``T(u) = u n - u (u + 1) / 2``), then the sparse
+    connections in slot order (``waddr = slot - sparse_delta``). Both entries of a
+    symmetric weight read the same word; the update writes it through the entry
+    whose source comes first (j < i) and skips the other, its *mirror*. The walk
+    computes the addresses with counters (a segment's first address in the
+    ``segments`` table; strides n_L, 1, or n_L - y - 2 along an intralayer
+    segment's lower part).
+  - several lanes (P > 1): a symmetric weight has a copy in the lane of each end
+    (both updated with the same correction, docs/numerics.md §5-6), and the weight
+    address is the entry index: the weight memory holds the connections, the holes
+    and the dummies. (A lane's list reads the other end's row of a block; without a
+    copy that row is in another lane's memory.)
 
 Everything is computed with numpy, per neuron and segment; the ``Entry`` list of
 a lane (``Lane.entries``) is built only when asked for.
@@ -68,12 +84,12 @@ import numpy as np
 from eqprop.model.topology import Topology
 
 #: The version of the lane layout (entry order, hence the weight addresses and the
-#: ``laneK_*.hex`` files): 2 is the dense counter walk above with drive entries first and
-#: slot-numbered events (docs/numerics.md §5); 1 (a manifest without the key) the
-#: edge-list walk before it. A design of another version cannot be read back with this one.
-LAYOUT_VERSION = 2
+#: ``laneK_*.hex`` files): 3 is the dense counter walk above with one stored copy of each
+#: weight at P = 1; 2 the same walk with a word per entry at every P; 1 (a manifest without
+#: the key) the edge-list walk before it. A design of another version cannot be read back with this one.
+LAYOUT_VERSION = 3
 
-COLUMNS = ("neuron", "src_input", "src", "edge", "pair", "first", "last", "dummy")
+COLUMNS = ("neuron", "src_input", "src", "edge", "pair", "first", "last", "dummy", "waddr", "mirror")
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,9 @@ class Entry:
     first: bool  # first entry of its neuron (in its part)
     last: bool  # last entry of its neuron (in its part)
     dummy: bool = False  # a hole or a neuron's dummy: weight 0, never updated
+    waddr: int = 0  # where its weight is stored in the lane's weight memory (P > 1: the entry index)
+    mirror: bool = False  # P = 1: the weight is also read by the entry of its other end, which
+    # the update writes (source j > neuron i, both non-inputs); this entry does not write it
 
 
 @dataclass(eq=False)
@@ -108,6 +127,8 @@ class LaneProgram:
     n_sparse_drive: int  # sparse entries [0, n_sparse_drive) are the drive part's
     holes: np.ndarray  # sorted entry indices of the holes (not the neurons' dummies)
     n_holes_drive: int  # holes[:n_holes_drive] are in the drive part
+    seg_waddr: np.ndarray  # (n_seg,) P = 1: the weight address of each dense segment's first position
+    sparse_delta: int  # P = 1: a sparse entry's weight address is its slot minus this
 
     @property
     def n_seg(self) -> int:
@@ -128,6 +149,7 @@ class Lane:
     columns: dict  # the entries' fields (COLUMNS), numpy arrays in entry order: drive, then step
     n_drive: int  # entries [0, n_drive): the drive part (input sources, holes, dummies)
     program: LaneProgram
+    n_words: int  # words of the lane's weight memory (P > 1: n_entries)
 
     @property
     def n_entries(self) -> int:
@@ -175,6 +197,17 @@ class Layout:
     n_slots: int  # slots of the update's events (§5): u (n_slots + S) is update u's first
     segments: dict  # (drive: bool, layer L) -> the source layers of L's dense segments in that part
     block_base: dict  # (a, b) -> the first slot of dense block (a, b) (Topology.dense_blocks())
+    weight_base: dict  # P = 1: (a, b) -> the first weight address of dense block (a, b); else {}
+
+    @property
+    def once(self) -> bool:
+        """Each weight stored once (P = 1; module docstring), else a copy per end lane."""
+        return self.P == 1
+
+    @property
+    def lane_words(self) -> int:
+        """Words of the largest lane weight memory (the host's weight offsets)."""
+        return max(max(l.n_words for l in self.lanes), 1)
 
     @property
     def n_in(self) -> int:
@@ -238,6 +271,20 @@ def dense_segments(topology: Topology) -> tuple[dict, dict]:
         seg[(True, l)] = (0,) if l == 1 else ()
         seg[(False, l)] = tuple(s for s in (l - 1, l, l + 1) if 1 <= s < L and (min(s, l), max(s, l)) in base)
     return seg, base
+
+
+def weight_bases(topology: Topology) -> tuple[dict, int, int]:
+    """P = 1's weight memory (module docstring): (first weight address of each dense block,
+    sparse_delta: slot - weight address of a sparse connection, n_words)."""
+    sizes = topology.sizes
+    blocks = topology.dense_blocks()
+    wb, nxt = {}, 0
+    for a, b, _ in blocks:
+        wb[(a, b)] = nxt
+        nxt += sizes[a] * (sizes[a] - 1) // 2 if a == b else sizes[a] * sizes[b]
+    sparse_base = sum(sizes[a] * sizes[b] for a, b, _ in blocks)
+    n_slots = topology.n_slots
+    return wb, sparse_base - nxt, n_slots - (sparse_base - nxt)
 
 
 def part_sizes(topology: Topology) -> dict:
@@ -307,13 +354,15 @@ def build_layout(topology: Topology, P: int) -> Layout:
     for q, (a, b) in enumerate(pairs):
         pair_of[a, b] = pair_of[b, a] = q
     seg, base = dense_segments(topology)
+    once = P == 1
+    wbase, sparse_delta, n_words = weight_bases(topology) if once else ({}, 0, 0)
     far = [np.abs(layer - l) >= 2 for l in range(nL)]
     is_input = np.arange(N) < n_in
     lanes = []
     for mem in members:
         cols = {k: [] for k in COLUMNS}
         prog = {"seg_first": [], "seg_layer": [], "sp_src": [], "sp_slot": [], "sp_pair": [], "sp_last": [],
-                "holes": []}
+                "holes": [], "seg_waddr": []}
         n_part = {}
         has_sparse = np.zeros((len(mem), 2), dtype=bool)
         pos = 0
@@ -322,7 +371,7 @@ def build_layout(topology: Topology, P: int) -> Layout:
                 g = n_in + i
                 l = int(layer[g])
                 x = g - off[l]
-                src, edge, pair, dummy = [], [], [], []
+                src, edge, pair, dummy, waddr, mirror = [], [], [], [], [], []
                 for s in seg[(drive, l)]:
                     y = np.arange(sizes[s], dtype=np.int64)
                     if s < l:
@@ -332,9 +381,23 @@ def build_layout(topology: Topology, P: int) -> Layout:
                     else:
                         sl = base[(l, l)] + np.minimum(x, y) * sizes[l] + np.maximum(x, y)
                     hole = ~mask[g, off[s] + y]
+                    start = pos + sum(len(a) for a in src)
+                    if once:  # the block's stored word (module docstring); a diagonal hole: T(x) - 1
+                        if s < l:
+                            wa = wbase[(s, l)] + y * sizes[l] + x
+                        elif s > l:
+                            wa = wbase[(l, s)] + x * sizes[s] + y
+                        else:
+                            u, v, n = np.minimum(x, y), np.maximum(x, y), sizes[l]
+                            wa = wbase[(l, l)] + u * n - u * (u + 1) // 2 + v - u - 1
+                        waddr.append(wa)
+                        prog["seg_waddr"].append(int(wa[0]))
+                    else:
+                        waddr.append(start + y)
+                    mirror.append(np.full(sizes[s], False) if drive else off[s] + y > g)
                     prog["seg_first"].append(int(sl[0]))
                     prog["seg_layer"].append(s)
-                    prog["holes"].append(pos + sum(len(a) for a in src) + np.flatnonzero(hole))
+                    prog["holes"].append(start + np.flatnonzero(hole))
                     src.append(off[s] + y)
                     edge.append(sl)
                     pair.append(np.full(sizes[s], pair_of[l, s]))
@@ -350,6 +413,9 @@ def build_layout(topology: Topology, P: int) -> Layout:
                     prog["sp_slot"].append(sl)
                     prog["sp_pair"].append(pj)
                     prog["sp_last"].append(last)
+                    waddr.append(sl - sparse_delta if once else pos + sum(len(a) for a in src)
+                                 + np.arange(len(js)))
+                    mirror.append(np.zeros(len(js), dtype=bool) if drive else js > g)
                     src.append(js)
                     edge.append(sl)
                     pair.append(pj)
@@ -357,6 +423,7 @@ def build_layout(topology: Topology, P: int) -> Layout:
                 if not src:  # a dummy: weight 0, never updated (its source: input 0 or the neuron itself)
                     src, edge, pair, dummy = [np.array([0 if drive else g])], [np.array([-1])], \
                         [np.array([pair_of[l, l]])], [np.array([True])]
+                    waddr, mirror = [np.array([0 if once else pos])], [np.array([False])]
                 src = np.concatenate(src)
                 n = len(src)
                 first = np.zeros(n, dtype=bool)
@@ -371,10 +438,13 @@ def build_layout(topology: Topology, P: int) -> Layout:
                 cols["first"].append(first)
                 cols["last"].append(last)
                 cols["dummy"].append(np.concatenate(dummy))
+                cols["waddr"].append(np.concatenate(waddr))
+                cols["mirror"].append(np.concatenate(mirror) if once else np.zeros(n, dtype=bool))
                 pos += n
             n_part[part] = (pos, len(prog["seg_first"]), sum(len(a) for a in prog["sp_src"]),
                             sum(len(a) for a in prog["holes"]))
-        columns = {k: np.concatenate(v).astype(bool if k in ("src_input", "first", "last", "dummy") else np.int64)
+        columns = {k: np.concatenate(v).astype(bool if k in ("src_input", "first", "last", "dummy", "mirror")
+                                                else np.int64)
                    for k, v in cols.items()}
 
         def cat(key, dtype=np.int64):
@@ -386,6 +456,7 @@ def build_layout(topology: Topology, P: int) -> Layout:
             seg_first=np.asarray(prog["seg_first"], dtype=np.int64),
             seg_layer=np.asarray(prog["seg_layer"], dtype=np.int64), n_seg_drive=n_part[0][1],
             sp_src=cat("sp_src"), sp_slot=cat("sp_slot"), sp_pair=cat("sp_pair"), sp_last=cat("sp_last", bool),
-            n_sparse_drive=n_part[0][2], holes=cat("holes"), n_holes_drive=n_part[0][3])
-        lanes.append(Lane(mem.tolist(), columns, n_part[0][0], program))
-    return Layout(topology, P, lanes, owner, local, pairs, len(ei), n_slots, seg, base)
+            n_sparse_drive=n_part[0][2], holes=cat("holes"), n_holes_drive=n_part[0][3],
+            seg_waddr=np.asarray(prog["seg_waddr"], dtype=np.int64), sparse_delta=sparse_delta)
+        lanes.append(Lane(mem.tolist(), columns, n_part[0][0], program, n_words if once else pos))
+    return Layout(topology, P, lanes, owner, local, pairs, len(ei), n_slots, seg, base, wbase)

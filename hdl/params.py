@@ -237,16 +237,20 @@ class CoreParams:
 
     # ---- parameters laid out for the lanes
     def lane_weights(self, W_in: torch.Tensor, W_ss: torch.Tensor) -> list[list[int]]:
-        """Stored weights (raw, weight_store format) in each lane's entry order (``layout.py``:
-        the drive entries, then the step entries; the host's weight addresses and the
-        ``laneK_weights.hex`` files use this order)."""
+        """Stored weights (raw, weight_store format) of each lane's weight memory, by weight
+        address (``layout.py``: at P = 1 each weight once, else in entry order; the host's
+        weight offsets and the ``laneK_weights.hex`` files use this order). Holes and unused
+        words: 0."""
         W_in, W_ss = np.asarray(W_in), np.asarray(W_ss)
         out = []
         for lane in self.layout.lanes:
             c = lane.columns
             src, dst, inp = c["src"], c["neuron"], c["src_input"]
             ws = np.where(inp, W_in[np.where(inp, src, 0), dst], W_ss[np.where(inp, 0, src), dst])
-            out.append(np.where(c["dummy"], 0, ws).astype(np.int64).tolist())  # holes and dummies: 0
+            words = np.zeros(lane.n_words, dtype=np.int64)
+            keep = ~c["dummy"]  # a weight's writer and its mirror hold the same value (W_ss symmetric)
+            words[c["waddr"][keep]] = ws[keep]
+            out.append(words.tolist())
         return out
 
     def lane_biases(self, b: torch.Tensor) -> list[list[int]]:

@@ -111,7 +111,7 @@ def design_network(design_dir, params: CoreParams | None = None) -> CoreParams:
     b = torch.zeros(N - n_in, dtype=torch.int64)
     for ell, lane in enumerate(p.layout.lanes):
         ws = [to_signed(w, num.weight_store.n_word)
-              for w in read_hex(d / f"lane{ell}_weights.hex", lane.n_entries, num.weight_store.n_word)]
+              for w in read_hex(d / f"lane{ell}_weights.hex", lane.n_words, num.weight_store.n_word)]
         bs = [to_signed(v, num.bias.n_word) for v in read_hex(d / f"lane{ell}_biases.hex", len(lane.neurons),
                                                                num.bias.n_word)]
         for e, w in zip(lane.entries, ws):

@@ -140,7 +140,7 @@ def backdoor_params(dut, params: CoreParams):
             # the stored weights live in the lane's FaninStore (docs/rtl.md; in the lane itself in
             # designs generated before the split)
             wmem, bmem = (h.fanin if hasattr(h, "fanin") else h).weights, h.biases
-            ws.append([to_signed(int(wmem[k].value), num.weight_store.n_word) for k in range(lane.n_entries)])
+            ws.append([to_signed(int(wmem[k].value), num.weight_store.n_word) for k in range(lane.n_words)])
             for k, i in enumerate(lane.neurons):
                 bias[i] = to_signed(int(bmem[k].value), num.bias.n_word)
         return ws, bias

@@ -128,6 +128,69 @@ def test_layout_is_the_dense_walk_of_the_mask(name, P):
                 assert ps["sparse"][part, i] == sum(1 for e in mine if not e.dummy and e.edge >= sparse_base)
 
 
+def _expected_words(topo):
+    """P = 1's weight memory from its definition (hdl/layout.py), without it: {(a, b): word} for
+    each connection a < b (global indices), and the number of words: the dense blocks in
+    Topology.dense_blocks() order, an adjacent block as its rectangle, an intralayer block as
+    the upper triangle of its square without the diagonal (row by row), then the sparse
+    connections in edge-list order."""
+    sizes, L = topo.sizes, len(topo.sizes)
+    first = [sum(sizes[:l]) for l in range(L)]
+    layer = [l for l in range(L) for _ in range(sizes[l])]
+    base, nxt = {}, 0
+    for a, b, _ in topo.dense_blocks():
+        base[(a, b)] = nxt
+        nxt += sizes[a] * sizes[b] if a != b else sizes[a] * (sizes[a] - 1) // 2
+    words = {}
+    tri = {}  # (layer, u, v) -> rank in the triangle, by counting
+    for l in range(L):
+        r = 0
+        for u in range(sizes[l]):
+            for v in range(u + 1, sizes[l]):
+                tri[(l, u, v)] = r
+                r += 1
+    ei, ej = topo.edges()
+    for a, b in zip(ei.tolist(), ej.tolist()):
+        la, lb = layer[a], layer[b]
+        if (la, lb) in base and la < lb:
+            words[(a, b)] = base[(la, lb)] + (a - first[la]) * sizes[lb] + (b - first[lb])
+        elif (la, lb) in base:
+            words[(a, b)] = base[(la, la)] + tri[(la, a - first[la], b - first[la])]
+        else:
+            words[(a, b)] = nxt
+            nxt += 1
+    return words, nxt
+
+
+@pytest.mark.parametrize("name", list(TOPOLOGIES))
+def test_one_lane_stores_each_weight_once(name):
+    """P = 1: both entries of a connection read its one word, the word the definition gives;
+    exactly one of them (the one whose source comes first) writes it, the other is its
+    mirror; the memory holds the dense rectangles, the intralayer triangles and the sparse
+    connections. P > 1: a word per entry, no mirrors."""
+    topo = TOPOLOGIES[name]()
+    want, n_words = _expected_words(topo)
+    n_in = topo.sizes[0]
+    lane = build_layout(topo, 1).lanes[0]
+    c = lane.columns
+    assert lane.n_words == n_words
+    writers = {}
+    for e in lane.entries:
+        if e.dummy:
+            continue
+        g, j = n_in + e.neuron, e.src if e.src_input else n_in + e.src
+        assert e.waddr == want[(min(g, j), max(g, j))], (name, e)
+        assert e.mirror == (not e.src_input and j > g)
+        if not e.mirror:
+            writers[e.waddr] = writers.get(e.waddr, 0) + 1
+    assert sorted(writers) == sorted(want.values()) and set(writers.values()) == {1}
+    assert c["waddr"].min() >= 0 and c["waddr"].max() < n_words
+    for P in (2, 3):
+        for ln in build_layout(topo, P).lanes:
+            assert ln.columns["waddr"].tolist() == list(range(ln.n_entries)) and not ln.columns["mirror"].any()
+            assert ln.n_words == ln.n_entries
+
+
 def _walk(dut, ranges, rng=None, stall=0.0):
     """The fields and weights a store gives for each walk of ``ranges`` ((walk, lo, hi, end): the
     walk's range ends at ``end``, the bench stops it at ``hi``), with ``advance`` held low at
@@ -169,14 +232,14 @@ def test_counter_walk_gives_the_layouts_rows(name, P):
     rnd = random.Random(P)
     for ell, lane in enumerate(p.layout.lanes):
         rows = entry_rows(p, ell)
-        ws = [rnd.randrange(-2048, 2048) for _ in range(lane.n_entries)]
+        ws = [rnd.randrange(-2048, 2048) for _ in range(lane.n_words)]  # by weight address
         nd, nt = lane.n_drive, lane.n_entries
         ranges = [(Walk.DRIVE, 0, nd, nd), (Walk.STEP, nd, nt, nt), (Walk.ALL, 0, nt, nt),
                   (Walk.STEP, nd, nd + (nt - nd) // 2, nt), (Walk.ALL, 0, nt, nt), (Walk.DRIVE, 0, nd, nd)]
         got = _walk(FaninStore(p, ell, ws), ranges, random.Random(ell), stall=0.3)
         for rs, (_, lo, hi, _) in zip(got, ranges):
             for k, f, w in rs:
-                assert f == rows[k] and w == ws[k], (name, P, ell, k, f, rows[k])
+                assert f == rows[k] and w == ws[rows[k]["waddr"]], (name, P, ell, k, f, rows[k])
             assert sorted({k for k, _, _ in rs}) == list(range(lo, hi))
 
 
@@ -191,17 +254,18 @@ def test_counter_walk_equals_the_rom_walk_cycle_for_cycle():
         assert a == b
 
 
-def test_host_reads_and_writes_the_weights_by_entry():
-    p = _params(TOPOLOGIES["skip"](), 2)
-    lane = p.layout.lanes[1]
-    ws = [k - lane.n_entries // 2 for k in range(lane.n_entries)]
-    dut = FaninStore(p, 1, ws)
+@pytest.mark.parametrize("P", [1, 2])
+def test_host_reads_and_writes_the_weights_by_address(P):
+    p = _params(TOPOLOGIES["skip"](), P)
+    lane = p.layout.lanes[P - 1]
+    ws = [k - lane.n_words // 2 for k in range(lane.n_words)]
+    dut = FaninStore(p, P - 1, ws)
 
     async def bench(ctx):
         ctx.set(dut.wr.en, 1), ctx.set(dut.wr.addr, 3), ctx.set(dut.wr.data, -5)
         await ctx.tick()
         ctx.set(dut.wr.en, 0), ctx.set(dut.host_rd, 1)
-        for k in range(lane.n_entries):
+        for k in range(lane.n_words):
             ctx.set(dut.host_addr, k)
             await ctx.tick()
             assert ctx.get(dut.weight) == (-5 if k == 3 else ws[k])

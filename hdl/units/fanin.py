@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..enums import Walk
 from ..params import CoreParams, bits_for
-from .signatures import check_lane, check_words, entry_bits, entry_layout, loc_bits, write_signature
+from .signatures import check_lane, check_words, entry_bits, entry_layout, loc_bits, waddr_bits, write_signature
 
 
 def _mux(sel, a: int, b: int):
@@ -36,7 +36,8 @@ def entry_rows(params: CoreParams, index: int) -> list[dict]:
     sbank = np.where(inp, 0, lay.owner[np.where(inp, 0, src)])
     cols = {"sel_in": inp.astype(np.int64), "saddr": saddr, "sbank": sbank, "nloc": lay.local[neuron],
             "nidx": neuron, "edge": np.maximum(c["edge"], 0), "pair": c["pair"], "first": c["first"],
-            "last": c["last"], "dummy": c["dummy"], "out": neuron >= lay.out_first}
+            "last": c["last"], "dummy": c["dummy"], "out": neuron >= lay.out_first, "waddr": c["waddr"],
+            "mirror": c["mirror"]}
     names = list(cols)
     return [dict(zip(names, row)) for row in zip(*(np.asarray(cols[k]).astype(np.int64).tolist() for k in names))]
 
@@ -50,7 +51,9 @@ def table_layouts(params: CoreParams, n_entries: int) -> dict:
         # the lane's neurons: index, layer, position in the layer, sparse sources in the drive / step part
         "neurons": data.StructLayout({"nidx": bits_for(lay.S), "layer": bits_for(len(sizes)),
                                       "xl": bits_for(max(sizes[1:])), "sp_drive": 1, "sp_step": 1}),
-        "segments": data.StructLayout({"slot": el.members["edge"]}),  # each dense segment's first slot
+        # each dense segment's first slot (and, P = 1, its first weight address)
+        "segments": data.StructLayout({"slot": el.members["edge"]} | (
+            {"waddr": el.members["waddr"]} if lay.once else {})),
         "sparse": data.StructLayout({"src": bits_for(max(lay.n_in, lay.S)), "slot": el.members["edge"],
                                      "pair": el.members["pair"], "last": 1}),
         "holes": data.StructLayout({"pos": entry_bits(n_entries)}),  # sorted entry indices of the holes
@@ -72,7 +75,9 @@ def walk_tables(params: CoreParams, index: int) -> dict:
     tables = {
         "neurons": [{"nidx": int(i), "layer": int(l), "xl": int(x), "sp_drive": int(a), "sp_step": int(b)}
                     for i, l, x, (a, b) in zip(pr.nidx, pr.layer, pr.xl, pr.has_sparse)],
-        "segments": [{"slot": int(v)} for v in pr.seg_first] + [{"slot": 0}],
+        "segments": [{"slot": int(v)} | ({"waddr": int(a)} if lay.once else {})
+                     for v, a in zip(pr.seg_first, pr.seg_waddr if lay.once else pr.seg_first)]
+        + [{"slot": 0} | ({"waddr": 0} if lay.once else {})],
         "sparse": [{"src": int(j), "slot": int(sl), "pair": int(q), "last": int(z)}
                    for j, sl, q, z in zip(pr.sp_src, pr.sp_slot, pr.sp_pair, pr.sp_last)]
         + [{"src": 0, "slot": 0, "pair": 0, "last": 1}],
@@ -84,20 +89,21 @@ def walk_tables(params: CoreParams, index: int) -> dict:
 
 
 def _ports(params: CoreParams, n_entries: int) -> dict:
-    bits = entry_bits(n_entries)
+    bits, wbits = entry_bits(n_entries), waddr_bits(params)
     ws = signed(params.num.weight_store.n_word)
     return {
         "start": In(1), "walk": In(Walk), "advance": In(1), "pos": Out(bits), "last": Out(1),
-        "host_rd": In(1), "host_addr": In(bits),
+        "host_rd": In(1), "host_addr": In(wbits),
         "entry": Out(entry_layout(params)),
         "weight": Out(ws),
-        "wr": In(write_signature(bits, ws)),
+        "wr": In(write_signature(wbits, ws)),
     }
 
 
 class _WeightSource(wiring.Component):
     """What both walks share: lane ``index``'s ports (``_ports``), its initial stored weights
-    (checked: one raw word of the weight_store format per entry) and the latency."""
+    (checked: one raw word of the weight_store format per word of the lane's weight memory,
+    ``Lane.n_words``) and the latency."""
 
     LATENCY = 1  # pos (or host_addr) -> entry, weight
 
@@ -108,15 +114,18 @@ class _WeightSource(wiring.Component):
         lane = params.layout.lanes[index]
         self.n_entries = lane.n_entries
         self.n_drive = lane.n_drive
-        self.weights = check_words(f"lane {index} weights", weights, self.n_entries, params.num.weight_store)
+        self.n_words = lane.n_words
+        self.weights = check_words(f"lane {index} weights", weights, self.n_words, params.num.weight_store)
         super().__init__(_ports(params, self.n_entries))
 
 
 class FaninStore(_WeightSource):
     """Lane ``index``'s fan-in lists and their walk by address counters (issue 10): the stored
-    weights ``W`` (weight_store format, §1; one word per entry of ``layout.py``'s lists: the
-    drive entries ``[0, n_drive)``, whose source is an input, then the step entries ``[n_drive,
-    n_total)``) and the counters that walk a range of them, one entry per ``advance``,
+    weights ``W`` (weight_store format, §1; ``Lane.n_words`` words: at P = 1 each weight once,
+    else one word per entry, ``layout.py``) and the counters that walk a range of
+    ``layout.py``'s entries (the drive entries ``[0, n_drive)``, whose source is an input,
+    then the step entries ``[n_drive, n_total)``), one entry per ``advance``, reading each
+    entry's weight at its weight address (``waddr``) and
     producing each entry's fields (``signatures.entry_layout``) as a connection ROM would
     (``RomFaninStore``, ``entry_rows``), from small tables (``walk_tables``) instead of a word
     per entry:
@@ -126,6 +135,8 @@ class FaninStore(_WeightSource):
     - ``segments`` (one word per dense segment walked, in walk order): the segment's first
       slot. Position y of the segment has slot first + the strides so far: n_L per position
       (source layer below, or the intralayer segment while y < x), else 1 (docs/numerics.md §5);
+      at P = 1 also its first weight address, which grows by n_L (source layer below), n_L -
+      y - 2 (the intralayer triangle while y < x) or 1 (``layout.py``);
       the segments of each layer, their source layers, lengths and pairs are constants;
     - ``sparse`` (one word per sparse connection, in walk order): its source (input or
       non-input index), slot, pair and whether it is the neuron's last; the only
@@ -164,8 +175,8 @@ class FaninStore(_WeightSource):
       ``weight`` (out): the stored weight read in the previous cycle (signed raw).
     - ``wr`` (in): en, addr, data: a stored weight written back (UpdateUnit, host).
 
-    ``weights``: the initial stored weights in entry order (``CoreParams.lane_weights``), raw
-    integers of the weight_store format, one per entry (None: zeros).
+    ``weights``: the initial stored weights by weight address (``CoreParams.lane_weights``),
+    raw integers of the weight_store format, ``Lane.n_words`` of them (None: zeros).
     """
 
 
@@ -176,8 +187,8 @@ class FaninStore(_WeightSource):
         pr = lane.program
         sizes, n_in, nL = lay.topology.sizes, lay.n_in, len(lay.topology.sizes)
         el = entry_layout(p)
-        # the stored weights: one word per entry, read at the walk's position (or the host's)
-        wmem = m.submodules.weights = memory.Memory(shape=self.weight.shape(), depth=max(self.n_entries, 1),
+        # the stored weights, read at the walk's entry's weight address (or the host's)
+        wmem = m.submodules.weights = memory.Memory(shape=self.weight.shape(), depth=max(self.n_words, 1),
                                                     init=self.weights)
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
         tables = walk_tables(p, self.index)
@@ -200,6 +211,7 @@ class FaninStore(_WeightSource):
         s = Signal(range(4))  # its run in the part: dense segments 0 .. nds - 1, then the sparse run
         y = Signal(range(run_max + 1))  # the position in the run
         slot_r = Signal(el.members["edge"])  # the slot of a dense position after the segment's first
+        wa_r = Signal(el.members["waddr"])  # P = 1: its weight address
         q = Signal(range(n_seg + 1))  # pointers: segments, sparse, holes (at most their pad word)
         spi = Signal(range(n_sp + 1))
         hp = Signal(range(n_holes + 1))
@@ -249,7 +261,18 @@ class FaninStore(_WeightSource):
         cc = segment_constants("seg", part, nt.layer, s,
                                ("lower", "intra", "n_l", "sbase", "pair_d", "pair_self", "out_l"))
         slot = Mux(y == 0, ft.slot, slot_r)
-        stride = Mux(cc["lower"] | (cc["intra"] & (y < nt.xl)), cc["n_l"], 1)
+        below = y < nt.xl  # in an intralayer segment: the source comes before the neuron
+        stride = Mux(cc["lower"] | (cc["intra"] & below), cc["n_l"], 1)
+        # The weight address (layout.py): P = 1 a dense position's counter (the block's rectangle,
+        # stride n_L or 1; the intralayer triangle, n_L - y - 2 below the diagonal, else 1), a
+        # sparse entry's slot - sparse_delta, a neuron's dummy 0; P > 1 the entry itself
+        wcur = Signal(el.members["waddr"])
+        if lay.once:
+            wa = Mux(y == 0, ft.waddr, wa_r)
+            wstride = Mux(cc["lower"], cc["n_l"], Mux(cc["intra"] & below, cc["n_l"] - y - 2, 1))
+            m.d.comb += wcur.eq(Mux(dense, wa, Mux(sparse, _fit(sp.slot - pr.sparse_delta, wcur), 0)))
+        else:
+            m.d.comb += wcur.eq(self.pos)
         src = Signal(range(max(lay.S, n_in)))  # (sbase + y of a dense position is a source index)
         m.d.comb += src.eq(Mux(dense, _fit(cc["sbase"] + y, src), Mux(sparse, sp.src, Mux(part, nt.nidx, 0))))
 
@@ -261,7 +284,8 @@ class FaninStore(_WeightSource):
             f.edge.eq(Mux(dense, slot, Mux(sparse, sp.slot, 0))),
             f.pair.eq(Mux(dense, cc["pair_d"], Mux(sparse, sp.pair, cc["pair_self"]))),
             f.first.eq((s == 0) & (y == 0)), f.last.eq(n_last), f.dummy.eq(dummy_run | hole),
-            f.out.eq(cc["out_l"]), f_src.eq(src), f_part.eq(part),
+            f.out.eq(cc["out_l"]), f_src.eq(src), f_part.eq(part), f.waddr.eq(wcur),
+            f.mirror.eq(part & (src > nt.nidx) if lay.once else 0),
         ]
         m.d.comb += self.entry.eq(f)
         if "sources" in rd:  # a non-input source's lane and local index, read with the position's source
@@ -274,6 +298,8 @@ class FaninStore(_WeightSource):
 
         # ---- the next state
         regs = {"pos": self.pos, "part": part, "k": k, "s": s, "y": y, "slot": slot_r, "q": q, "sp": spi, "hp": hp}
+        if lay.once:
+            regs["wa"] = wa_r
         inc = {"neurons": n_last, "segments": dense & run_last & (q != n_seg), "sparse": sparse & (spi != n_sp),
                "holes": hole & (hp != n_holes)}  # the pointer moves on (at an advance)
         nx = {name: Signal.like(sig, name=f"{name}_next") for name, sig in regs.items()}
@@ -285,6 +311,8 @@ class FaninStore(_WeightSource):
                          nx["sp"].eq(_mux(step, pr.n_sparse_drive, 0)), nx["hp"].eq(_mux(step, pr.n_holes_drive, 0))]
             m.d.sync += to_drive_end.eq(self.walk == Walk.DRIVE)
         with m.Elif(self.advance):
+            if lay.once:
+                m.d.comb += nx["wa"].eq(wa + wstride)
             m.d.comb += [nx["pos"].eq(self.pos + 1), nx["slot"].eq(slot + stride), nx["q"].eq(q + inc["segments"]),
                          nx["sp"].eq(spi + inc["sparse"]), nx["hp"].eq(hp + inc["holes"])]
             with m.If(n_last):  # the next neuron (after the part's last, the step part's first)
@@ -345,7 +373,7 @@ class FaninStore(_WeightSource):
 
         # ---- the weights
         end = Mux(to_drive_end, self.n_drive - 1, self.n_entries - 1)
-        m.d.comb += [self.last.eq(self.pos == end), w_rd.addr.eq(Mux(self.host_rd, self.host_addr, self.pos)),
+        m.d.comb += [self.last.eq(self.pos == end), w_rd.addr.eq(Mux(self.host_rd, self.host_addr, wcur)),
                      self.weight.eq(w_rd.data),
                      w_wr.en.eq(self.wr.en), w_wr.addr.eq(self.wr.addr), w_wr.data.eq(self.wr.data)]
         return m
@@ -355,7 +383,9 @@ class RomFaninStore(_WeightSource):
     """The reference walk: lane ``index``'s entries' fields in a connection ROM (one
     ``entry_layout`` word per entry, ``entry_rows``) next to the stored weights, and a counter
     over a range of them. Same ports, latency and behaviour as ``FaninStore`` (which the
-    design uses); kept for the tests, which compare the two word for word."""
+    design uses) but for the weights: it keeps a word per entry (each entry's initial word is
+    the one at its weight address), read and written at the entry index; kept for the tests,
+    which compare the two walks' fields word for word."""
 
 
     def elaborate(self, platform):
@@ -363,7 +393,8 @@ class RomFaninStore(_WeightSource):
         depth = max(self.n_entries, 1)
         rows = entry_rows(self.p, self.index)
         rom = m.submodules.conn = memory.Memory(shape=entry_layout(self.p), depth=depth, init=rows)
-        wmem = m.submodules.weights = memory.Memory(shape=self.weight.shape(), depth=depth, init=self.weights)
+        per_entry = [self.weights[r["waddr"]] for r in rows]
+        wmem = m.submodules.weights = memory.Memory(shape=self.weight.shape(), depth=depth, init=per_entry)
         rom_rd, w_rd, w_wr = rom.read_port(), wmem.read_port(), wmem.write_port()
         to_drive_end = Signal()  # the walk ends at the drive part's end (else at the list's)
         with m.If(self.start):

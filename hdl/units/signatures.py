@@ -82,7 +82,14 @@ def entry_layout(params: CoreParams) -> data.StructLayout:
         "dummy": 1,  # a hole of a dense segment, or a neuron without sources in the part:
         # weight 0, multiplies by 0, never updated
         "out": 1,  # the neuron is an output (nudged in the weakly-clamped phase)
+        "waddr": waddr_bits(params),  # where its weight is stored (layout.py; P > 1: the entry)
+        "mirror": 1,  # P = 1: the other end's entry writes this weight; the update skips it
     })
+
+
+def waddr_bits(params: CoreParams) -> int:
+    """Bits of a weight address (any lane's: ``Layout.lane_words`` words)."""
+    return bits_for(params.layout.lane_words)
 
 
 def write_signature(addr_bits: int, shape) -> wiring.Signature:
@@ -123,7 +130,7 @@ def neuron_sum_signature(params: CoreParams) -> wiring.Signature:
 def host_field_bits(params: CoreParams) -> int:
     """Bits of the per-lane offset inside the weight/bias/target/state regions."""
     lay = params.layout
-    return max(bits_for(lay.lane_depth), bits_for(3 * lay.neurons_per_lane), bits_for(lay.n_in))
+    return max(bits_for(lay.lane_words), bits_for(3 * lay.neurons_per_lane), bits_for(lay.n_in))
 
 
 def host_data_bits(params: CoreParams) -> int:

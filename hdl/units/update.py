@@ -10,7 +10,8 @@ from ..arith import round_shift, saturate
 from ..enums import UpdateState as U
 from ..params import CoreParams, bits_for
 from ..rng import RNG_BITS, RandomWord
-from .signatures import check_lane, check_rounding, entry_bits, entry_layout, loc_bits, rate_layout, write_signature
+from .signatures import (check_lane, check_rounding, entry_bits, entry_layout, loc_bits, rate_layout, waddr_bits,
+                         write_signature)
 
 
 def update_read_signature(params: CoreParams) -> wiring.Signature:
@@ -23,7 +24,9 @@ def update_read_signature(params: CoreParams) -> wiring.Signature:
 
 
 class UpdateUnit(wiring.Component):
-    """W <- sat(W + round(sigma D M 2^-z)) for every entry of lane ``index``, then
+    """W <- sat(W + round(sigma D M 2^-z)) for every entry of lane ``index`` (written at the
+    entry's weight address; a hole, a dummy and, at P = 1, a *mirror* entry, whose weight the
+    entry of its other end writes, take their cycles but write nothing), then
     b <- sat(b + round(sigma D_b M 2^-z)) for each of its neurons (§6, batch 1:
     D = s^b_i s^b_j - s^0_i s^0_j, D_b = s^b_i - s^0_i; the rounding at the pair's
     ``weight_shift`` / ``bias_shift`` with the random word of the entry's connection or the
@@ -58,7 +61,7 @@ class UpdateUnit(wiring.Component):
             "rd": Out(update_read_signature(params)),
             "x_data": In(sw), "bank_data": In(sw).array(params.layout.P), "own_data": In(sw),
             "bias_addr": Out(loc_bits(params)), "bias": In(signed(num.bias.n_word)),
-            "w_wr": Out(write_signature(ebits, signed(num.weight_store.n_word))),
+            "w_wr": Out(write_signature(waddr_bits(params), signed(num.weight_store.n_word))),
             "b_wr": Out(write_signature(loc_bits(params), signed(num.bias.n_word))),
         })
 
@@ -151,8 +154,8 @@ class UpdateUnit(wiring.Component):
         # bias's are B_RND's second and third cycles.
         dW_r, dB_r = Signal(dW.shape()), Signal(dB.shape())
         w_sum, b_sum = Signal((wst + dW_r).shape()), Signal((bst + dB_r).shape())
-        w_en1, w_en, w_addr1, w_addr = Signal(), Signal(), Signal.like(self.pos), Signal.like(self.pos)
-        m.d.sync += [w_en1.eq((st == U.W_RND) & ~eu.dummy), w_addr1.eq(self.pos), dW_r.eq(dW),
+        w_en1, w_en, w_addr1, w_addr = Signal(), Signal(), Signal.like(eu.waddr), Signal.like(eu.waddr)
+        m.d.sync += [w_en1.eq((st == U.W_RND) & ~eu.dummy & ~eu.mirror), w_addr1.eq(eu.waddr), dW_r.eq(dW),
                      w_en.eq(w_en1), w_addr.eq(w_addr1), w_sum.eq(wst + dW_r)]
         with m.If(b_ph == 0):
             m.d.sync += dB_r.eq(dB)
