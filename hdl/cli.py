@@ -39,6 +39,10 @@ def add_parser(sub) -> None:
     g.add_argument("--onchip-lr", dest="onchip_lr", metavar="RATE[,RATE...]",
                    help="the on-chip update's rates (overrides [hdl] onchip_lr; default: the training rates / "
                         "batch_size; docs/numerics.md §6)")
+    g.add_argument("--weight-init", dest="weight_init", choices=("verilog", "host"),
+                   help="verilog: the weights and biases are the Verilog's initial values (default); host: "
+                        "the host writes them at run time (none in the Verilog; weights packed 16 bits per "
+                        "word, in SPRAM on the UP5K; overrides [hdl] weight_init)")
     g.add_argument("--bits", metavar="KEY=VAL,...",
                    help="[fixed] keys over the config's, e.g. state=6,weight=6,weight_store=10,bias=10; "
                         "a checkpoint in other formats is requantized (nearest-even)")
@@ -65,6 +69,8 @@ def add_parser(sub) -> None:
     e.add_argument("--target", help="up5k (default), ecp5-25k, ecp5-45k, ecp5-85k (overrides [hdl] target)")
     e.add_argument("--onchip-lr", dest="onchip_lr", metavar="RATE[,RATE...]",
                    help="the on-chip update's rates (overrides [hdl] onchip_lr)")
+    e.add_argument("--weight-init", dest="weight_init", choices=("verilog", "host"),
+                   help="where the weights come from (overrides [hdl] weight_init; host: SPRAM on the UP5K)")
     e.add_argument("--bits", metavar="KEY=VAL,...", help="[fixed] keys over the config's, e.g. state=6,weight=6")
     e.add_argument("--json", action="store_true", help="print the estimate as JSON (every memory listed)")
     e.set_defaults(func=cmd_estimate, settle=None, settle_tol=None, settle_steps=None)

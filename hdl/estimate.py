@@ -55,6 +55,7 @@ class Mem:
     reads: int = 1
     writes: int = 1
     used_width: int | None = None  # a ROM's bits that are not constant over its words (None: all)
+    init: bool = True  # has initial values (weight_init = "host": the weights and biases have none)
 
     @property
     def bits(self) -> int:
@@ -98,13 +99,15 @@ def memories(p: CoreParams) -> list[Mem]:
         for name, (shape, rows) in walk_tables(p, ell).items():
             mems.append(Mem(f"lane{ell}.fanin.{name}", "indices", len(rows), shape.size, writes=0,
                             used_width=_rom_used_width(rows, shape)))
-        mems.append(Mem(f"lane{ell}.fanin.weights", "weights", max(lane.n_words, 1), ws))
+        kw, host = p.weights_per_word, p.weight_init == "host"
+        mems.append(Mem(f"lane{ell}.fanin.weights", "weights", max(-(-lane.n_words // kw), 1),
+                        p.weight_slot_bits * kw if kw > 1 else ws, init=not host))
         for w, other in enumerate(lay.lanes):
             mems.append(Mem(f"lane{ell}.banks.bank{w}", "states", max(3 * len(other.neurons), 1), sw,
                             reads=2 if w == ell else 1))
         mems += [
             Mem(f"lane{ell}.update.bconst", "other", n_own, brow, writes=0),
-            Mem(f"lane{ell}.biases", "biases", n_own, bw),
+            Mem(f"lane{ell}.biases", "biases", n_own, bw, init=not host),
             Mem(f"lane{ell}.drives", "drives", n_own, p.drive_bits),  # the inputs' part of each sum
             Mem(f"lane{ell}.targets", "states", n_own, 1),
             Mem(f"lane{ell}.inputs", "states", lay.n_in, sw),
@@ -136,14 +139,23 @@ def _logic_luts(mem: Mem, width: int) -> int:
     return width * rows if mem.rom else mem.depth * width + width * rows
 
 
-def map_memory(mem: Mem, family: str) -> dict:
+SPRAM_WORDS, SPRAM_WIDTH, SPRAM_COST, EBR_COST = 16384, 16, 2048, 64  # Yosys's ice40 spram.txt, brams.txt
+
+
+def map_memory(mem: Mem, family: str, spram: bool = False) -> dict:
     """Where one memory goes on ``family``: ``{"BRAM": n}`` (iCE40 SB_RAM40_4K),
-    ``{"DP16KD": n}``, ``{"LUTRAM": n}`` (ECP5 DPR16X4, 16 x 4) or ``{"logic": n}`` (LUT4s: a
-    ROM, one per bit and 16 words; a RAM in flip-flops, one per bit plus its read mux).
-    One copy per read port."""
+    ``{"SPRAM": n}`` (iCE40 UltraPlus SB_SPRAM256KA, 16k x 16, where ``spram``: a RAM without
+    initial values and one port, when its SPRAMs cost Yosys's ``memory_libmap`` less than
+    block RAM), ``{"DP16KD": n}``, ``{"LUTRAM": n}`` (ECP5 DPR16X4, 16 x 4) or ``{"logic": n}``
+    (LUT4s: a ROM, one per bit and 16 words; a RAM in flip-flops, one per bit plus its read
+    mux). One copy per read port."""
     width = mem.used_width if mem.used_width is not None else mem.width
     if width == 0:
         return {"logic": 0}
+    if family == "ice40" and spram and not mem.init and not mem.rom and mem.reads == 1:
+        n_sp = math.ceil(mem.depth / SPRAM_WORDS) * math.ceil(width / SPRAM_WIDTH)
+        if n_sp * SPRAM_COST < _blocks(width, mem.depth, ICE40_EBR) * EBR_COST:
+            return {"SPRAM": n_sp}
     if family == "ice40":
         if (mem.rom and (mem.depth <= SMALL_DEPTH or mem.depth * width <= SMALL_ROM_BITS)) or \
                 (not mem.rom and mem.depth * width < ICE40_SMALL_BITS):
@@ -236,9 +248,10 @@ def estimate(p: CoreParams, target: Target) -> dict:
     by_kind = {k: 0 for k in KINDS}
     res = {"BRAM": 0, "SPRAM": 0} if fam == "ice40" else {"DP16KD": 0, "LUTRAM": 0}
     mem_luts = 0
+    has_spram = CAPACITY.get(target.device, {}).get("SPRAM", 0) > 0
     for m in mems:
         by_kind[m.kind] += m.bits
-        for k, v in map_memory(m, fam).items():
+        for k, v in map_memory(m, fam, has_spram).items():
             if k == "logic":
                 mem_luts += v
             else:

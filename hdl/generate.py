@@ -65,18 +65,18 @@ from .core import Core, cycle_model
 from .fpga import DEFAULT_TARGET, TARGETS, Target
 from .layout import LAYOUT_VERSION
 from .memory_map import MemoryMap
-from .params import CoreParams, bits_for, file_digest, settle_to_dict
+from .params import WEIGHT_INITS, CoreParams, bits_for, file_digest, settle_to_dict
 from .serial import FRAME_BITS, SerialCore
 
 HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "target": str, "device": str, "package": str,
-            "clock_mhz": (int, float), "bus": str, "onchip_lr": (int, float, list)}
+            "clock_mhz": (int, float), "bus": str, "onchip_lr": (int, float, list), "weight_init": str}
 # The top's host interface: "native" (the core's HOST_BUS, hdl/core.py) or "axi4lite" (hdl/axi.py)
 BUSES = ("native", "axi4lite")
 
 
 def hdl_options(cfg) -> dict:
     opts = {"lanes": 1, "checkpoint": "", "name": "eqprop_core", "target": DEFAULT_TARGET, "device": "",
-            "package": "", "clock_mhz": 12.0, "bus": "native", "onchip_lr": None}
+            "package": "", "clock_mhz": 12.0, "bus": "native", "onchip_lr": None, "weight_init": "verilog"}
     for k, v in cfg.hdl.items():
         if k not in HDL_KEYS:
             raise ConfigError(f"{k}: unknown [hdl] key (known: {', '.join(HDL_KEYS)})")
@@ -87,6 +87,8 @@ def hdl_options(cfg) -> dict:
         raise ConfigError(f"lanes: must be >= 1, got {opts['lanes']}")
     if opts["bus"] not in BUSES:
         raise ConfigError(f"bus: {opts['bus']!r} is not one of {', '.join(BUSES)}")
+    if opts["weight_init"] not in WEIGHT_INITS:
+        raise ConfigError(f"weight_init: {opts['weight_init']!r} is not one of {', '.join(WEIGHT_INITS)}")
     if not opts["name"].isidentifier():
         raise ConfigError(f"name: {opts['name']!r} is not a Verilog identifier")
     if not opts["clock_mhz"] > 0:
@@ -245,7 +247,7 @@ def build_params(cfg, opts: dict, topo=None) -> CoreParams:
     if topo is None:
         topo, _ = network_topology(cfg, opts)
     return CoreParams(topo, config_mod.numerics(cfg), cfg.eps, cfg.beta, opts["onchip_lr"], opts["lanes"],
-                      cfg.free_steps, cfg.nudged_steps, cfg.nudge, config_mod.settle_rule(cfg))
+                      cfg.free_steps, cfg.nudged_steps, cfg.nudge, config_mod.settle_rule(cfg), opts["weight_init"])
 
 
 def build(cfg, opts: dict, topo=None, net=None, params: CoreParams | None = None):
@@ -408,14 +410,16 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
     return manifest
 
 
-def _write_verilog(stage: Path, name: str, top):
-    """``NAME.v``, Amaranth's Verilog as it is (plus ``evaluate_comb_at_time0``), and
-    ``NAME.vlt``, the Verilator configuration that waives the generator's own lines of it
-    (``hdl/lint.py``; docs/rtl.md "Lint")."""
+def _write_verilog(stage: Path, name: str, top, no_init=()):
+    """``NAME.v``, Amaranth's Verilog as it is (plus ``evaluate_comb_at_time0``; the memories
+    named in ``no_init`` without initial values), and ``NAME.vlt``, the Verilator
+    configuration that waives the generator's own lines of it (``hdl/lint.py``; docs/rtl.md
+    "Lint")."""
     from .lint import generator_waivers, waiver_config
     from .toolchain import generate_verilog
 
-    text = evaluate_comb_at_time0(generate_verilog(top, name, emit_src=False, lint_waivers=False))
+    text = evaluate_comb_at_time0(generate_verilog(top, name, emit_src=False, lint_waivers=False,
+                                                   no_init=no_init))
     (stage / f"{name}.v").write_text(text)
     (stage / f"{name}.vlt").write_text(waiver_config(generator_waivers(text, name), f"{name}.v"))
 
@@ -432,12 +436,15 @@ def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None =
         from .axi import AxiLiteCore
 
         top = AxiLiteCore(core)  # NAME is the wrapper; the core is its submodule "core"
-    _write_verilog(stage, name, top)
+    # weight_init = "host": the weights and biases have no initial values (the host writes them;
+    # an iCE40 SPRAM cannot be initialised)
+    no_init = ("weights", "biases") if params.weight_init == "host" else ()
+    _write_verilog(stage, name, top, no_init)
     from .regmap import c_header
 
     (stage / f"{name}.h").write_text(c_header(MemoryMap(params), name, opts["bus"]))  # the register map in C
     params.topology.save(stage / "topology.npz")  # the exact network, for testbenches
-    _write_verilog(stage, f"{name}_serial", SerialCore(Core(params, lw, lb)))
+    _write_verilog(stage, f"{name}_serial", SerialCore(Core(params, lw, lb)), no_init)
     for ell, lane in enumerate(params.layout.lanes):
         (stage / f"lane{ell}_weights.hex").write_text(_hex(lw[ell], num.weight_store.n_word))
         (stage / f"lane{ell}_biases.hex").write_text(_hex(lb[ell], num.bias.n_word))
@@ -528,6 +535,9 @@ def _manifest(cfg, opts, params, core, cm, files, stage: Path) -> dict:
                   # where the weights are stored (hdl/layout.py): P = 1 each once (both ends of a
                   # symmetric weight read one word), else a word per entry (a copy per end lane)
                   "weights": "once" if params.layout.once else "per entry",
+                  # "verilog": the weights and biases are the Verilog's initial values; "host":
+                  # none there, the host writes them (weights_per_word to a memory word)
+                  "weight_init": params.weight_init, "weights_per_word": params.weights_per_word,
                   # the lanes' entries: the drive entries [0, drive_entries), then the step entries
                   "entry_order": "drive entries (input sources) first, then step entries; per part by neuron",
                   "total_macs_per_step": params.layout.total_macs,
@@ -615,7 +625,7 @@ def config_from_args(args):
     if args.config:
         cfg = config_mod.load_toml(args.config, cfg)
     hdl = dict(cfg.hdl)
-    for key in ("lanes", "checkpoint", "name", "bus", "target"):
+    for key in ("lanes", "checkpoint", "name", "bus", "target", "weight_init"):
         if getattr(args, key, None) is not None:
             hdl[key] = getattr(args, key)
     if getattr(args, "onchip_lr", None) is not None:  # "0.001" or "0.002,0.001"

@@ -126,6 +126,10 @@ def settle_from_dict(d: dict | None) -> SettleRule | None:
     return None if d is None else SettleRule(int(d["tol"]), int(d["steps"]))
 
 
+WEIGHT_INITS = ("verilog", "host")
+SPRAM_WIDTH = 16  # the iCE40 UP5K's SB_SPRAM256KA: 16k x 16
+
+
 class _FromNet:
     """A read-only attribute of ``CoreParams`` that is its FixedNetwork's of the same name."""
 
@@ -150,10 +154,16 @@ class CoreParams:
     # The settle rule (docs/numerics.md §4a): the reset values of the core's settle_tol and
     # settle_steps registers; None = off (settle_steps = 0, every free phase runs n_free steps).
     settle: SettleRule | None = None
+    # Where the weights and biases come from (``[hdl] weight_init``): "verilog", the design's
+    # initial values; "host", the host writes them at run time (no initial values in the
+    # Verilog; the weights packed 16 bits per word, the UP5K SPRAM's width: hdl/layout.py)
+    weight_init: str = "verilog"
     layout: Layout = field(init=False)
     net: FixedNetwork = field(init=False, repr=False)
 
     def __post_init__(self):
+        if self.weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init: {self.weight_init!r} is not one of {', '.join(WEIGHT_INITS)}")
         self.settle = self.checked_settle(self.settle)
         # The hardware updates after every example: batch 1 (docs/numerics.md §6).
         self.net = FixedNetwork(self.topology, self.num, self.eps, self.beta, 1, self.rates, nudge=self.nudge)
@@ -235,6 +245,23 @@ class CoreParams:
         l = int(self.topology.layer_of[self.layout.n_in + i])
         return self.layout.pair_index(l, l)
 
+    @property
+    def weight_slot_bits(self) -> int:
+        """Bits a stored weight takes in a word of its lane's weight memory: under
+        ``weight_init = "host"`` a 4- or 8-bit slot of the SPRAM's 16-bit word (a narrower
+        weight in its low bits), or the whole word for wider weights; else the weight's width."""
+        ws = self.num.weight_store.n_word
+        if self.weight_init != "host" or ws > SPRAM_WIDTH // 2:
+            return ws
+        return 4 if ws <= 4 else 8
+
+    @property
+    def weights_per_word(self) -> int:
+        """Stored weights per word of a lane's weight memory (``weight_slot_bits``): 4 (up to
+        4-bit weights) or 2 (up to 8 bits) under ``weight_init = "host"``, else 1."""
+        packed = self.weight_init == "host" and self.num.weight_store.n_word <= SPRAM_WIDTH // 2
+        return SPRAM_WIDTH // self.weight_slot_bits if packed else 1
+
     # ---- parameters laid out for the lanes
     def lane_weights(self, W_in: torch.Tensor, W_ss: torch.Tensor) -> list[list[int]]:
         """Stored weights (raw, weight_store format) of each lane's weight memory, by weight
@@ -252,6 +279,22 @@ class CoreParams:
             words[c["waddr"][keep]] = ws[keep]
             out.append(words.tolist())
         return out
+
+    def weights_from_lanes(self, words: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(W_in, W_ss), raw, from each lane's weight memory by weight address (``lane_weights``'
+        inverse: each connection from an entry that reads it; W_ss symmetric)."""
+        lay = self.layout
+        W_in = np.zeros((lay.n_in, lay.S), dtype=np.int64)
+        W_ss = np.zeros((lay.S, lay.S), dtype=np.int64)
+        for lane, ws in zip(lay.lanes, words):
+            c = lane.columns
+            keep = ~c["dummy"]
+            v = np.asarray(ws, dtype=np.int64)[c["waddr"][keep]]
+            inp, src, dst = c["src_input"][keep], c["src"][keep], c["neuron"][keep]
+            W_in[src[inp], dst[inp]] = v[inp]
+            W_ss[src[~inp], dst[~inp]] = v[~inp]
+            W_ss[dst[~inp], src[~inp]] = v[~inp]
+        return W_in, W_ss
 
     def lane_biases(self, b: torch.Tensor) -> list[list[int]]:
         return [[int(b[i]) for i in lane.neurons] for lane in self.layout.lanes]
@@ -280,7 +323,8 @@ class CoreParams:
         try:
             return cls(topo, numerics_from_mapping(man["numerics"]), dyn["eps"],
                        dyn["beta"], dyn.get("onchip_rates", dyn["rates"]), man["lanes"]["P"], dyn["n_free"], dyn["n_nudged"],
-                       dyn.get("nudge", LEGACY_NUDGE), settle_from_dict(rule))
+                       dyn.get("nudge", LEGACY_NUDGE), settle_from_dict(rule),
+                       man["lanes"].get("weight_init", "verilog"))
         except (NumericsError, ValueError, TypeError, KeyError) as e:
             raise DesignError(f"{d / 'manifest.json'}: cannot rebuild the design from it ({e}); {REGENERATE}") \
                 from None
@@ -290,5 +334,5 @@ class CoreParams:
             "sizes": list(self.topology.sizes), "kind": self.topology.kind, "P": self.P,
             "n_free": self.n_free, "n_nudged": self.n_nudged, "eps": self.eps, "beta": self.beta,
             "nudge": self.nudge, "settle": settle_to_dict(self.settle),
-            "rates": list(self.rates), "numerics": self.num.to_dict(),
+            "rates": list(self.rates), "numerics": self.num.to_dict(), "weight_init": self.weight_init,
         }

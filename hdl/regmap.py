@@ -58,9 +58,10 @@ REGION_DOC: dict[Region, tuple[str, str]] = {
                    "the host's persistent particle; there is no clear command)"),
     Region.S0: ("per bank", "read: the free equilibrium s^0 of neuron i"),
     Region.FINAL: ("per bank", "read: the state after the weakly-clamped phase"),
-    Region.WEIGHT: ("per lane", "the stored weight of the lane's entry k: the lane's drive entries (input "
-                    "sources) first, then its step entries (`laneK_conn.txt` lists them in this order and says "
-                    "which connection each is; `hdl/layout.py`)"),
+    Region.WEIGHT: ("per lane", "the stored weight at the lane's weight address k (`hdl/layout.py`): with one "
+                    "lane each weight once (the dense blocks, then the sparse connections); with several a word "
+                    "per entry, the drive entries (input sources) first, then the step entries "
+                    "(`laneK_conn.txt` gives each entry's connection and `waddr`)"),
     Region.BIAS: ("per lane", "the bias of neuron i at its lane and local index"),
 }
 

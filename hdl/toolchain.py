@@ -555,20 +555,25 @@ def _yosys(paths: Iterable[Path | str], top: str, synth_cmd: str, *, timeout: fl
 
 def synth_ice40(paths: Iterable[Path | str], top: str, device: str = "up5k",
                 json_out: Path | str | None = None, *, dsp: bool | None = None,
-                abc9: bool = False, timeout: float = DEFAULT_TIMEOUT_S) -> SynthReport:
+                spram: bool | None = None, abc9: bool = False, timeout: float = DEFAULT_TIMEOUT_S) -> SynthReport:
     """Synthesise Verilog files for iCE40 with Debian's Yosys:
-    ``synth_ice40 -top TOP -device {u,hx,lp} [-dsp] [-abc9] [-json JSON_OUT]``.
+    ``synth_ice40 -top TOP -device {u,hx,lp} [-dsp] [-spram] [-abc9] [-json JSON_OUT]``.
 
-    ``dsp`` (infer ``SB_MAC16``) defaults to True for UltraPlus parts (``up*``/
-    ``u*``), which have DSPs. Give ``json_out`` to get the netlist for
-    :func:`place_ice40`; the report's ``json_path`` is it (else None).
+    ``dsp`` (infer ``SB_MAC16``) and ``spram`` (``SB_SPRAM256KA`` for single-port memories
+    without initial values: the weights of ``weight_init = "host"``) default to True for
+    UltraPlus parts (``up*``/``u*``), which have them. Give ``json_out`` to get the netlist
+    for :func:`place_ice40`; the report's ``json_path`` is it (else None).
     """
     family = _ice40_family(device)
     if dsp is None:
         dsp = family == "u"
+    if spram is None:
+        spram = family == "u"
     cmd = f"synth_ice40 -top {top} -device {family}"
     if dsp:
         cmd += " -dsp"
+    if spram:
+        cmd += " -spram"
     if abc9:
         cmd += " -abc9"
     return _yosys(paths, top, cmd, timeout=timeout, json_out=json_out)
@@ -721,8 +726,30 @@ def place_ice40(json_path: Path | str, device: str = "up5k", package: str = "sg4
 # Amaranth -> Verilog
 # --------------------------------------------------------------------------
 
+def drop_memory_init(rtlil_text: str, memories) -> str:
+    """RTLIL ``rtlil_text`` without the ``$meminit_v2`` cells of the memories named in
+    ``memories`` (their MEMID, the Amaranth submodule's name): Amaranth always writes a
+    memory's initial contents, zeros included, and a memory with any cannot go into a RAM
+    that has none (the iCE40 SPRAM)."""
+    names = {f'"\\\\{m}"' for m in memories}
+    out, cell, drop = [], [], False
+    for line in rtlil_text.splitlines(keepends=True):
+        if cell:
+            cell.append(line)
+            if line.strip().startswith("parameter \\MEMID") and line.split(None, 2)[2].strip() in names:
+                drop = True
+            if line.strip() == "end":
+                out += [] if drop else cell
+                cell, drop = [], False
+        elif line.strip().startswith("cell $meminit_v2 "):
+            cell = [line]
+        else:
+            out.append(line)
+    return "".join(out)
+
+
 def generate_verilog(elaboratable, name: str, ports=None, *,
-                     lint_waivers: bool = True, **kwargs) -> str:
+                     lint_waivers: bool = True, no_init=(), **kwargs) -> str:
     """Verilog text of an Amaranth 0.5 design: ``amaranth.back.verilog.convert``.
 
     A ``lib.wiring.Component`` needs no ``ports`` (its signature gives them);
@@ -738,13 +765,21 @@ def generate_verilog(elaboratable, name: str, ports=None, *,
     ``/* verilator lint_off CODE */`` ... ``lint_on`` pair for that code (nothing is waived
     file-wide, and the line numbers stay Amaranth's), so that Verilator ``-Wall`` reports
     only the design's own findings; with ``lint_waivers=False`` the text is Amaranth's as
-    it is (``eqprop hdl generate`` ships that, with the waivers in ``NAME.vlt``).
+    it is (``eqprop hdl generate`` ships that, with the waivers in ``NAME.vlt``). The
+    memories named in ``no_init`` (Amaranth submodule names) get no initial values
+    (:func:`drop_memory_init`).
     """
     try:
         from amaranth.back import verilog
     except ImportError as exc:
         raise _missing("amaranth") from exc
-    text = verilog.convert(elaboratable, name=name, ports=ports, **kwargs)
+    if no_init:  # verilog.convert's steps, with the initial values of those memories left out
+        from amaranth.back import rtlil
+
+        text = rtlil.convert(elaboratable, name=name, ports=ports, **kwargs)
+        text = verilog._convert_rtlil_text(drop_memory_init(text, no_init))
+    else:
+        text = verilog.convert(elaboratable, name=name, ports=ports, **kwargs)
     if not lint_waivers:
         return text
     from .lint import generator_waivers, waive_inline

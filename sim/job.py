@@ -104,25 +104,16 @@ def design_network(design_dir, params: CoreParams | None = None) -> CoreParams:
     d = Path(design_dir)
     p = params or CoreParams.from_design(d)
     num = p.num
-    N = p.topology.n
-    n_in = p.layout.n_in
-    W_in = torch.zeros(n_in, N - n_in, dtype=torch.int64)
-    W_ss = torch.zeros(N - n_in, N - n_in, dtype=torch.int64)
-    b = torch.zeros(N - n_in, dtype=torch.int64)
+    b = torch.zeros(p.layout.S, dtype=torch.int64)
+    words = []
     for ell, lane in enumerate(p.layout.lanes):
-        ws = [to_signed(w, num.weight_store.n_word)
-              for w in read_hex(d / f"lane{ell}_weights.hex", lane.n_words, num.weight_store.n_word)]
+        words.append([to_signed(w, num.weight_store.n_word)
+                      for w in read_hex(d / f"lane{ell}_weights.hex", lane.n_words, num.weight_store.n_word)])
         bs = [to_signed(v, num.bias.n_word) for v in read_hex(d / f"lane{ell}_biases.hex", len(lane.neurons),
                                                                num.bias.n_word)]
-        for e, w in zip(lane.entries, ws):
-            if e.dummy:
-                continue
-            if e.src_input:
-                W_in[e.src, e.neuron] = w
-            else:
-                W_ss[e.src, e.neuron] = w
         for i, v in zip(lane.neurons, bs):
             b[i] = v
+    W_in, W_ss = (torch.from_numpy(a) for a in p.weights_from_lanes(words))  # by weight address
     p.net.W_in, p.net.W_ss, p.net.b = W_in, W_ss, b
     p.net._refresh()
     return p

@@ -15,6 +15,7 @@ settle rule is written into the core's registers before the first example.
 simulator's.
 """
 
+import copy
 import gc
 import json
 import os
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import cocotb
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
@@ -112,13 +114,19 @@ class Scoreboard:
             self._add({"example": example, "phase": "free steps", "expected": expected, "actual": actual})
 
     def weights(self, example: int, expected: list, actual: list):
+        """Each lane's stored words (by weight address, hdl/layout.py)."""
         for ell, (we, wa) in enumerate(zip(expected, actual)):
             for k, (a, b) in enumerate(zip(we, wa)):
                 if a != b:
-                    e = self.p.layout.lanes[ell].entries[k]
-                    src = f"x{e.src}" if e.src_input else f"s{e.src}"
-                    self._add({"example": example, "phase": "update", "connection": f"s{e.neuron}<-{src}",
-                               "lane": ell, "entry": k, "expected": a, "actual": b})
+                    lane = self.p.layout.lanes[ell]
+                    c = lane.columns
+                    ks = np.flatnonzero((c["waddr"] == k) & ~c["dummy"])  # the entries that read word k
+                    conn = "unused word"
+                    if len(ks):
+                        e = lane.entries[int(ks[0])]
+                        conn = f"s{e.neuron}<-{f'x{e.src}' if e.src_input else f's{e.src}'}"
+                    self._add({"example": example, "phase": "update", "connection": conn,
+                               "lane": ell, "word": k, "expected": a, "actual": b})
 
     def _add(self, m: dict):
         self.count += 1
@@ -140,7 +148,9 @@ def backdoor_params(dut, params: CoreParams):
             # the stored weights live in the lane's FaninStore (docs/rtl.md; in the lane itself in
             # designs generated before the split)
             wmem, bmem = (h.fanin if hasattr(h, "fanin") else h).weights, h.biases
-            ws.append([to_signed(int(wmem[k].value), num.weight_store.n_word) for k in range(lane.n_words)])
+            kw, nb, sb = params.weights_per_word, num.weight_store.n_word, params.weight_slot_bits  # kw to a word
+            ws.append([to_signed((int(wmem[k // kw].value) >> (k % kw * sb)) & ((1 << nb) - 1), nb)
+                       for k in range(lane.n_words)])
             for k, i in enumerate(lane.neurons):
                 bias[i] = to_signed(int(bmem[k].value), num.bias.n_word)
         return ws, bias
@@ -176,6 +186,11 @@ async def cosim(dut):
         await RisingEdge(dut.clk)
 
     drv = CoreDriver(params, bus.write, bus.read, tick)
+    if params.weight_init == "host":  # the design has no initial weights: the host writes its hex files
+        from eqprop.sim.job import design_network
+
+        net = design_network(job["design"], copy.deepcopy(params)).net
+        await drv.load_params(net.W_in, net.W_ss, net.b)
     if "settle" in job:  # the job's rule into the registers (null: off, the full free phase)
         await drv.set_settle(settle_from_dict(job["settle"]))
     board = Scoreboard(params)

@@ -115,10 +115,11 @@ def test_random_word_unit_equals_model(bits):
 
 
 # ------------------------------------------------------------ whole core
-def _setup(topo, fixed, P, n_free, n_nudged, rates=(0.5,), beta=1.0, seed=0, nudge="eq5", settle=None):
+def _setup(topo, fixed, P, n_free, n_nudged, rates=(0.5,), beta=1.0, seed=0, nudge="eq5", settle=None,
+           weight_init="verilog"):
     num = numerics_from_mapping(fixed)
     params = CoreParams(topo, num, 0.5, beta, list(rates), P, n_free=n_free, n_nudged=n_nudged, nudge=nudge,
-                        settle=settle)
+                        settle=settle, weight_init=weight_init)
     net = params.net.init_params(seed, other=0.3)
     g = torch.Generator().manual_seed(seed + 1)
     lo, hi = num.bias.min_raw // 8, num.bias.max_raw // 8
@@ -171,19 +172,24 @@ TOPOS = {
 }
 
 
-@pytest.mark.parametrize("topo_name,P,rounding,nudge", [
-    ("layered", 1, "nearest-even", "after-step"),
-    ("skip", 2, "stochastic", "after-step"),
-    ("skip", 2, "stochastic", "eq5"),
-    ("skip", 3, "floor", "eq5"),
-    ("skip-add", 4, "stochastic", "eq5"),
-    ("layered", 2, "floor", "after-step"),
+@pytest.mark.parametrize("topo_name,P,rounding,nudge,init", [
+    ("layered", 1, "nearest-even", "after-step", "verilog"),
+    ("skip", 1, "stochastic", "after-step", "host"),
+    ("skip-add", 1, "floor", "eq5", "verilog"),
+    ("skip", 2, "stochastic", "after-step", "verilog"),
+    ("skip", 2, "stochastic", "eq5", "verilog"),
+    ("skip", 3, "floor", "eq5", "verilog"),
+    ("skip-add", 4, "stochastic", "eq5", "verilog"),
+    ("layered", 2, "floor", "after-step", "host"),
 ])
-def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding, nudge):
+def test_core_trains_a_sequence_bit_exact(topo_name, P, rounding, nudge, init):
     """Three training examples on chip: every state after each phase, every weight and
-    bias after each update, equal to FixedNetwork (batch 1); cycles equal the model."""
+    bias after each update, equal to FixedNetwork (batch 1); cycles equal the model. At
+    P = 1 each weight is stored once (hdl/layout.py); under weight_init = "host" the 8-bit
+    stored weights share 16-bit words (the SPRAM's), loaded by the host."""
     fixed = {"state": 8, "weight": 8, "bias": 12, "rounding": rounding}
-    params, net, g = _setup(TOPOS[topo_name](), fixed, P, n_free=5, n_nudged=3, nudge=nudge)
+    params, net, g = _setup(TOPOS[topo_name](), fixed, P, n_free=5, n_nudged=3, nudge=nudge, weight_init=init)
+    assert params.weights_per_word == (2 if init == "host" else 1)
     S = net.n_s
     n_in, n_out = params.layout.n_in, params.topology.sizes[-1]
     stride = (params.n_free + params.n_nudged) * S

@@ -33,8 +33,10 @@ TOPOLOGIES = {
 }
 
 
-def _params(topo, P):
-    return CoreParams(topo, numerics_from_mapping(FIXED), 0.5, 1.0, [0.5], P, n_free=1, n_nudged=1)
+def _params(topo, P, weight_init="verilog", store=None):
+    fmt = FIXED | ({"weight_store": store, "weight": store} if store else {})
+    return CoreParams(topo, numerics_from_mapping(fmt), 0.5, 1.0, [0.5], P, n_free=1, n_nudged=1,
+                      weight_init=weight_init)
 
 
 def _expected_runs(topo):
@@ -191,6 +193,23 @@ def test_one_lane_stores_each_weight_once(name):
             assert ln.n_words == ln.n_entries
 
 
+@pytest.mark.parametrize("P", [1, 2, 3])
+def test_lane_words_round_trip(P):
+    """CoreParams.lane_weights (matrices -> each lane's words by weight address) and
+    weights_from_lanes (back) are inverse on a symmetric network's weights."""
+    import torch
+
+    p = _params(TOPOLOGIES["skip-5"](), P)
+    n_in, mask = p.layout.n_in, p.topology.mask
+    W = np.triu(np.random.default_rng(P).integers(-2000, 2000, mask.shape), 1)
+    W = (W + W.T) * mask
+    W_in, W_ss = W[:n_in, n_in:], W[n_in:, n_in:]
+    words = p.lane_weights(torch.tensor(W_in), torch.tensor(W_ss))
+    assert [len(w) for w in words] == [ln.n_words for ln in p.layout.lanes]
+    a, b = p.weights_from_lanes(words)
+    assert (a == W_in).all() and (b == W_ss).all()
+
+
 def _walk(dut, ranges, rng=None, stall=0.0):
     """The fields and weights a store gives for each walk of ``ranges`` ((walk, lo, hi, end): the
     walk's range ends at ``end``, the bench stops it at ``hi``), with ``advance`` held low at
@@ -223,16 +242,18 @@ def _walk(dut, ranges, rng=None, stall=0.0):
     return out
 
 
-@pytest.mark.parametrize("P", [1, 2, 3])
+@pytest.mark.parametrize("P,init", [(1, "verilog"), (2, "verilog"), (3, "verilog"), (1, "host")])
 @pytest.mark.parametrize("name", list(TOPOLOGIES))
-def test_counter_walk_gives_the_layouts_rows(name, P):
+def test_counter_walk_gives_the_layouts_rows(name, P, init):
     """Every lane's counter walk over DRIVE, STEP and ALL (one after the other, a walk cut short
-    by a new start, stalls) gives the layout's rows, word for word, with the stored weights."""
-    p = _params(TOPOLOGIES[name](), P)
+    by a new start, stalls) gives the layout's rows, word for word, with the stored weights
+    (also packed two to a word: weight_init = "host" with 8-bit stored weights)."""
+    p = _params(TOPOLOGIES[name](), P, init, "fxp-s8/6" if init == "host" else None)
     rnd = random.Random(P)
     for ell, lane in enumerate(p.layout.lanes):
         rows = entry_rows(p, ell)
-        ws = [rnd.randrange(-2048, 2048) for _ in range(lane.n_words)]  # by weight address
+        fmt = p.num.weight_store
+        ws = [rnd.randrange(fmt.min_raw, fmt.max_raw + 1) for _ in range(lane.n_words)]  # by weight address
         nd, nt = lane.n_drive, lane.n_entries
         ranges = [(Walk.DRIVE, 0, nd, nd), (Walk.STEP, nd, nt, nt), (Walk.ALL, 0, nt, nt),
                   (Walk.STEP, nd, nd + (nt - nd) // 2, nt), (Walk.ALL, 0, nt, nt), (Walk.DRIVE, 0, nd, nd)]
@@ -254,21 +275,30 @@ def test_counter_walk_equals_the_rom_walk_cycle_for_cycle():
         assert a == b
 
 
-@pytest.mark.parametrize("P", [1, 2])
-def test_host_reads_and_writes_the_weights_by_address(P):
-    p = _params(TOPOLOGIES["skip"](), P)
+@pytest.mark.parametrize("P,init,store,per_word", [(1, "verilog", None, 1), (2, "verilog", None, 1),
+                                                   (1, "host", "fxp-s8/6", 2), (2, "host", "fxp-s4/3", 4),
+                                                   (1, "host", "fxp-s6/5", 2), (3, "host", "fxp-s3/2", 4),
+                                                   (1, "host", None, 1)])
+def test_host_reads_and_writes_the_weights_by_address(P, init, store, per_word):
+    """Writes and reads by weight address, also where weights share a word (weight_init =
+    "host": 16 bits per word, a write changes only its weight)."""
+    p = _params(TOPOLOGIES["skip"](), P, init, store)
+    assert p.weights_per_word == per_word
     lane = p.layout.lanes[P - 1]
-    ws = [k - lane.n_words // 2 for k in range(lane.n_words)]
+    fmt = p.num.weight_store
+    ws = [fmt.min_raw + (7 * k) % (fmt.max_raw - fmt.min_raw + 1) for k in range(lane.n_words)]
     dut = FaninStore(p, P - 1, ws)
+    new = {3: fmt.max_raw, 4: fmt.min_raw, lane.n_words - 1: -1}
 
     async def bench(ctx):
-        ctx.set(dut.wr.en, 1), ctx.set(dut.wr.addr, 3), ctx.set(dut.wr.data, -5)
-        await ctx.tick()
+        for a, v in new.items():
+            ctx.set(dut.wr.en, 1), ctx.set(dut.wr.addr, a), ctx.set(dut.wr.data, v)
+            await ctx.tick()
         ctx.set(dut.wr.en, 0), ctx.set(dut.host_rd, 1)
         for k in range(lane.n_words):
             ctx.set(dut.host_addr, k)
             await ctx.tick()
-            assert ctx.get(dut.weight) == (-5 if k == 3 else ws[k])
+            assert ctx.get(dut.weight) == new.get(k, ws[k]), k
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

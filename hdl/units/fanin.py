@@ -5,7 +5,7 @@ reference of the tests)."""
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -187,10 +187,16 @@ class FaninStore(_WeightSource):
         pr = lane.program
         sizes, n_in, nL = lay.topology.sizes, lay.n_in, len(lay.topology.sizes)
         el = entry_layout(p)
-        # the stored weights, read at the walk's entry's weight address (or the host's)
-        wmem = m.submodules.weights = memory.Memory(shape=self.weight.shape(), depth=max(self.n_words, 1),
-                                                    init=self.weights)
-        w_rd, w_wr = wmem.read_port(), wmem.write_port()
+        # the stored weights, read at the walk's entry's weight address (or the host's): k per
+        # word (CoreParams.weights_per_word), one port (a write, else a read: the UP5K's SPRAM)
+        # (a weight in the low bits of its slot of ``weight_slot_bits``)
+        kw, ws, sb = p.weights_per_word, self.weight.shape().width, p.weight_slot_bits
+        sh = kw.bit_length() - 1
+        packed = [sum((self.weights[a + t] & ((1 << ws) - 1)) << (t * sb) for t in range(kw) if a + t < self.n_words)
+                  for a in range(0, self.n_words, kw)] if kw > 1 else self.weights
+        wmem = m.submodules.weights = memory.Memory(shape=self.weight.shape() if kw == 1 else sb * kw,
+                                                    depth=max(-(-self.n_words // kw), 1), init=packed)
+        w_rd, w_wr = wmem.read_port(), wmem.write_port(granularity=sb if kw > 1 else None)
         tables = walk_tables(p, self.index)
         rd = {}
         for name, (shape, rows) in tables.items():
@@ -284,12 +290,13 @@ class FaninStore(_WeightSource):
             f.edge.eq(Mux(dense, slot, Mux(sparse, sp.slot, 0))),
             f.pair.eq(Mux(dense, cc["pair_d"], Mux(sparse, sp.pair, cc["pair_self"]))),
             f.first.eq((s == 0) & (y == 0)), f.last.eq(n_last), f.dummy.eq(dummy_run | hole),
-            f.out.eq(cc["out_l"]), f_src.eq(src), f_part.eq(part), f.waddr.eq(wcur),
+            f.out.eq(cc["out_l"]), f_src.eq(src), f.waddr.eq(wcur),
             f.mirror.eq(part & (src > nt.nidx) if lay.once else 0),
         ]
         m.d.comb += self.entry.eq(f)
         if "sources" in rd:  # a non-input source's lane and local index, read with the position's source
             st = rd["sources"]
+            m.d.sync += f_part.eq(part)
             m.d.comb += [st.addr.eq(Mux(part, _fit(src, st.addr), 0)),
                          self.entry.saddr.eq(Mux(f_part, st.data.saddr, f_src)),
                          self.entry.sbank.eq(Mux(f_part, st.data.sbank, 0))]
@@ -373,9 +380,20 @@ class FaninStore(_WeightSource):
 
         # ---- the weights
         end = Mux(to_drive_end, self.n_drive - 1, self.n_entries - 1)
-        m.d.comb += [self.last.eq(self.pos == end), w_rd.addr.eq(Mux(self.host_rd, self.host_addr, wcur)),
-                     self.weight.eq(w_rd.data),
-                     w_wr.en.eq(self.wr.en), w_wr.addr.eq(self.wr.addr), w_wr.data.eq(self.wr.data)]
+        addr = Signal.like(wcur)
+        m.d.comb += [self.last.eq(self.pos == end),
+                     addr.eq(Mux(self.wr.en, self.wr.addr, Mux(self.host_rd, self.host_addr, wcur))),
+                     w_rd.addr.eq(addr[sh:]), w_rd.en.eq(~self.wr.en), w_wr.addr.eq(addr[sh:])]
+        if kw == 1:
+            m.d.comb += [self.weight.eq(w_rd.data), w_wr.en.eq(self.wr.en), w_wr.data.eq(self.wr.data)]
+        else:  # the word's weight: the address's low bits, kept with the read
+            sel = Signal(sh)
+            with m.If(~self.wr.en):
+                m.d.sync += sel.eq(addr[:sh])
+            slot = Signal(sb)
+            m.d.comb += [self.weight.eq(Array(w_rd.data[t * sb:t * sb + ws] for t in range(kw))[sel]),
+                         slot.eq(self.wr.data.as_unsigned()),
+                         w_wr.en.eq(Mux(self.wr.en, 1 << addr[:sh], 0)), w_wr.data.eq(slot.replicate(kw))]
         return m
 
 
