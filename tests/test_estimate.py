@@ -143,3 +143,32 @@ def test_design_size_counts_the_same_memory(path, over):
     params, _ = _params(path, **over)
     z = design_size(params.topology, params.num, params.P)
     assert z["memory_bits"] == est_mod.estimate(params, TARGETS["ecp5-85k"])["memory_total_bits"]
+
+
+@pytest.mark.skipif(__import__("shutil").which("yosys") is None, reason="Debian yosys not installed")
+def test_host_loaded_weights_go_into_spram(tmp_path):
+    """weight_init = "host": the Verilog gives the weights no initial values (the table ROMs keep
+    theirs), two 8-bit weights share a 16-bit word, and Yosys's synth_ice40 -spram maps the
+    weight memory of a 784-24-10 lane (9,528 words) into one SB_SPRAM256KA, as the estimate
+    says; with the weights as initial values the estimate keeps it in block RAM."""
+    from eqprop.hdl import toolchain as tc
+    from eqprop.hdl.params import CoreParams
+    from eqprop.hdl.units.fanin import FaninStore
+    from eqprop.model.numerics import numerics_from_mapping
+    from eqprop.model.topology import layered
+
+    num = numerics_from_mapping({"state": 8, "weight": 8, "bias": 12})
+    got = {}
+    for init in ("host", "verilog"):
+        p = CoreParams(layered([784, 24, 10]), num, 0.5, 0.5, [0.02], 1, 4, 2, weight_init=init)
+        v = tc.generate_verilog(FaninStore(p, 0), "fanin", emit_src=False, lint_waivers=False,
+                                no_init=("weights",) if init == "host" else ())
+        assert ("reg [15:0] weights" if init == "host" else "reg [7:0] weights") in v
+        assert ("weights[0] =" in v) == (init == "verilog") and "neurons[0] =" in v
+        if init == "host":  # (the other's 19,056 initial values take Yosys's Verilog reader minutes)
+            (tmp_path / f"{init}.v").write_text(v)
+            got[init] = tc.synth_ice40([tmp_path / f"{init}.v"], "fanin")
+        mem = next(m for m in est_mod.memories(p) if m.name == "lane0.fanin.weights")
+        assert (mem.depth, mem.width, mem.init) == ((9528, 16, False) if init == "host" else (19056, 8, True))
+        assert est_mod.map_memory(mem, "ice40", spram=True) == ({"SPRAM": 1} if init == "host" else {"BRAM": 38})
+    assert got["host"].spram == 1
