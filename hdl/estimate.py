@@ -67,20 +67,17 @@ class Mem:
 
 
 def _rom_used_width(rows: list[dict], layout) -> int:
-    """Bits of a ROM of struct words (``rows``) that differ between words: Yosys drops the
-    others (``opt_mem``)."""
-    used = 0
+    """Bits of a ROM of struct words (``rows``) that differ between words and from each other
+    bit: Yosys drops a constant bit and keeps one of equal bits (``opt_mem``, ``opt_merge``;
+    a layered network's segment words, whose first slot and first weight address are equal)."""
+    columns = set()
     for name, field in layout:
-        width = field.width
         vals = [int(r[name]) for r in rows]
-        if not vals:
-            continue
-        ones, zeros = 0, 0
-        for v in vals:
-            ones |= v
-            zeros |= ~v
-        used += sum(1 for b in range(width) if (ones >> b) & 1 and (zeros >> b) & 1)
-    return used
+        for b in range(field.width):
+            col = tuple((v >> b) & 1 for v in vals)
+            if 0 < sum(col) < len(col):
+                columns.add(col)
+    return len(columns)
 
 
 def memories(p: CoreParams) -> list[Mem]:
@@ -106,7 +103,9 @@ def memories(p: CoreParams) -> list[Mem]:
             mems.append(Mem(f"lane{ell}.banks.bank{w}", "states", max(3 * len(other.neurons), 1), sw,
                             reads=2 if w == ell else 1))
         mems += [
-            Mem(f"lane{ell}.update.bconst", "other", n_own, brow, writes=0),
+            # (its neuron index feeds only the update's random words: stochastic rounding)
+            Mem(f"lane{ell}.update.bconst", "other", n_own, brow, writes=0,
+                used_width=None if num.rounding == "stochastic" else bits_for(len(lay.pairs))),
             Mem(f"lane{ell}.biases", "biases", n_own, bw, init=not host),
             Mem(f"lane{ell}.drives", "drives", n_own, p.drive_bits),  # the inputs' part of each sum
             Mem(f"lane{ell}.targets", "states", n_own, 1),
@@ -214,8 +213,21 @@ def core_multipliers(p: CoreParams) -> list[tuple[str, int, int]]:
 # (``map_memory``). Logic sites per LUT4 after place and route: iCE40 logic cells (LUT4 + FF
 # + carry) 1.40 (3,121 cells for the first design); ECP5 TRELLIS_COMB 1.15 (its LUT RAM
 # included; 1.12-1.17 on the three designs of docs/hardware.md "Targets").
+# A lane's counters, compares and address muxes grow with its address widths (the entry
+# counter, the weight address and the slot: 28-30 bits in the tiny designs, 52 in the
+# 784-100-100-100-100-100-10 one lane UP5K design of docs/hardware.md, whose 3,648 SB_LUT4
+# fitted the 69 LUT4s per bit, 2026-11-28).
 LOGIC_LUTS = (300, 1760, 1275)
+ADDR_LUTS_PER_BIT, ADDR_BITS_FIT = 69, 29
 SITES_PER_LUT = {"ice40": 1.40, "ecp5": 1.15}
+
+
+def address_bits(p: CoreParams) -> int:
+    """A lane's address widths: its entry counter, weight address and slot (the update's event)."""
+    from .units.signatures import entry_bits, waddr_bits
+
+    lay = p.layout
+    return entry_bits(lay.lane_depth) + waddr_bits(p) + bits_for(lay.n_slots + 1)
 
 
 def logic_luts(p: CoreParams) -> float:
@@ -223,7 +235,8 @@ def logic_luts(p: CoreParams) -> float:
     core, lane, rnd = LOGIC_LUTS
     n_rng = (p.num.rounding == "stochastic") + (p.num.state_rounding == "stochastic")
     scale = max(p.state.n_word, p.num.weight.n_word) / 8  # datapath width relative to the fit
-    return core + p.layout.P * (lane + rnd * n_rng / 2) * (0.5 + 0.5 * scale)
+    addr = ADDR_LUTS_PER_BIT * (address_bits(p) - ADDR_BITS_FIT)
+    return core + p.layout.P * ((lane + rnd * n_rng / 2) * (0.5 + 0.5 * scale) + addr)
 
 
 # ----------------------------------------------------------------- the estimate
