@@ -66,6 +66,21 @@ def test_icarus_matches_model(design, train):
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog missing (bash hdl/setup-tools.sh)")
+def test_icarus_one_lane_host_loaded_weights(tmp_path):
+    """One lane (each weight stored once) with weight_init = "host": the Verilog has no initial
+    weights or biases, the bench writes them through the bus (two 8-bit weights to a word),
+    and two training examples are bit-exact, weights read back by weight address."""
+    (tmp_path / "c.toml").write_text(CFG.replace("lanes = 2", 'lanes = 1\nweight_init = "host"'))
+    assert main(["hdl", "generate", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "b"),
+                 "--no-lint"]) == 0
+    v = (tmp_path / "b" / "cosim_core.v").read_text()
+    assert "reg [15:0] weights" in v and "weights[0] =" not in v and "biases[0] =" not in v
+    x, y = _mnist(2)
+    r = run_cosim(tmp_path / "b", x, y, True, simulator="icarus")
+    assert r["examples"] == 2 and r["mismatch_count"] == 0, r["mismatches"][:3]
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog missing (bash hdl/setup-tools.sh)")
 @pytest.mark.parametrize("train", [False, True])
 def test_icarus_settle_rule_step_counts(design, train):
     """The settle rule (docs/numerics.md §4a) written into the core's registers by the bench:
@@ -117,8 +132,8 @@ def test_both_nudge_orderings_train_on_chip(design, design_eq5, nudge):
 
 
 def test_scoreboard_catches_a_wrong_expectation(design, monkeypatch):
-    """The bench can fail: one expected weight and one state off by one LSB, and one free
-    phase's step count off by one, are reported exactly."""
+    """The bench can fail: one expected weight (the word at weight address 3) and one state
+    off by one LSB, and one free phase's step count off by one, are reported exactly."""
     import eqprop.sim.runner as runner
 
     real = runner.make_job
@@ -134,7 +149,7 @@ def test_scoreboard_catches_a_wrong_expectation(design, monkeypatch):
     x, y = _mnist(1)
     r = run_cosim(design, x, y, True, simulator="icarus", work=design / "cosim_bad")
     assert r["mismatch_count"] == 3
-    kinds = {(m["phase"], m.get("neuron"), m.get("entry")) for m in r["mismatches"]}
+    kinds = {(m["phase"], m.get("neuron"), m.get("word")) for m in r["mismatches"]}
     assert ("free", 2, None) in kinds and ("update", None, 3) in kinds
     steps = [m for m in r["mismatches"] if m["phase"] == "free steps"]
     assert steps == [{"example": 0, "phase": "free steps", "expected": 5, "actual": 6}]

@@ -79,9 +79,10 @@ def test_generate_lint_synth_and_pnr(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "nextpnr-ice40: fmax clk" in printed and "bitstream tiny_core_serial.bin" in printed
     assert f"{cm['train_example']:,} cycles = {pnr['at_fmax']['train_example_us']:,.1f} us per training" in printed
-    # memory init files: one word per entry of each lane
+    # memory init files: one word per weight address of each lane (two lanes: one per entry)
     lines = (out / "lane0_weights.hex").read_text().split()
-    assert len(lines) == man["lanes"]["per_lane"][0]["entries"]
+    assert len(lines) == man["lanes"]["per_lane"][0]["weight_words"] == man["lanes"]["per_lane"][0]["entries"]
+    assert man["lanes"]["weights"] == "per entry" and man["lanes"]["weight_init"] == "verilog"
 
 
 def test_generate_bad_hdl_key(tmp_path, capsys):
@@ -90,6 +91,15 @@ def test_generate_bad_hdl_key(tmp_path, capsys):
     assert main(["hdl", "generate", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-lint"]) == 2
     assert "lane: unknown [hdl] key" in capsys.readouterr().err
     assert main(["hdl", "generate", "--config", str(cfg).replace("bad", "none"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_generate_bad_weight_init(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(TINY.replace("lanes = 2", "lanes = 2\nweight_init = \"flash\""))
+    assert main(["hdl", "generate", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-lint"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "weight_init: 'flash' is not one of verilog, host" in err[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_generate_requantizes_a_checkpoint_in_other_formats(tmp_path):
