@@ -214,11 +214,13 @@ def core_multipliers(p: CoreParams) -> list[tuple[str, int, int]]:
 # + carry) 1.40 (3,121 cells for the first design); ECP5 TRELLIS_COMB 1.15 (its LUT RAM
 # included; 1.12-1.17 on the three designs of docs/hardware.md "Targets").
 # A lane's counters, compares and address muxes grow with its address widths (the entry
-# counter, the weight address and the slot: 28-30 bits in the tiny designs, 52 in the
-# 784-100-100-100-100-100-10 one lane UP5K design of docs/hardware.md, whose 3,648 SB_LUT4
-# fitted the 69 LUT4s per bit, 2026-11-28).
+# counter, the weight address and the slot: 28-30 bits in the tiny designs, 48 and 52 in the
+# one-lane 784-64-10 and 784-100-100-100-100-100-10 UP5K designs of docs/hardware.md), its
+# per-layer constants with the layers (3 in the tiny designs, 7 in the second): 41 LUT4s
+# per bit and 161 per layer fit those two designs' 2,839 and 3,648 SB_LUT4 (2026-11-28).
 LOGIC_LUTS = (300, 1760, 1275)
-ADDR_LUTS_PER_BIT, ADDR_BITS_FIT = 69, 29
+ADDR_LUTS_PER_BIT, ADDR_BITS_FIT = 41, 29
+LAYER_LUTS, LAYERS_FIT = 161, 3
 SITES_PER_LUT = {"ice40": 1.40, "ecp5": 1.15}
 
 
@@ -235,7 +237,8 @@ def logic_luts(p: CoreParams) -> float:
     core, lane, rnd = LOGIC_LUTS
     n_rng = (p.num.rounding == "stochastic") + (p.num.state_rounding == "stochastic")
     scale = max(p.state.n_word, p.num.weight.n_word) / 8  # datapath width relative to the fit
-    addr = ADDR_LUTS_PER_BIT * (address_bits(p) - ADDR_BITS_FIT)
+    addr = ADDR_LUTS_PER_BIT * (address_bits(p) - ADDR_BITS_FIT) + \
+        LAYER_LUTS * (len(p.topology.sizes) - LAYERS_FIT)
     return core + p.layout.P * ((lane + rnd * n_rng / 2) * (0.5 + 0.5 * scale) + addr)
 
 
