@@ -85,7 +85,7 @@ def memories(p: CoreParams) -> list[Mem]:
     FaninStore holds the stored weights (``Lane.n_words``: at P = 1 each weight once, else a word
     per entry: connections, holes, dummies) and
     the small tables of its counter walk (``units.fanin.walk_tables``, kind ``indices``)."""
-    from .units.fanin import walk_tables
+    from .units.fanin import table_memories, walk_tables
 
     lay, num = p.layout, p.num
     sw, ws, bw = p.state.n_word, num.weight_store.n_word, num.bias.n_word
@@ -93,7 +93,7 @@ def memories(p: CoreParams) -> list[Mem]:
     mems = []
     for ell, lane in enumerate(lay.lanes):
         n_e, n_own = max(lane.n_entries, 1), max(len(lane.neurons), 1)
-        for name, (shape, rows) in walk_tables(p, ell).items():
+        for name, (shape, rows) in table_memories(walk_tables(p, ell)).items():
             mems.append(Mem(f"lane{ell}.fanin.{name}", "indices", len(rows), shape.size, writes=0,
                             used_width=_rom_used_width(rows, shape)))
         kw, host = p.weights_per_word, p.weight_init == "host"

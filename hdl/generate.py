@@ -191,7 +191,8 @@ def design_size(topology, num, P: int) -> dict:
         # the FaninStore's tables (units.fanin.table_layouts): neurons, segments, sparse, holes, sources
         seg_bits = slot_bits + (bits_for(w1) if P == 1 else 0)  # P = 1: each segment's first weight address
         tables = [(n1, bits_for(S) + bits_for(L) + bits_for(max(sizes[1:])) + 2), (ns + 1, seg_bits),
-                  (nsp + 1, bits_for(max(n_in, S)) + slot_bits + bits_for(n_pairs) + 1), (nh + 1, bits_for(e + 1))]
+                  (nsp + 1 if nsp else 0, bits_for(max(n_in, S)) + slot_bits + bits_for(n_pairs) + 1),
+                  (nh + 1 if nh else 0, bits_for(e + 1))]  # (only the pad word: a constant, no memory)
         if P > 1:
             tables.append((S, bits_for(P) + bits_for(npl)))
         mems = tables + [(w1, ww), (n1, bw), (n1, drive_bits), (n1, 1), (n_in, sw),

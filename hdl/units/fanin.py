@@ -66,7 +66,9 @@ def table_layouts(params: CoreParams, n_entries: int) -> dict:
 def walk_tables(params: CoreParams, index: int) -> dict:
     """The tables of lane ``index``'s counter walk: name -> (word layout, rows), the rows as
     dicts. ``segments``, ``sparse`` and ``holes`` end with one pad word (``holes``': an index
-    the walk never reaches inside a range), where the walk's pointers stop."""
+    the walk never reaches inside a range), where the walk's pointers stop. A table of only
+    its pad word (a layered network's ``sparse`` and ``holes``) is a constant, not a memory
+    (``table_memories``)."""
     lay = params.layout
     lane = lay.lanes[index]
     pr = lane.program
@@ -86,6 +88,12 @@ def walk_tables(params: CoreParams, index: int) -> dict:
     if "sources" in lays:
         tables["sources"] = [{"sbank": int(lay.owner[j]), "saddr": int(lay.local[j])} for j in range(lay.S)]
     return {k: (lays[k], rows) for k, rows in tables.items()}
+
+
+def table_memories(tables: dict) -> dict:
+    """The tables of ``walk_tables`` that are memories: all but a table of only its pad word,
+    which the walk holds as a constant."""
+    return {k: v for k, v in tables.items() if not (k in ("sparse", "holes") and len(v[1]) == 1)}
 
 
 def _ports(params: CoreParams, n_entries: int) -> dict:
@@ -199,15 +207,16 @@ class FaninStore(_WeightSource):
         w_rd, w_wr = wmem.read_port(), wmem.write_port(granularity=sb if kw > 1 else None)
         tables = walk_tables(p, self.index)
         rd = {}
-        for name, (shape, rows) in tables.items():
+        for name, (shape, rows) in table_memories(tables).items():
             mem = m.submodules[name] = memory.Memory(shape=shape, depth=len(rows), init=rows)
             rd[name] = mem.read_port()
         n_own, n_seg, n_sp, n_holes = len(lane.neurons), pr.n_seg, pr.n_sparse, pr.n_holes
         # The current word of each table is held in registers (part of the walk's state); the
         # table is read one word ahead, so its output only loads these registers and no path
         # goes from a table's output back to its address.
-        cur = {name: Signal(tables[name][0], name=f"{name}_cur") for name in ("neurons", "segments", "sparse",
-                                                                            "holes")}
+        # (a table of only its pad word is that word, a constant)
+        cur = {name: Signal(tables[name][0], name=f"{name}_cur") if name in rd
+               else tables[name][0].const(tables[name][1][0]) for name in ("neurons", "segments", "sparse", "holes")}
         nt, ft, sp, ht = (cur[name] for name in ("neurons", "segments", "sparse", "holes"))
 
         # ---- the counters (the state of the entry at ``pos``)
@@ -218,9 +227,9 @@ class FaninStore(_WeightSource):
         y = Signal(range(run_max + 1))  # the position in the run
         slot_r = Signal(el.members["edge"])  # the slot of a dense position after the segment's first
         wa_r = Signal(el.members["waddr"])  # P = 1: its weight address
-        q = Signal(range(n_seg + 1))  # pointers: segments, sparse, holes (at most their pad word)
-        spi = Signal(range(n_sp + 1))
-        hp = Signal(range(n_holes + 1))
+        q = Signal(range(max(n_seg + 1, 2)))  # pointers: segments, sparse, holes (at most their pad
+        spi = Signal(range(max(n_sp + 1, 2)))  # word; at least a bit wide)
+        hp = Signal(range(max(n_holes + 1, 2)))
         to_drive_end = Signal()  # the walk ends at the drive part's end (else at the list's)
 
         # ---- layer constants: the dense segments of a layer-``layer`` neuron in part ``pt``
@@ -276,7 +285,8 @@ class FaninStore(_WeightSource):
         if lay.once:
             wa = Mux(y == 0, ft.waddr, wa_r)
             wstride = Mux(cc["lower"], cc["n_l"], Mux(cc["intra"] & below, cc["n_l"] - y - 2, 1))
-            m.d.comb += wcur.eq(Mux(dense, wa, Mux(sparse, _fit(sp.slot - pr.sparse_delta, wcur), 0)))
+            sp_wa = _fit(sp.slot - pr.sparse_delta, wcur) if n_sp else 0
+            m.d.comb += wcur.eq(Mux(dense, wa, Mux(sparse, sp_wa, 0)))
         else:
             m.d.comb += wcur.eq(self.pos)
         src = Signal(range(max(lay.S, n_in)))  # (sbase + y of a dense position is a source index)
@@ -304,24 +314,29 @@ class FaninStore(_WeightSource):
             m.d.comb += [self.entry.saddr.eq(f_src), self.entry.sbank.eq(0)]
 
         # ---- the next state
-        regs = {"pos": self.pos, "part": part, "k": k, "s": s, "y": y, "slot": slot_r, "q": q, "sp": spi, "hp": hp}
+        regs = {"pos": self.pos, "part": part, "k": k, "s": s, "y": y, "slot": slot_r, "q": q}
+        # (a table of only its pad word needs no pointer)
+        regs |= ({"sp": spi} if "sparse" in rd else {}) | ({"hp": hp} if "holes" in rd else {})
         if lay.once:
             regs["wa"] = wa_r
-        inc = {"neurons": n_last, "segments": dense & run_last & (q != n_seg), "sparse": sparse & (spi != n_sp),
-               "holes": hole & (hp != n_holes)}  # the pointer moves on (at an advance)
+        inc = {"neurons": n_last, "segments": dense & run_last & (q != n_seg),
+               "sparse": sparse & (spi != n_sp) if "sp" in regs else 0,
+               "holes": hole & (hp != n_holes) if "hp" in regs else 0}  # the pointer moves on (at an advance)
         nx = {name: Signal.like(sig, name=f"{name}_next") for name, sig in regs.items()}
         m.d.comb += [nx[name].eq(sig) for name, sig in regs.items()]
         step = self.walk == Walk.STEP
         with m.If(self.start):
             m.d.comb += [nx["pos"].eq(_mux(step, self.n_drive, 0)), nx["part"].eq(step), nx["k"].eq(0),
-                         nx["s"].eq(0), nx["y"].eq(0), nx["q"].eq(_mux(step, pr.n_seg_drive, 0)),
-                         nx["sp"].eq(_mux(step, pr.n_sparse_drive, 0)), nx["hp"].eq(_mux(step, pr.n_holes_drive, 0))]
+                         nx["s"].eq(0), nx["y"].eq(0), nx["q"].eq(_mux(step, pr.n_seg_drive, 0))]
+            m.d.comb += [nx[r].eq(_mux(step, v, 0)) for r, v in (("sp", pr.n_sparse_drive), ("hp", pr.n_holes_drive))
+                         if r in nx]
             m.d.sync += to_drive_end.eq(self.walk == Walk.DRIVE)
         with m.Elif(self.advance):
             if lay.once:
                 m.d.comb += nx["wa"].eq(wa + wstride)
-            m.d.comb += [nx["pos"].eq(self.pos + 1), nx["slot"].eq(slot + stride), nx["q"].eq(q + inc["segments"]),
-                         nx["sp"].eq(spi + inc["sparse"]), nx["hp"].eq(hp + inc["holes"])]
+            m.d.comb += [nx["pos"].eq(self.pos + 1), nx["slot"].eq(slot + stride), nx["q"].eq(q + inc["segments"])]
+            m.d.comb += [nx[r].eq(ptr_sig + inc[t]) for r, ptr_sig, t in (("sp", spi, "sparse"), ("hp", hp, "holes"))
+                         if r in nx]
             with m.If(n_last):  # the next neuron (after the part's last, the step part's first)
                 m.d.comb += [nx["s"].eq(0), nx["y"].eq(0)]
                 with m.If(k == n_own - 1):
@@ -344,6 +359,9 @@ class FaninStore(_WeightSource):
         for name, pv in ptr.items():
             shape, rows = tables[name]
             top = len(rows) - 1
+            if name not in rd:  # only its pad word: a constant (the pointer never moves)
+                word_n[name] = cur[name]
+                continue
 
             addr = rd[name].addr
 
@@ -351,10 +369,15 @@ class FaninStore(_WeightSource):
                 if name == "neurons":  # (v + by) mod n_own
                     if isinstance(v, int):
                         return (v + by) % (top + 1)
-                    return 0 if top == 0 else Mux(v >= top + 1 - by, _fit(v + by - (top + 1), addr),
-                                                  _fit(v + by, addr))
+                    if top == 0:
+                        return 0
+                    if top + 1 - by <= 0:  # (no compare that is always true)
+                        return _fit(v + by - (top + 1), addr)
+                    return Mux(v >= top + 1 - by, _fit(v + by - (top + 1), addr), _fit(v + by, addr))
                 if isinstance(v, int):
                     return min(v + by, top)
+                if top - by <= 0:  # a table of its pad words only (no compare that is always true)
+                    return top
                 return Mux(v >= top - by, top, _fit(v + by, addr))
 
             move = self.advance & inc[name]
