@@ -134,13 +134,17 @@ class UpdateUnit(wiring.Component):
                     with m.If(bl == self.n_own - 1):
                         m.d.sync += act.eq(0)
         # The random word of the event, issued in W_SB / B_SB, is there in W_RND / B_RND (§5): only
-        # where the rounding draws one, its top bits, as many as the widest shift rounds away
+        # where the rounding draws one, its top bits, as many as the widest shift rounds away.
+        # The event index is computed one cycle ahead, in W_S0 / B_S0 (the entry's fields are in
+        # ``eu``, the bias constants read), into ``ev_idx``: the hash starts from a register.
         d_max = max(f(q) for q in pairs for f in (p.weight_shift, p.bias_shift))
         word = None
         if p.num.rounding == "stochastic" and d_max > 0:
             rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS))
-            m.d.comb += rng.index.eq(Mux(st == U.B_SB, (self.ev_base + lay.n_slots + bc.data.nidx)[:32],
-                                         (self.ev_base + eu.edge)[:32]))
+            ev_idx = Signal(32)
+            m.d.sync += ev_idx.eq(Mux(st == U.B_S0, (self.ev_base + lay.n_slots + bc.data.nidx)[:32],
+                                      (self.ev_base + eu.edge)[:32]))
+            m.d.comb += rng.index.eq(ev_idx)
             word = rng.word
         dW = self._round_by_pair(m, eu.pair, p.weight_shift, word, PD)
         dB = self._round_by_pair(m, bpair, p.bias_shift, word, PD)
