@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -73,9 +73,10 @@ class UpdateUnit(wiring.Component):
         s0j, s0i = Signal(sw), Signal(sw)
         D = Signal(signed(2 * sw + 2))
         PD = Signal(signed(len(D) + p.rate_bits + 2))
-        brow = data.StructLayout({"nidx": bits_for(lay.S), "pair": bits_for(len(lay.pairs))})
+        # (the bias event's neuron index is a constant of ``bl`` beside the random word's index)
+        brow = data.StructLayout({"pair": bits_for(len(lay.pairs))})
         bconst = m.submodules.bconst = memory.Memory(shape=brow, depth=max(self.n_own, 1), init=[
-            {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
+            {"pair": p.bias_pair(i)} for i in self.lane.neurons])
         bc = bconst.read_port()
         bpair = Signal.like(bc.data.pair)
         src = Mux(eu.sel_in, self.x_data, Array(self.bank_data)[eu.sbank])
@@ -133,17 +134,18 @@ class UpdateUnit(wiring.Component):
                     m.d.sync += [b_ph.eq(0), bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
                     with m.If(bl == self.n_own - 1):
                         m.d.sync += act.eq(0)
-        # The random word of the event, issued in W_SB / B_SB, is there in W_RND / B_RND (§5): only
-        # where the rounding draws one, its top bits, as many as the widest shift rounds away.
-        # The event index is computed one cycle ahead, in W_S0 / B_S0 (the entry's fields are in
-        # ``eu``, the bias constants read), into ``ev_idx``: the hash starts from a register.
+        # The random word of the event is there in W_RND / B_RND (§5): only where the rounding
+        # draws one, its top bits, as many as the widest shift rounds away. The event index is
+        # registered in W_FIELDS (the entry's ``edge`` is on ``entry``) / B_ISSUE (the bias's
+        # n_slots + nidx a constant of ``bl``) into ``ev_idx``, and the hash takes the three
+        # cycles to W_RND / B_RND (RandomWord in three stages), each starting from a register.
         d_max = max(f(q) for q in pairs for f in (p.weight_shift, p.bias_shift))
         word = None
         if p.num.rounding == "stochastic" and d_max > 0:
-            rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS))
+            rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS), stages=3)
             ev_idx = Signal(32)
-            m.d.sync += ev_idx.eq(Mux(st == U.B_S0, (self.ev_base + lay.n_slots + bc.data.nidx)[:32],
-                                      (self.ev_base + eu.edge)[:32]))
+            b_ev = Array(Const(lay.n_slots + i) for i in self.lane.neurons)[bl] if self.n_own else 0
+            m.d.sync += ev_idx.eq((self.ev_base + Mux(st == U.B_ISSUE, b_ev, self.entry.edge))[:32])
             m.d.comb += rng.index.eq(ev_idx)
             word = rng.word
         dW = self._round_by_pair(m, eu.pair, p.weight_shift, word, PD)
