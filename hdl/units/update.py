@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -73,11 +73,10 @@ class UpdateUnit(wiring.Component):
         s0j, s0i = Signal(sw), Signal(sw)
         D = Signal(signed(2 * sw + 2))
         PD = Signal(signed(len(D) + p.rate_bits + 2))
-        # (the bias event's neuron index is a constant of ``bl`` beside the random word's index)
-        brow = data.StructLayout({"pair": bits_for(len(lay.pairs))})
+        brow = data.StructLayout({"nidx": bits_for(lay.S), "pair": bits_for(len(lay.pairs))})
         bconst = m.submodules.bconst = memory.Memory(shape=brow, depth=max(self.n_own, 1), init=[
-            {"pair": p.bias_pair(i)} for i in self.lane.neurons])
-        bc = bconst.read_port()
+            {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
+        bc = bconst.read_port(domain="comb")  # bias ``bl``'s constants (a small ROM), from B_ISSUE on
         bpair = Signal.like(bc.data.pair)
         src = Mux(eu.sel_in, self.x_data, Array(self.bank_data)[eu.sbank])
         b_ph = Signal(2)  # the cycle of B_RND
@@ -137,14 +136,15 @@ class UpdateUnit(wiring.Component):
         # The random word of the event is there in W_RND / B_RND (§5): only where the rounding
         # draws one, its top bits, as many as the widest shift rounds away. The event index is
         # registered in W_FIELDS (the entry's ``edge`` is on ``entry``) / B_ISSUE (the bias's
-        # n_slots + nidx a constant of ``bl``) into ``ev_idx``, and the hash takes the three
-        # cycles to W_RND / B_RND (RandomWord in three stages), each starting from a register.
+        # n_slots + nidx, its neuron's index read from ``bconst``) into ``ev_idx``, and the hash
+        # takes the three cycles to W_RND / B_RND (RandomWord in three stages), each starting
+        # from a register.
         d_max = max(f(q) for q in pairs for f in (p.weight_shift, p.bias_shift))
         word = None
         if p.num.rounding == "stochastic" and d_max > 0:
             rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS), stages=3)
             ev_idx = Signal(32)
-            b_ev = Array(Const(lay.n_slots + i) for i in self.lane.neurons)[bl] if self.n_own else 0
+            b_ev = lay.n_slots + bc.data.nidx
             m.d.sync += ev_idx.eq((self.ev_base + Mux(st == U.B_ISSUE, b_ev, self.entry.edge))[:32])
             m.d.comb += rng.index.eq(ev_idx)
             word = rng.word
