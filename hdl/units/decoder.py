@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -109,30 +109,21 @@ class HostDecoder(wiring.Component):
     def _reads(self, m, region, off, fb, wr_err, writable):
         """Reads: one cycle of latency; registers, or a lane's memory (states through lane 0)."""
         bus = self.bus
-        rq_off = Signal.like(off)
-        m.d.sync += [bus.rvalid.eq(bus.re), rq_off.eq(off)]
+        rq_region, rq_off = Signal.like(region), Signal.like(off)
+        m.d.sync += [bus.rvalid.eq(bus.re), rq_region.eq(region), rq_off.eq(off)]
         status = (self.busy * Status.BUSY.value) | (self.done * Status.DONE.value) | (wr_err * Status.WR_ERR.value)
         readable = {Reg.STATUS: status, **writable, Reg.PRED: self.pred,
                     Reg.CYCLES_FREE: self.cycles_free, Reg.CYCLES_NUDGED: self.cycles_nudged,
                     Reg.CYCLES_UPDATE: self.cycles_update, Reg.CYCLES_TOTAL: self.cycles_total,
                     Reg.FREE_STEPS: self.free_steps}
-        # rdata: an AND-OR of the register word and the lanes' read data, with one-hot enables
-        # decoded and registered with the address (a weight or bias: the lane in the address;
-        # a state: lane 0), so the lanes' data (from block RAM outputs) pass one gate and an OR
-        reg_word = Signal(32)
-        with m.Switch(rq_off):
-            for reg, val in readable.items():
-                with m.Case(reg):
-                    m.d.comb += reg_word.eq(val)
-        P = self.p.layout.P
-        lane = off[fb:fb + bits_for(P)]
-        mem = (region == Region.WEIGHT) | (region == Region.BIAS)
-        states = (region == Region.STATE) | (region == Region.S0) | (region == Region.FINAL)
-        en_reg = Signal()
-        en_lane = [Signal(name=f"en_lane{ell}") for ell in range(P)]
-        m.d.sync += [en_reg.eq(region == Region.REG),
-                     *[en.eq((mem & (lane == ell)) | (states if ell == 0 else 0)) for ell, en in enumerate(en_lane)]]
-        words = [Mux(en_reg, reg_word, 0), *[Mux(en, h.rdata, 0) for en, h in zip(en_lane, self.lanes)]]
-        while len(words) > 1:
-            words = [words[i] | words[i + 1] if i + 1 < len(words) else words[i] for i in range(0, len(words), 2)]
-        m.d.comb += bus.rdata.eq(words[0])
+        with m.Switch(rq_region):
+            with m.Case(Region.REG):
+                with m.Switch(rq_off):
+                    for reg, val in readable.items():
+                        with m.Case(reg):
+                            m.d.comb += bus.rdata.eq(val)
+            with m.Case(Region.WEIGHT, Region.BIAS):
+                lane = rq_off[fb:fb + bits_for(self.p.layout.P)]
+                m.d.comb += bus.rdata.eq(Array(h.rdata for h in self.lanes)[lane])
+            with m.Case(Region.STATE, Region.S0, Region.FINAL):
+                m.d.comb += bus.rdata.eq(self.lanes[0].rdata)

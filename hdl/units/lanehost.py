@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -62,25 +62,14 @@ class HostPort(wiring.Component):
             m.d.comb += [port.en.eq(h.we & (h.region == Region.STATE) & (h.sel == w)),
                          port.addr.eq(buffer_offset(h.buf, len(lane.neurons)) + h.addr), port.data.eq(h.wdata)]
         m.d.comb += [self.bank_buf.eq(h.buf), self.bank_loc.eq(h.addr)]
-        # The read data by the region (and bank) of the previous cycle, as an AND-OR of the
-        # sources with one-hot enables decoded and registered with the address: the memories'
-        # data (the block RAMs' outputs come late) pass one gate and an OR, no decode
-        en_w, en_b = Signal(), Signal()
-        en_bank = [Signal(name=f"en_bank{w}") for w in range(self.p.layout.P)]
-        in_banks = _or(h.region == r for r in BANK_REGIONS)
-        sel = h.sel[:bits_for(self.p.layout.P)]  # (a bank number beyond the lanes reads 0)
-        m.d.sync += [en_w.eq(h.region == Region.WEIGHT), en_b.eq(h.region == Region.BIAS),
-                     *[en.eq(in_banks & (sel == w)) for w, en in enumerate(en_bank)]]
-        parts = [(en_w, self.weight), (en_b, self.bias), *zip(en_bank, self.bank_data)]
-        # each source as the 32-bit read word (a signed one sign-extended)
-        words = [Mux(en, Cat(x, x[-1].replicate(32 - len(x))) if x.shape().signed else x, 0) for en, x in parts]
-        m.d.comb += h.rdata.eq(_or(words))
+        region_q = Signal(Region)
+        sel_q = Signal(bits_for(self.p.layout.P))
+        m.d.sync += [region_q.eq(h.region), sel_q.eq(h.sel)]
+        with m.Switch(region_q):
+            with m.Case(Region.WEIGHT):
+                m.d.comb += h.rdata.eq(self.weight)
+            with m.Case(Region.BIAS):
+                m.d.comb += h.rdata.eq(self.bias)
+            with m.Case(*BANK_REGIONS):
+                m.d.comb += h.rdata.eq(Array(self.bank_data)[sel_q])
         return m
-
-
-def _or(values):
-    """The OR of ``values`` as a balanced tree."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
-    return values[0]
