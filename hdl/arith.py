@@ -27,12 +27,21 @@ def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value
         return q + up
     if mode == "stochastic":
         assert word is not None and len(word) >= min(d, RNG_BITS), (len(word), d)
-        if d <= RNG_BITS:
-            up = word[len(word) - d:] < rem
-        else:
-            up = word < rem[d - RNG_BITS:]
-        return q + up
+        return q + stochastic_up(word, stochastic_rem(v, d))
     raise ValueError(mode)
+
+
+def stochastic_rem(v: Value, d: int) -> Value:
+    """The dropped bits of v / 2^d that stochastic rounding (§3) compares with the random
+    word: all d of them, or their top ``RNG_BITS`` where d > RNG_BITS."""
+    return v[max(0, d - RNG_BITS):d]
+
+
+def stochastic_up(word: Value, rem: Value) -> Value:
+    """Stochastic rounding's round-up bit (§3): the random word's top ``len(rem)`` bits below
+    ``rem`` (``stochastic_rem``): up with probability rem / 2^len(rem)."""
+    assert len(word) >= len(rem), (len(word), len(rem))
+    return word[len(word) - len(rem):] < rem
 
 
 def saturate(v: Value, fmt: Format) -> Value:

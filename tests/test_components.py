@@ -154,6 +154,8 @@ def test_components_check_their_parameters():
         from eqprop.hdl.rng import RandomWord
 
         RandomWord(1 << 32)
+    with pytest.raises(ValueError, match="stages: 13 is not in"):
+        RandomWord(1, stages=13)
     big = CoreParams(p.topology, p.num, 0.5, 1.0, [0.5], 2, n_free=1 << 16, n_nudged=2)
     for unit in (PhaseController, HostDecoder):
         with pytest.raises(ValueError, match="n_free: 65536 does not fit the 16-bit step registers"):

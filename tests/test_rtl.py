@@ -92,15 +92,18 @@ def test_saturate_unit_every_value(signed_v, fmt):
     assert got == [min(max(a, fmt.min_raw), fmt.max_raw) for a in vals]
 
 
-@pytest.mark.parametrize("bits", [32, 28, 7, 1])
-def test_random_word_unit_equals_model(bits):
-    """The word, or its top ``bits`` bits (RandomWord computes only the bits they need)."""
-    dut = RandomWord(0x5EED, bits)
+@pytest.mark.parametrize("bits,stages", [(32, 2), (28, 2), (7, 2), (1, 2), (32, 1), (7, 3), (32, 3), (5, 4),
+                                         (32, 12)])
+def test_random_word_unit_equals_model(bits, stages):
+    """The word, or its top ``bits`` bits (RandomWord computes only the bits they need), in
+    ``stages`` pipeline stages (LATENCY = stages)."""
+    dut = RandomWord(0x5EED, bits, stages)
+    assert dut.LATENCY == stages
     idx = [0, 1, 2, 12345, 2**31 + 7, 2**32 - 1] + list(range(100, 140))
     out = []
 
     async def tb(ctx):
-        for e in idx + [0, 0]:
+        for e in idx + [0] * stages:
             ctx.set(dut.index, e)
             await ctx.tick()
             out.append(ctx.get(dut.word))
@@ -110,7 +113,7 @@ def test_random_word_unit_equals_model(bits):
     sim.add_testbench(tb)
     sim.run()
     # the word of index e appears LATENCY ticks later
-    got = out[RandomWord.LATENCY - 1: RandomWord.LATENCY - 1 + len(idx)]
+    got = out[dut.LATENCY - 1: dut.LATENCY - 1 + len(idx)]
     assert got == (random_words(0x5EED, torch.tensor(idx, dtype=I64)) >> (32 - bits)).tolist()
 
 

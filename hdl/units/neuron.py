@@ -8,7 +8,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..arith import round_shift, saturate, wrap
+from ..arith import round_shift, saturate, stochastic_rem, stochastic_up, wrap
 from ..params import CoreParams
 from ..rng import RNG_BITS, RandomWord
 from .signatures import check_rounding, loc_bits, neuron_sum_signature, write_signature
@@ -65,9 +65,10 @@ class NeuronUnit(wiring.Component):
         N1  the drive added, ``net_sum`` (§4 step 1, §2's overflow); old state and target
             registered
         NB  V = ``eps_v`` (§4 steps 2-4, eq. 5)
-        N2  round(V, fa + k - fS) (§3) with the event's random word
-        N3  s' = clip(.., 0, 1) (§4 step 5), out on ``result``; in the write cycle the
-            settle rule's compare (§4a)
+        N2  round(V, fa + k - fS) (§3); stochastic: floor and floor + 1, both clipped, and
+            the dropped bits (the event's random word comes in N3: RandomWord in three stages)
+        N3  s' = clip(.., 0, 1) (§4 step 5); stochastic: the candidate the word picks; out on
+            ``result``; in the write cycle the settle rule's compare (§4a)
 
     In the drive pass (``drive_pass``, once per example before the free phase) the sum is
     the neuron's input part and stops after N1: N0 reads the bias at ``rd_loc``, N1 computes
@@ -135,8 +136,8 @@ class NeuronUnit(wiring.Component):
         m.d.sync += [n1.eq(self.sum.valid), n1_acc.eq(self.sum.acc), n1_loc.eq(self.sum.loc), n1_out.eq(self.sum.out)]
         word = None
         if stochastic:
-            rng = m.submodules.rng = RandomWord(p.num.seed_state, bits=min(p.state_shift, RNG_BITS))
-            ev = Signal(32)  # the state event, issued to the RandomWord one cycle after N0
+            rng = m.submodules.rng = RandomWord(p.num.seed_state, bits=min(p.state_shift, RNG_BITS), stages=3)
+            ev = Signal(32)  # the state event, issued to the RandomWord one cycle after N0 (its word in N3)
             m.d.comb += rng.index.eq(ev)
             m.d.sync += ev.eq((self.ev_base + self.sum.idx)[:32])
             word = rng.word
@@ -150,12 +151,27 @@ class NeuronUnit(wiring.Component):
         V = eps_v(p, nb_accb, nb_s, nb_t, nb_nudge, self.beta_neg)
         m.d.sync += [n2.eq(nb), n2_V.eq(V), n2_loc.eq(nb_loc), n2_old.eq(nb_s)]
         # N2
-        r = round_shift(n2_V, p.state_shift, p.num.state_rounding, word)
-        n3_r = Signal(r.shape())
-        m.d.sync += [n3.eq(n2), n3_r.eq(r), n3_loc.eq(n2_loc), n3_old.eq(n2_old)]
-        # N3: the clip (§4 step 5), out on ``result``
-        # (n3_r < 0: its sign bit; 0 <= n3_r <= one: its low sw bits)
-        s_new = Mux(n3_r[-1], 0, Mux(n3_r > one, one, n3_r[:sw]))
+        m.d.sync += [n3.eq(n2), n3_loc.eq(n2_loc), n3_old.eq(n2_old)]
+        if stochastic:
+            # round(V) is floor(V / 2^d) + up, up from the random word (§3), which comes in N3: N2
+            # registers both candidates clipped (§4 step 5: floor and floor + 1, the clip's
+            # compares on the floor) and the dropped bits, N3 compares them with the word and picks
+            d = p.state_shift
+            q = n2_V >> d
+            c0 = Mux(q[-1], 0, Mux(q > one, one, q[:sw]))  # clip(q)
+            c1 = Mux(q < -1, 0, Mux(q >= one, one, (q[:sw] + 1)[:sw]))  # clip(q + 1)
+            n3_c0, n3_c1 = Signal(sw), Signal(sw)
+            n3_rem = Signal(len(stochastic_rem(n2_V, d)))
+            m.d.sync += [n3_c0.eq(c0), n3_c1.eq(c1), n3_rem.eq(stochastic_rem(n2_V, d))]
+            # N3: the rounding's choice, out on ``result``
+            s_new = Mux(stochastic_up(word, n3_rem), n3_c1, n3_c0)
+        else:
+            r = round_shift(n2_V, p.state_shift, p.num.state_rounding, word)
+            n3_r = Signal(r.shape())
+            m.d.sync += n3_r.eq(r)
+            # N3: the clip (§4 step 5), out on ``result``
+            # (n3_r < 0: its sign bit; 0 <= n3_r <= one: its low sw bits)
+            s_new = Mux(n3_r[-1], 0, Mux(n3_r > one, one, n3_r[:sw]))
         m.d.sync += [res.en.eq(n3), res.addr.eq(n3_loc), res.data.eq(s_new),
                      n4_lo.eq(n3_old - self.settle_tol), n4_hi.eq(n3_old + self.settle_tol)]
         # §4a, in the write cycle (from the registered new state, off the rounding's path):

@@ -79,7 +79,7 @@ class UpdateUnit(wiring.Component):
         brow = data.StructLayout({"nidx": bits_for(lay.S), "pair": bits_for(len(lay.pairs))})
         bconst = m.submodules.bconst = memory.Memory(shape=brow, depth=max(self.n_own, 1), init=[
             {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
-        bc = bconst.read_port()
+        bc = bconst.read_port(domain="comb")  # bias ``bl``'s constants (a small ROM), from B_ISSUE on
         bpair = Signal.like(bc.data.pair)
         src = Mux(eu.sel_in, self.x_data, Array(self.bank_data)[eu.sbank])
         b_ph = Signal(2)  # the cycle of B_RND
@@ -136,14 +136,20 @@ class UpdateUnit(wiring.Component):
                     m.d.sync += [b_ph.eq(0), bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
                     with m.If(bl == self.n_own - 1):
                         m.d.sync += act.eq(0)
-        # The random word of the event, issued in W_SB / B_SB, is there in W_RND / B_RND (§5): only
-        # where the rounding draws one, its top bits, as many as the widest shift rounds away
+        # The random word of the event is there in W_RND / B_RND (§5): only where the rounding
+        # draws one, its top bits, as many as the widest shift rounds away. The event index is
+        # registered in W_FIELDS (the entry's ``edge`` is on ``entry``) / B_ISSUE (the bias's
+        # n_slots + nidx, its neuron's index read from ``bconst``) into ``ev_idx``, and the hash
+        # takes the three cycles to W_RND / B_RND (RandomWord in three stages), each starting
+        # from a register.
         d_max = max(f(q) for q in pairs for f in (p.weight_shift, p.bias_shift))
         word = None
         if p.num.rounding == "stochastic" and d_max > 0:
-            rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS))
-            m.d.comb += rng.index.eq(Mux(st == U.B_SB, (self.ev_base + lay.n_slots + bc.data.nidx)[:32],
-                                         (self.ev_base + eu.edge)[:32]))
+            rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS), stages=3)
+            ev_idx = Signal(32)
+            b_ev = lay.n_slots + bc.data.nidx
+            m.d.sync += ev_idx.eq((self.ev_base + Mux(st == U.B_ISSUE, b_ev, self.entry.edge))[:32])
+            m.d.comb += rng.index.eq(ev_idx)
             word = rng.word
         dW = self._round_by_pair(m, eu.pair, p.weight_shift, word, PD)
         dB = self._round_by_pair(m, bpair, p.bias_shift, word, PD)
