@@ -83,8 +83,10 @@ class UpdateUnit(wiring.Component):
         after_w = U.B_ISSUE if self.n_own > 0 else U.IDLE
 
         # sigma D M (§6), M the rate register of the entry's pair (W_MUL) or the bias's (B_MUL)
+        # (registered in W_SB / B_SB, where the pair is in ``eu`` / ``bpair``: the multiply starts
+        # from registers)
         m_sel = Signal(p.rate_bits)
-        m.d.comb += m_sel.eq(Array(self.rate[q] for q in pairs)[Mux(st == U.B_MUL, bpair, eu.pair)])
+        m.d.sync += m_sel.eq(Array(self.rate[q] for q in pairs)[Mux(st == U.B_SB, bpair, eu.pair)])
         dm = Signal(signed(len(D) + p.rate_bits + 1))
         m.d.comb += dm.eq(D * m_sel)
         sigma_dm = PD.eq(Mux(self.beta_neg, -dm, dm))
