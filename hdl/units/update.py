@@ -85,12 +85,16 @@ class UpdateUnit(wiring.Component):
         b_ph = Signal(2)  # the cycle of B_RND
         after_w = U.B_ISSUE if self.n_own > 0 else U.IDLE
 
-        # sigma D M (§6), M the rate register of the entry's pair (W_MUL) or the bias's (B_MUL)
-        m_sel = Signal(p.rate_bits)
-        m.d.comb += m_sel.eq(Array(self.rate[q] for q in pairs)[Mux(st == U.B_MUL, bpair, eu.pair)])
+        # sigma D M (§6), M the rate register of the entry's pair (W_MUL) or the bias's (B_MUL),
+        # sigma M registered in W_SB / B_SB (the pair is in ``eu`` / ``bpair``; the rates and
+        # beta_neg do not change during an update): the multiply starts from registers and
+        # ends in PD
+        m_sel = Signal(signed(p.rate_bits + 1))
+        m_pair = Array(self.rate[q] for q in pairs)[Mux(st == U.B_SB, bpair, eu.pair)]
+        m.d.sync += m_sel.eq(Mux(self.beta_neg, -m_pair, m_pair))
         dm = Signal(signed(len(D) + p.rate_bits + 1))
         m.d.comb += dm.eq(D * m_sel)
-        sigma_dm = PD.eq(Mux(self.beta_neg, -dm, dm))
+        sigma_dm = PD.eq(dm)
 
         # Registered decodes for the lane's address muxes: ``act`` = st != IDLE (set by a start
         # with work, cleared where the last entry or bias goes to IDLE) and ``sb_r`` = st is
