@@ -39,7 +39,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from .fpga import TARGETS, Target
-from .params import CoreParams, bits_for
+from .params import SPRAM_WIDTH, CoreParams, bits_for
 
 KINDS = ("weights", "indices", "states", "biases", "drives", "other")
 
@@ -88,17 +88,17 @@ def memories(p: CoreParams) -> list[Mem]:
     from .units.fanin import table_memories, walk_tables
 
     lay, num = p.layout, p.num
-    sw, ws, bw = p.state.n_word, num.weight_store.n_word, num.bias.n_word
+    sw, bw = p.state.n_word, num.bias.n_word
     brow = bits_for(lay.S) + bits_for(len(lay.pairs))  # UpdateUnit's per-neuron constants
     mems = []
     for ell, lane in enumerate(lay.lanes):
-        n_e, n_own = max(lane.n_entries, 1), max(len(lane.neurons), 1)
+        n_own = max(len(lane.neurons), 1)
         for name, (shape, rows) in table_memories(walk_tables(p, ell)).items():
             mems.append(Mem(f"lane{ell}.fanin.{name}", "indices", len(rows), shape.size, writes=0,
                             used_width=_rom_used_width(rows, shape)))
         kw, host = p.weights_per_word, p.weight_init == "host"
         mems.append(Mem(f"lane{ell}.fanin.weights", "weights", max(-(-lane.n_words // kw), 1),
-                        p.weight_slot_bits * kw if kw > 1 else ws, init=not host))
+                        p.weight_slot_bits * kw, init=not host))
         for w, other in enumerate(lay.lanes):
             mems.append(Mem(f"lane{ell}.banks.bank{w}", "states", max(3 * len(other.neurons), 1), sw,
                             reads=2 if w == ell else 1))
@@ -138,7 +138,7 @@ def _logic_luts(mem: Mem, width: int) -> int:
     return width * rows if mem.rom else mem.depth * width + width * rows
 
 
-SPRAM_WORDS, SPRAM_WIDTH, SPRAM_COST, EBR_COST = 16384, 16, 2048, 64  # Yosys's ice40 spram.txt, brams.txt
+SPRAM_WORDS, SPRAM_COST, EBR_COST = 16384, 2048, 64  # Yosys's ice40 spram.txt, brams.txt (16k x SPRAM_WIDTH)
 
 
 def map_memory(mem: Mem, family: str, spram: bool = False) -> dict:

@@ -246,21 +246,24 @@ class CoreParams:
         return self.layout.pair_index(l, l)
 
     @property
+    def _packed(self) -> bool:
+        """Stored weights share the SPRAM's 16-bit words: ``weight_init = "host"`` and at most 8 bits."""
+        return self.weight_init == "host" and self.num.weight_store.n_word <= SPRAM_WIDTH // 2
+
+    @property
     def weight_slot_bits(self) -> int:
-        """Bits a stored weight takes in a word of its lane's weight memory: under
-        ``weight_init = "host"`` a 4- or 8-bit slot of the SPRAM's 16-bit word (a narrower
-        weight in its low bits), or the whole word for wider weights; else the weight's width."""
-        ws = self.num.weight_store.n_word
-        if self.weight_init != "host" or ws > SPRAM_WIDTH // 2:
-            return ws
-        return 4 if ws <= 4 else 8
+        """Bits a stored weight takes in a word of its lane's weight memory: packed, a 4- or
+        8-bit slot of the SPRAM's 16-bit word (a narrower weight in its low bits); else the
+        weight's width."""
+        if not self._packed:
+            return self.num.weight_store.n_word
+        return 4 if self.num.weight_store.n_word <= 4 else 8
 
     @property
     def weights_per_word(self) -> int:
-        """Stored weights per word of a lane's weight memory (``weight_slot_bits``): 4 (up to
-        4-bit weights) or 2 (up to 8 bits) under ``weight_init = "host"``, else 1."""
-        packed = self.weight_init == "host" and self.num.weight_store.n_word <= SPRAM_WIDTH // 2
-        return SPRAM_WIDTH // self.weight_slot_bits if packed else 1
+        """Stored weights per word of a lane's weight memory: 4 (up to 4-bit weights) or 2 (up
+        to 8 bits) under ``weight_init = "host"``, else 1."""
+        return SPRAM_WIDTH // self.weight_slot_bits if self._packed else 1
 
     # ---- parameters laid out for the lanes
     def lane_weights(self, W_in: torch.Tensor, W_ss: torch.Tensor) -> list[list[int]]:

@@ -227,9 +227,9 @@ class FaninStore(_WeightSource):
         y = Signal(range(run_max + 1))  # the position in the run
         slot_r = Signal(el.members["edge"])  # the slot of a dense position after the segment's first
         wa_r = Signal(el.members["waddr"])  # P = 1: its weight address
-        q = Signal(range(max(n_seg + 1, 2)))  # pointers: segments, sparse, holes (at most their pad
-        spi = Signal(range(max(n_sp + 1, 2)))  # word; at least a bit wide)
-        hp = Signal(range(max(n_holes + 1, 2)))
+        q = Signal(range(n_seg + 1))  # pointers: segments, sparse, holes (at most their pad word)
+        spi = Signal(range(n_sp + 1))
+        hp = Signal(range(n_holes + 1))
         to_drive_end = Signal()  # the walk ends at the drive part's end (else at the list's)
 
         # ---- layer constants: the dense segments of a layer-``layer`` neuron in part ``pt``
