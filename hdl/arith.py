@@ -63,5 +63,33 @@ def wrap(v: Value, fmt: Format) -> Value:
     return w.as_signed() if fmt.signed else w
 
 
+def naf_digits(c: int) -> list[tuple[int, int]]:
+    """The non-adjacent form of c >= 0: (shift, +1 or -1) pairs with c = sum(d << shift),
+    no two shifts adjacent (the fewest nonzero signed digits)."""
+    assert c >= 0, c
+    out, k = [], 0
+    while c:
+        if c & 1:
+            d = 2 - (c & 3)  # +1 where c = 1 mod 4, -1 where c = 3 mod 4
+            out.append((k, d))
+            c -= d
+        c >>= 1
+        k += 1
+    return out
+
+
+def const_mul(x: Value, c: int) -> Value:
+    """x * c for a constant c >= 0 as shifts and adds (the NAF digits of c, summed as a
+    balanced tree): no multiplier, so synthesis spends no DSP block on it. Exact (the
+    result is wide enough and signed where a digit subtracts); take the low bits for a
+    product modulo 2^n."""
+    terms = [(x << k) if d > 0 else -(x << k) for k, d in naf_digits(c)]
+    if not terms:
+        return Const(0, 1)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
 def shape_of(fmt: Format):
     return signed(fmt.n_word) if fmt.signed else unsigned(fmt.n_word)

@@ -56,6 +56,7 @@ from .lane import (
     NEURON_LATENCY,
     UPDATE_CYCLES_PER_BIAS,
     UPDATE_CYCLES_PER_ENTRY,
+    UPDATE_CYCLES_PER_IDLE_ENTRY,
     Lane,
 )
 from .params import CoreParams
@@ -139,16 +140,18 @@ class Core(wiring.Component):
 def cycle_model(p: CoreParams) -> dict:
     """Cycles per step, phase and example, as formulas and numbers (the manifest's):
 
-        drive  = max lane drive entries + MAC latency (4) + drive latency (3) + controller (1)
-        step   = max lane step entries + MAC latency (4) + neuron latency (6) + controller (1)
-        update = max over lanes (6 x entries + 7 x neurons) + controller (2)
+        drive  = max lane drive entries + MAC latency (6) + drive latency (3) + controller (1)
+        step   = max lane step entries + MAC latency (6) + neuron latency (6) + controller (1)
+        update = max over lanes (9 x entries that write + 3 x the others + 8 x neurons)
+                 + controller (2)
         argmax = n_out + 2
         training example  = drive + t x step + n_nudged x step + update
         inference example = drive + t x step + argmax
 
     (the latencies: ``MacPipeline.LATENCY``, ``NeuronUnit.DRIVE_LATENCY`` / ``LATENCY``,
     ``PhaseController.STEP_OVERHEAD`` / ``UPDATE_OVERHEAD``, ``UpdateUnit.CYCLES_PER_ENTRY`` /
-    ``CYCLES_PER_BIAS``; the entries: ``layout.Lane.n_drive``, ``n_step``, all of them).
+    ``CYCLES_PER_IDLE_ENTRY`` / ``CYCLES_PER_BIAS``; the entries: ``layout.Lane.n_drive``,
+    ``n_step``, all of them, ``n_idle`` of them writing nothing: holes, dummies, mirrors).
     The drive pass runs once per example, before the free phase.
 
     ``free``, ``train_example`` and ``inference_example`` are for a full free phase
@@ -160,8 +163,8 @@ def cycle_model(p: CoreParams) -> dict:
     depth, ddepth = lay.step_depth, lay.drive_depth
     step = depth + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD
     drive = ddepth + MAC_LATENCY + DRIVE_LATENCY + STEP_OVERHEAD
-    upd_lane = [UPDATE_CYCLES_PER_ENTRY * l.n_entries + UPDATE_CYCLES_PER_BIAS * len(l.neurons)
-                for l in lay.lanes]
+    upd_lane = [UPDATE_CYCLES_PER_ENTRY * (l.n_entries - l.n_idle) + UPDATE_CYCLES_PER_IDLE_ENTRY * l.n_idle
+                + UPDATE_CYCLES_PER_BIAS * len(l.neurons) for l in lay.lanes]
     update = max(upd_lane) + UPDATE_OVERHEAD
     free = p.n_free * step
     nudged = p.n_nudged * step
@@ -178,7 +181,8 @@ def cycle_model(p: CoreParams) -> dict:
                         f"settle rule (numerics.md §4a; register free_steps)",
         "nudged": nudged,
         "update": update,
-        "update_formula": f"max over lanes of {UPDATE_CYCLES_PER_ENTRY} x entries (drive and step) + "
+        "update_formula": f"max over lanes of {UPDATE_CYCLES_PER_ENTRY} x entries that write (drive and step) "
+                          f"+ {UPDATE_CYCLES_PER_IDLE_ENTRY} x the others (holes, dummies, mirrors) + "
                           f"{UPDATE_CYCLES_PER_BIAS} x neurons + controller ({UPDATE_OVERHEAD})",
         "train_example": drive + free + nudged + update,
         "inference_example": drive + free + argmax,

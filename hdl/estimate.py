@@ -18,7 +18,8 @@ the core from, without elaborating it:
   per read port, small memories in logic or LUT RAM, a ROM's constant bits dropped;
 * **DSPs** (:func:`dsp_count`): every multiplier of a lane split into the target's DSP
   width (SB_MAC16 16 x 16, MULT18X18D 18 x 18; iCE40 products under 11 bits stay in
-  LUTs), plus the controller's two event-base products under stochastic rounding;
+  LUTs): the MAC's and the update's one multiplier (the controller's event bases are
+  shifts and adds);
 * **logic** (:func:`logic_luts`): LUT4s per core, per lane and per random-word unit fitted to
   Yosys's counts of the tiny designs, plus the memories built in logic, times the logic
   sites per LUT4 after place and route (iCE40 logic cells, ECP5 TRELLIS_COMB): a rough
@@ -174,15 +175,14 @@ def map_memory(mem: Mem, family: str, spram: bool = False) -> dict:
 DSP_WIDTH = {"ice40": 16, "ecp5": 18}
 ICE40_DSP_MIN_PRODUCT = 11  # synth_ice40 -dsp: DSP_Y_MINWIDTH
 DSP_MIN_OPERAND = 2  # mul2dsp's DSP_A_MINWIDTH, DSP_B_MINWIDTH: a 1-bit operand is an AND
-EVENT_BASE_BITS = 32  # PhaseController's example and update registers
 
 
 def lane_multipliers(p: CoreParams) -> list[tuple[str, int, int]]:
     """Each lane's multipliers as (name, operand width a, operand width b)."""
     sw, wW = p.state.n_word, p.num.weight.n_word
     mbits = p.rate_bits  # the rate registers' M (§6)
-    return [("mac w*s (§2)", wW, sw + 1), ("update s^beta_i s^beta_j (eq. 7)", sw, sw),
-            ("update s^0_i s^0_j (eq. 7)", sw, sw), ("update D*M (§6)", 2 * sw + 2, mbits)]
+    return [("mac w*s (§2)", wW, sw + 1),
+            ("update: s s, then M (s s), or M s (§6, eq. 7; one product per cycle)", max(sw, mbits), 2 * sw)]
 
 
 def dsp_count(p: CoreParams, family: str) -> int:
@@ -192,18 +192,9 @@ def dsp_count(p: CoreParams, family: str) -> int:
         if min(a, b) < DSP_MIN_OPERAND or (family == "ice40" and a + b < ICE40_DSP_MIN_PRODUCT):
             continue
         per_lane += math.ceil(a / n) * math.ceil(b / n)
-    return p.layout.P * per_lane + sum(math.ceil(a / n) * math.ceil(b / n) for _, a, b in core_multipliers(p))
-
-
-def core_multipliers(p: CoreParams) -> list[tuple[str, int, int]]:
-    """The controller's multipliers (PhaseController's event bases, §5), present only under
-    stochastic rounding (else nothing reads them and synthesis removes them)."""
-    if "stochastic" not in (p.num.rounding, p.num.state_rounding):
-        return []
-    S = p.layout.S
-    ex = max(p.n_free * S, (p.n_free + p.n_nudged) * S).bit_length()
-    return [("example x (n_free + n_nudged) S", EVENT_BASE_BITS, ex),
-            ("update x (n_slots + S)", EVENT_BASE_BITS, (p.layout.n_slots + S).bit_length())]
+    # (the controller's event bases, §5, are products with constants built of shifts and
+    # adds, ``arith.const_mul``: no DSP)
+    return p.layout.P * per_lane
 
 
 # Logic in LUT4s: the core, each lane, and each lane's two random-word units (§5) under

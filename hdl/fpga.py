@@ -256,53 +256,87 @@ def _bits(cell: dict, key: str) -> int:
     return int(v, 2) if set(v) <= {"0", "1"} else 0
 
 
-def _mac16_combinational(cell: dict) -> bool:
-    """An SB_MAC16 with a path from A or B to O through no register: an input unregistered,
-    no multiplier pipeline register, and neither output half registered (OUTPUT_SELECT 01)."""
-    inputs_registered = _bits(cell, "A_REG") and _bits(cell, "B_REG")
+_FF_CELLS = ("SB_DFF", "TRELLIS_FF")
+
+
+def _from_registers(cell: dict, port: str, ff_bits: set) -> bool:
+    """Every bit of the cell's input ``port`` is a constant or a flip-flop's output."""
+    bits = cell.get("connections", {}).get(port, [])
+    return bool(bits) and all(isinstance(b, str) or b in ff_bits for b in bits)
+
+
+def _mac16_registers(cell: dict, ff_bits: set = frozenset()) -> tuple[bool, bool]:
+    """(inputs registered, a register after the multiplier) of an SB_MAC16: A and B each
+    through its register (A_REG, B_REG) or straight from a flip-flop; the partial products'
+    or the product's pipeline registers, or an output half registered (OUTPUT_SELECT 01),
+    with no half taking the unregistered adder or 8 x 8 product (OUTPUT_SELECT 00, 10)."""
+    inputs = all(_bits(cell, f"{x}_REG") or _from_registers(cell, x, ff_bits) for x in "AB")
+    sel = (_bits(cell, "TOPOUTPUT_SELECT"), _bits(cell, "BOTOUTPUT_SELECT"))
     pipelined = any(_bits(cell, k) for k in ("TOP_8x8_MULT_REG", "BOT_8x8_MULT_REG",
                                              "PIPELINE_16x16_MULT_REG1", "PIPELINE_16x16_MULT_REG2"))
-    output_registered = 1 in (_bits(cell, "TOPOUTPUT_SELECT"), _bits(cell, "BOTOUTPUT_SELECT"))
-    return not (inputs_registered or pipelined or output_registered)
+    after = (pipelined and set(sel) <= {1, 3}) or set(sel) == {1}
+    return inputs, after
 
 
-def _mult18_combinational(cell: dict) -> bool:
-    """A MULT18X18D whose A or B input, pipeline and output registers are off (``NONE``,
-    the default when Yosys leaves the parameter out)."""
+def _mult18_registers(cell: dict, ff_bits: set = frozenset()) -> tuple[bool, bool]:
+    """(inputs registered, a register after the multiplier) of a MULT18X18D: its A and B
+    input registers; its pipeline or output register (``NONE``, the default when Yosys leaves
+    the parameter out, is off)."""
     reg = {k: _param(cell, k, "NONE") != "NONE"
            for k in ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_PIPELINE_CLK", "REG_OUTPUT_CLK")}
-    return not ((reg["REG_INPUTA_CLK"] and reg["REG_INPUTB_CLK"]) or reg["REG_PIPELINE_CLK"]
-                or reg["REG_OUTPUT_CLK"])
+    return reg["REG_INPUTA_CLK"] and reg["REG_INPUTB_CLK"], reg["REG_PIPELINE_CLK"] or reg["REG_OUTPUT_CLK"]
 
 
-DSP_CELLS = {"SB_MAC16": _mac16_combinational, "MULT18X18D": _mult18_combinational}
+#: A DSP is *combinational* with neither its inputs nor anything after its multiplier
+#: registered (a path from fabric to fabric runs through it), *registered* with both
+#: (every path into or out of it starts or ends at a register: its own, or for an input
+#: a flip-flop that drives the pin straight).
+DSP_CELLS = {"SB_MAC16": _mac16_registers, "MULT18X18D": _mult18_registers}
 
 
 def dsp_census(netlist: Path | str | dict) -> dict:
     """DSP cells of a Yosys JSON netlist (a path or the loaded JSON): ``{"cell": type,
-    "total": n, "combinational": n}`` (cell None when there is none)."""
+    "total": n, "combinational": n, "registered": n}`` (``DSP_CELLS``; cell None when there
+    is none)."""
     data = json.loads(Path(netlist).read_text()) if not isinstance(netlist, dict) else netlist
     counts: dict[str, list[int]] = {}
     for module in data.get("modules", {}).values():
-        for cell in module.get("cells", {}).values():
-            comb = DSP_CELLS.get(cell.get("type"))
-            if comb is not None:
-                n = counts.setdefault(cell["type"], [0, 0])
+        cells = module.get("cells", {}).values()
+        ff_bits = {b for c in cells if str(c.get("type", "")).startswith(_FF_CELLS)
+                   for port, bits in c.get("connections", {}).items()
+                   if c.get("port_directions", {}).get(port) == "output" for b in bits}
+        for cell in cells:
+            regs = DSP_CELLS.get(cell.get("type"))
+            if regs is not None:
+                inputs, after = regs(cell, ff_bits)
+                n = counts.setdefault(cell["type"], [0, 0, 0])
                 n[0] += 1
-                n[1] += bool(comb(cell))
+                n[1] += not (inputs or after)
+                n[2] += inputs and after
     if not counts:
-        return {"cell": None, "total": 0, "combinational": 0}
-    kind, (total, comb) = max(counts.items(), key=lambda kv: kv[1][0])
-    return {"cell": kind, "total": total, "combinational": comb}
+        return {"cell": None, "total": 0, "combinational": 0, "registered": 0}
+    kind, (total, comb, registered) = max(counts.items(), key=lambda kv: kv[1][0])
+    return {"cell": kind, "total": total, "combinational": comb, "registered": registered}
 
 
 def dsp_note(dsp: dict, family: str, log: str, paths: list[CriticalPath] = ()) -> str | None:
-    """The timing report's line about paths through combinational DSPs, None without any.
-    For iCE40 it says how the log shows nextpnr splitting paths at a DSP (its
+    """The timing report's line about the DSPs' paths, None without a DSP. For iCE40 with
+    combinational DSPs it says how the log shows nextpnr splitting paths at a DSP (its
     ``$PACKER_GND_NET`` clock domain) and the worst path into and out of one."""
-    n = dsp["combinational"]
-    if not n:
+    n, total = dsp["combinational"], dsp["total"]
+    if not total:
         return None
+    registered = dsp.get("registered", 0)
+    if not n and family == "ice40":
+        if registered == total:
+            return (f"all {total} {dsp['cell']} DSPs registered at their inputs and after the multiplier: every "
+                    f"path into and out of them is timed (the DSP's own path between its registers is not in "
+                    f"nextpnr-ice40's model)")
+        return (f"warning: {total - registered} of {total} {dsp['cell']} DSPs registered in part: nextpnr-ice40 "
+                f"times them as registers, the multiply on their paths is left out of the fmax above")
+    if not n:
+        return (f"all {total} {dsp['cell']} DSPs registered at their inputs and after the multiplier"
+                if registered == total else None)
     if family != "ice40":
         return (f"{n} of {dsp['total']} {dsp['cell']} DSPs combinational: nextpnr-ecp5 times paths through them "
                 f"(they are in the fmax above)")

@@ -8,12 +8,12 @@ lists. It is built from the components of ``units/`` (docs/rtl.md):
                  cycle, over a range: the drive entries (input sources), the step entries,
                  or all (the update)
     StateBanks   a copy of every lane's states (P banks x 3 buffers)
-    MacPipeline  I F M A: sum_j w_ij s_j per neuron (docs/numerics.md §2)
+    MacPipeline  I F M P A: sum_j w_ij s_j per neuron (docs/numerics.md §2)
     NeuronUnit   drive pass: D_i = inputs' part + aligned bias (§2) into the drive memory;
                  a step: N0 N1 NB N2 N3: D_i, eq. 5's step, the nudge, rounding, clip (§4),
                  the settle flag (§4a); the new state goes to every lane's copy of this
                  lane's bank
-    UpdateUnit   eqs. 7-8 (§6): 6 cycles per entry, 7 per bias
+    UpdateUnit   eqs. 7-8 (§6): 9 cycles per entry, 8 per bias
     HostPort     host writes and reads of the lane's memories while it is idle
 
 and four small memories: the biases, the drive words D_i of its neurons (written by the
@@ -47,6 +47,7 @@ MAC_LATENCY = MacPipeline.LATENCY  # entry issue -> accumulator holds the entry
 NEURON_LATENCY = NeuronUnit.LATENCY  # last entry accumulated -> the new state is in the banks
 DRIVE_LATENCY = NeuronUnit.DRIVE_LATENCY  # last drive entry accumulated -> D_i is in the drive memory
 UPDATE_CYCLES_PER_ENTRY = UpdateUnit.CYCLES_PER_ENTRY
+UPDATE_CYCLES_PER_IDLE_ENTRY = UpdateUnit.CYCLES_PER_IDLE_ENTRY
 UPDATE_CYCLES_PER_BIAS = UpdateUnit.CYCLES_PER_BIAS
 
 

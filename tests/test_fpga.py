@@ -141,7 +141,11 @@ def test_ice40_critical_paths_and_the_untimed_dsp():
     note = fpga.dsp_note(dsp, "ice40", ICE40_LOG, paths + [out_of])
     assert "the worst path into a DSP, 8.90 ns, and out of one, 4.40 ns, add up to 13.30 ns" in note
     assert "times paths through them" in fpga.dsp_note({**dsp, "cell": "MULT18X18D"}, "ecp5", ECP5_LOG)
-    assert fpga.dsp_note({**dsp, "combinational": 0}, "ice40", ICE40_LOG) is None
+    part = fpga.dsp_note({**dsp, "combinational": 0, "registered": 0}, "ice40", ICE40_LOG)
+    assert part.startswith("warning: 1 of 1 SB_MAC16 DSPs registered in part")
+    full = fpga.dsp_note({**dsp, "combinational": 0, "registered": 1}, "ice40", ICE40_LOG)
+    assert full.startswith("all 1 SB_MAC16 DSPs registered at their inputs and after the multiplier")
+    assert fpga.dsp_note({**dsp, "total": 0, "combinational": 0}, "ice40", ICE40_LOG) is None
 
 
 def _mac(**params):
@@ -158,15 +162,30 @@ def test_dsp_census_reads_the_register_parameters():
         "inputs": _mac(A_REG="1", B_REG="1"),
         "pipe": _mac(PIPELINE_16x16_MULT_REG2="1"),
         "acc": _mac(TOPOUTPUT_SELECT="01", BOTOUTPUT_SELECT="01"),
+        # what Yosys packs for a product of two reset-less registers into a third
+        "full": _mac(A_REG="1", B_REG="1", TOP_8x8_MULT_REG="1", BOT_8x8_MULT_REG="1", PIPELINE_16x16_MULT_REG1="1"),
         "lut": {"type": "SB_LUT4", "parameters": {}}}}}}
-    assert fpga.dsp_census(ice40) == {"cell": "SB_MAC16", "total": 5, "combinational": 2}
+    assert fpga.dsp_census(ice40) == {"cell": "SB_MAC16", "total": 6, "combinational": 2, "registered": 1}
+    # an input without A_REG counts as registered where flip-flops drive each of its bits straight
+    # (or constants); the DSP's own adder on an output (OUTPUT_SELECT 00) is a path through it
+    ff = {"type": "SB_DFF", "port_directions": {"Q": "output", "D": "input"}, "connections": {"Q": [7], "D": [9]}}
+    lut = {"type": "SB_LUT4", "port_directions": {"O": "output"}, "connections": {"O": [8]}}
+    piped = dict(TOP_8x8_MULT_REG="1", BOT_8x8_MULT_REG="1", PIPELINE_16x16_MULT_REG1="1", B_REG="1")
+    fed = {**_mac(**piped), "connections": {"A": [7, 7, "0"], "B": [8]}}
+    by_lut = {**_mac(**piped), "connections": {"A": [7, 8], "B": [8]}}
+    adder = {**_mac(**{**piped, "TOPOUTPUT_SELECT": "00"}), "connections": {"A": [7], "B": [8]}}
+    traced = fpga.dsp_census({"modules": {"top": {"cells": {"ff": ff, "lut": lut, "fed": fed, "by_lut": by_lut,
+                                                            "adder": adder}}}})
+    assert traced == {"cell": "SB_MAC16", "total": 3, "combinational": 0, "registered": 1}
     ecp5 = {"modules": {"top": {"cells": {
         "comb": {"type": "MULT18X18D", "parameters": {}},  # Yosys leaves the defaults (NONE) out
         "out": {"type": "MULT18X18D", "parameters": {"REG_OUTPUT_CLK": "CLK0"}},
         "ab": {"type": "MULT18X18D", "parameters": {"REG_INPUTA_CLK": "CLK0", "REG_INPUTB_CLK": "CLK0"}},
-        "a": {"type": "MULT18X18D", "parameters": {"REG_INPUTA_CLK": "CLK0"}}}}}}
-    assert fpga.dsp_census(ecp5) == {"cell": "MULT18X18D", "total": 4, "combinational": 2}
-    assert fpga.dsp_census({"modules": {}}) == {"cell": None, "total": 0, "combinational": 0}
+        "a": {"type": "MULT18X18D", "parameters": {"REG_INPUTA_CLK": "CLK0"}},
+        "all": {"type": "MULT18X18D", "parameters": {"REG_INPUTA_CLK": "CLK0", "REG_INPUTB_CLK": "CLK0",
+                                                     "REG_OUTPUT_CLK": "CLK0"}}}}}}
+    assert fpga.dsp_census(ecp5) == {"cell": "MULT18X18D", "total": 5, "combinational": 2, "registered": 1}
+    assert fpga.dsp_census({"modules": {}}) == {"cell": None, "total": 0, "combinational": 0, "registered": 0}
 
 
 def test_a_design_that_does_not_fit_is_one_line():

@@ -58,8 +58,14 @@ class StateBanks(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         for w, n in enumerate(self.sizes):
+            # ``no_rw_check``: a read never meets a write of the same word in one cycle (the
+            # relaxation reads ``rd_buf`` while it writes ``wr_buf``, the update and the arg-max
+            # only read, the host writes only while the core is idle), so synthesis needs no
+            # logic for that case (Yosys adds an address compare and a bypass mux otherwise,
+            # on the host's and the arg-max's read path: docs/rtl.md "Registered DSPs")
             bank = m.submodules[f"bank{w}"] = memory.Memory(shape=self.p.state.n_word,
-                                                            depth=max(N_BUFFERS * n, 1), init=[])
+                                                            depth=max(N_BUFFERS * n, 1), init=[],
+                                                            attrs={"no_rw_check": 1})
             wp = bank.write_port()
             m.d.comb += [wp.en.eq(self.write[w].en), wp.addr.eq(self.write[w].addr),
                          wp.data.eq(self.write[w].data)]

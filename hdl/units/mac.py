@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,16 +14,21 @@ from .signatures import check_lane, entry_layout, neuron_sum_signature
 class MacPipeline(wiring.Component):
     """One multiply-accumulate per cycle over a range of lane ``index``'s entries (the
     FaninStore's walk: the drive entries in the drive pass, the step entries in a relaxation
-    step), in four stages:
+    step), in five stages:
 
         I  issue: ``advance`` the FaninStore's walk (its read of the entry is issued)
         F  fields: ``entry`` and the stored weight's top bits W >> (fWs - fW) arrive; the
            source's read is issued (``src_loc``: an input index or the source's local index in
-           bank ``entry.sbank``); MAC weight w = sat_w(W >> (fWs - fW)) (docs/numerics.md §1)
-        M  multiply: u = the input ``x_data`` or ``bank_data[sbank]``; w * u (exact)
-        A  accumulate (§2: exact, restarted at a neuron's first entry); on its last entry
-           the sum goes out on ``sum`` (one cycle ``valid``) to the NeuronUnit (in the drive
-           pass: the neuron's input part; in a step: its non-input part).
+           bank ``entry.sbank``); MAC weight w = sat_w(W >> (fWs - fW)) (docs/numerics.md §1),
+           0 for a dummy entry (it multiplies by 0)
+        M  operands: u = the input ``x_data`` or ``bank_data[sbank]``; w and u' = u - 2^(n-1)
+           (u's top bit inverted: a signed word of u's n bits) registered (the DSP's input
+           registers), and a copy of w
+        P  product: w * u' (exact) registered (the DSP's product register)
+        A  accumulate (exact, restarted at a neuron's first entry) sum w u' and sum w
+        C  on a neuron's last entry: sum w u = sum w u' + 2^(n-1) sum w (§2, exact) goes out
+           on ``sum`` (one cycle ``valid``) to the NeuronUnit (in the drive pass: the
+           neuron's input part; in a step: its non-input part).
 
     Ports: ``start`` (in, pulse: walk the range once; the FaninStore restarts its walk at the
     range's first entry),
@@ -34,7 +39,13 @@ class MacPipeline(wiring.Component):
     (out: valid, acc, loc, idx, out), ``busy`` (out: a walk is in the pipeline).
     """
 
-    LATENCY = 4  # an entry's issue -> the accumulator (or ``sum``) holds it
+    LATENCY = 6  # an entry's issue -> ``sum`` holds the neuron whose last entry it is
+
+    # The multiply w * u' runs between registers that only it reads, without reset, with
+    # signed operands of their full widths and a product of exactly their width, so that
+    # synthesis packs all three into the DSP block (SB_MAC16: A_REG, B_REG and the partial
+    # products' registers; docs/rtl.md "Registered DSPs"): no path into or out of the DSP
+    # is combinational. (A zero-extended u, with a constant top bit, is not packed; hence u'.)
 
     def __init__(self, params: CoreParams, index: int):
         check_lane(params, index)
@@ -58,36 +69,48 @@ class MacPipeline(wiring.Component):
         m = Module()
         p, n = self.p, self.n_entries
         W, S = p.num.weight, p.state
-        running, v1, v2, v3 = Signal(), Signal(), Signal(), Signal()
+        running, v1, v2, v3, v4 = Signal(), Signal(), Signal(), Signal(), Signal()
+        last_v = Signal()  # C: a neuron's sums are held
         # the entry's fields each stage still needs: F -> M the source and the dummy flag too
         el = entry_layout(p).members
         a_fields = {k: el[k] for k in ("first", "last", "nloc", "nidx", "out")}
-        e1 = Signal(data.StructLayout({k: el[k] for k in ("sel_in", "sbank", "dummy")} | a_fields))
-        e2 = Signal(data.StructLayout(a_fields))
+        e1 = Signal(data.StructLayout({k: el[k] for k in ("sel_in", "sbank")} | a_fields))
+        e2, e3, e4 = (Signal(data.StructLayout(a_fields)) for _ in range(3))
         w1 = Signal(signed(W.n_word))
-        prod = Signal(signed(W.n_word + S.n_word + 1))
-        acc = Signal(signed(p.acc_exact_bits))
-        m.d.comb += [self.busy.eq(running | v1 | v2 | v3), self.advance.eq(running)]
+        w2, u2 = Signal(signed(W.n_word), reset_less=True), Signal(signed(S.n_word), reset_less=True)
+        prod = Signal(signed(W.n_word + S.n_word), reset_less=True)
+        wc2, wc3 = Signal(signed(W.n_word)), Signal(signed(W.n_word))  # w for sum w
+        wsum = Signal(signed(p.acc_exact_bits), reset_less=True)
+        half = S.n_word - 1  # u = u' + 2^half
+        acc = Signal(signed(p.acc_exact_bits), reset_less=True)
+        m.d.comb += [self.busy.eq(running | v1 | v2 | v3 | v4 | last_v), self.advance.eq(running)]
         # I: walk the range (every lane's neuron has an entry in both parts: n > 0)
         with m.If(self.start):
             m.d.sync += running.eq(n > 0)
         with m.Elif(running & self.last):
             m.d.sync += running.eq(0)
-        # F: fields and stored weight in; MAC weight (§1); source read issued
+        # F: fields and stored weight in; MAC weight (§1), 0 for a dummy; source read issued
         m.d.comb += self.src_loc.eq(self.entry.saddr)
-        m.d.sync += [v1.eq(running), v2.eq(v1), w1.eq(saturate(self.weight, W)),
+        m.d.sync += [v1.eq(running), v2.eq(v1), w1.eq(Mux(self.entry.dummy, 0, saturate(self.weight, W))),
                      *[getattr(e1, k).eq(getattr(self.entry, k)) for k in e1.shape().members]]
-        # M: source value in; the exact product (a dummy entry multiplies by 0)
+        # M: source value in; both operands registered
         u = Mux(e1.sel_in, self.x_data, Array(self.bank_data)[e1.sbank])
-        m.d.sync += [v3.eq(v2), prod.eq(Mux(e1.dummy, 0, w1 * u)),
+        u_signed = Cat(u[:half], ~u[half]).as_signed()  # u - 2^half
+        m.d.sync += [v3.eq(v2), w2.eq(w1), u2.eq(u_signed), wc2.eq(w1),
                      *[getattr(e2, k).eq(getattr(e1, k)) for k in a_fields]]
-        # A: accumulate; a neuron's last entry hands its sum on
-        acc_next = Signal.like(acc)
-        m.d.comb += acc_next.eq(Mux(e2.first, 0, acc) + prod)
+        # P: the exact product
+        m.d.sync += [v4.eq(v3), prod.eq(w2 * u2), wc3.eq(wc2), *[getattr(e3, k).eq(getattr(e2, k)) for k in a_fields]]
+        # A: accumulate sum w u' and sum w (reset-less: the DSP's accumulator can take it)
+        m.d.sync += last_v.eq(v4 & e3.last)
+        with m.If(v4):
+            m.d.sync += [acc.eq(Mux(e3.first, 0, acc) + prod), wsum.eq(Mux(e3.first, 0, wsum) + wc3),
+                         *[getattr(e4, k).eq(getattr(e3, k)) for k in a_fields]]
+        # C: after a neuron's last entry the accumulators hold its sums for this cycle (the next
+        # entry, a first one, replaces them at its end): sum w u = sum w u' + 2^half sum w,
+        # exact (it is within the accumulator's bound)
         s = self.sum
         m.d.sync += s.valid.eq(0)
-        with m.If(v3):
-            m.d.sync += acc.eq(acc_next)
-            with m.If(e2.last):
-                m.d.sync += [s.valid.eq(1), s.acc.eq(acc_next), s.loc.eq(e2.nloc), s.idx.eq(e2.nidx), s.out.eq(e2.out)]
+        with m.If(last_v):
+            m.d.sync += [s.valid.eq(1), s.acc.eq(acc + (wsum << half)), s.loc.eq(e4.nloc), s.idx.eq(e4.nidx),
+                         s.out.eq(e4.out)]
         return m

@@ -6,6 +6,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..arith import const_mul
 from ..enums import LaneMode, Phase
 from ..params import CoreParams
 from .signatures import check_steps, lane_control_signature
@@ -104,7 +105,9 @@ class PhaseController(wiring.Component):
         launched (§2)."""
         p, ctl = self.p, self.lanes
         S = p.layout.S
-        ex_base = (self.example * Mux(self.infer, p.n_free * S, (p.n_free + p.n_nudged) * S))[:32]
+        # example x stride: shifts and adds (the strides are the design's constants), no DSP
+        ex_base = Mux(self.infer, const_mul(self.example, p.n_free * S)[:32],
+                      const_mul(self.example, (p.n_free + p.n_nudged) * S)[:32])
         # _nudge_base: the weakly-clamped phase's first event, example base + n_free S (§5), with
         # the design's n_free like the example stride (a constant: no multiplier for the register)
         m.d.sync += [self._infer.eq(self.infer), self.done.eq(0), self._step.eq(0), ctl.rd_buf.eq(0),
@@ -156,4 +159,4 @@ class PhaseController(wiring.Component):
         with m.Else():
             m.d.sync += [ctl.sb_buf.eq(Mux(self.n_nudged > 0, ctl.wr_buf, ctl.s0_buf)), self.phase.eq(Phase.UPDATE),
                          ctl.start.eq(1), ctl.mode.eq(LaneMode.UPDATE),
-                         ctl.ev_base.eq((self.update * (p.layout.n_slots + S))[:32])]
+                         ctl.ev_base.eq(const_mul(self.update, p.layout.n_slots + S)[:32])]

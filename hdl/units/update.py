@@ -30,8 +30,8 @@ class UpdateUnit(wiring.Component):
     b <- sat(b + round(sigma D_b M 2^-z)) for each of its neurons (§6, batch 1:
     D = s^b_i s^b_j - s^0_i s^0_j, D_b = s^b_i - s^0_i; the rounding at the pair's
     ``weight_shift`` / ``bias_shift`` with the random word of the entry's connection or the
-    neuron's bias event, §5). ``UpdateState`` names the cycles: 6 per entry, 7 per bias (B_RND
-    takes three: round, add, saturate and write).
+    neuron's bias event, §5). ``UpdateState`` names the cycles: 9 per entry (3 for an entry that
+    writes nothing), 8 per bias (B_RND takes three: round, add, saturate and write).
 
     Ports: ``start`` (in, pulse), ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the update's
     first event, u (n_slots + S)), ``rate`` (in: M of each layer pair, the core's ``rate``
@@ -42,8 +42,9 @@ class UpdateUnit(wiring.Component):
     ``bias`` (in); ``w_wr``, ``b_wr`` (out: en, addr, data): the new stored weight and bias.
     """
 
-    CYCLES_PER_ENTRY = 6
-    CYCLES_PER_BIAS = 7
+    CYCLES_PER_ENTRY = 9
+    CYCLES_PER_IDLE_ENTRY = 3  # a hole, a dummy, a mirror: W_ISSUE, W_FIELDS, W_RND
+    CYCLES_PER_BIAS = 8
 
     def __init__(self, params: CoreParams, index: int):
         check_lane(params, index)
@@ -73,9 +74,7 @@ class UpdateUnit(wiring.Component):
         bl = Signal(bits_for(self.n_own + 1))  # bias index
         eu = Signal(entry_layout(p))
         wst, bst = Signal(signed(p.num.weight_store.n_word)), Signal(signed(p.num.bias.n_word))
-        s0j, s0i = Signal(sw), Signal(sw)
-        D = Signal(signed(2 * sw + 2))
-        PD = Signal(signed(len(D) + p.rate_bits + 2))
+        PD = Signal(signed(2 * sw + p.rate_bits + 4))
         brow = data.StructLayout({"nidx": bits_for(lay.S), "pair": bits_for(len(lay.pairs))})
         bconst = m.submodules.bconst = memory.Memory(shape=brow, depth=max(self.n_own, 1), init=[
             {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
@@ -85,16 +84,23 @@ class UpdateUnit(wiring.Component):
         b_ph = Signal(2)  # the cycle of B_RND
         after_w = U.B_ISSUE if self.n_own > 0 else U.IDLE
 
-        # sigma D M (§6), M the rate register of the entry's pair (W_MUL) or the bias's (B_MUL),
-        # sigma M registered in W_SB / B_SB (the pair is in ``eu`` / ``bpair``; the rates and
-        # beta_neg do not change during an update): the multiply starts from registers and
-        # ends in PD
-        m_sel = Signal(signed(p.rate_bits + 1))
-        m_pair = Array(self.rate[q] for q in pairs)[Mux(st == U.B_SB, bpair, eu.pair)]
-        m.d.sync += m_sel.eq(Mux(self.beta_neg, -m_pair, m_pair))
-        dm = Signal(signed(len(D) + p.rate_bits + 1))
-        m.d.comb += dm.eq(D * m_sel)
-        sigma_dm = PD.eq(dm)
+        # The multiplier (§6): operands ``ua`` (a state or the pair's rate M), ``ub`` (a state
+        # or a product of two), product ``up``, all unsigned and reset-less, one product per
+        # cycle (the schedule is UpdateState's). The rates and beta_neg do not change during
+        # an update; the rate of the entry's pair (``eu``) or of bias ``bl``'s (``bconst``).
+        ua = Signal(max(sw, p.rate_bits), reset_less=True)
+        ub = Signal(2 * sw, reset_less=True)
+        up = Signal(len(ua) + len(ub), reset_less=True)
+        q0 = Signal(len(up))  # the first of the two products sigma D M subtracts
+        bias_st = (st == U.B_S0) | (st == U.B_SB)
+        rate_st = (st == U.W_MUL) | (st == U.W_Q0) | bias_st
+        m_rate = Array(self.rate[q] for q in pairs)[Mux(bias_st, bc.data.pair, eu.pair)]
+        m.d.sync += [ua.eq(Mux(rate_st, m_rate, self.own_data)),
+                     ub.eq(Mux((st == U.W_MUL) | (st == U.W_Q0), up[:len(ub)],
+                               Mux(bias_st, self.own_data, src))),
+                     up.eq(ua * ub), q0.eq(up)]
+        # sigma (Q1 - Q0): the difference's order is sigma's sign
+        sigma_dm = PD.eq(Mux(self.beta_neg, (q0 - up).as_signed(), (up - q0).as_signed()))
 
         # Registered decodes for the lane's address muxes: ``act`` = st != IDLE (set by a start
         # with work, cleared where the last entry or bias goes to IDLE) and ``sb_r`` = st is
@@ -110,14 +116,23 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += st.eq(U.W_FIELDS)
             with m.Case(U.W_FIELDS):
                 m.d.comb += [self.rd.src.eq(self.entry.saddr), self.rd.own.eq(self.entry.nloc)]
-                m.d.sync += [eu.eq(self.entry), wst.eq(self.weight), st.eq(U.W_S0)]
+                idle = self.entry.dummy | self.entry.mirror  # nothing to write: on to W_RND
+                m.d.sync += [eu.eq(self.entry), wst.eq(self.weight), st.eq(Mux(idle, U.W_RND, U.W_S0))]
             with m.Case(U.W_S0):
                 m.d.comb += [self.rd.src.eq(eu.saddr), self.rd.own.eq(eu.nloc)]
-                m.d.sync += [s0j.eq(src), s0i.eq(self.own_data), st.eq(U.W_SB)]
+                m.d.sync += st.eq(U.W_SB)
             with m.Case(U.W_SB):
-                m.d.sync += [D.eq(Mux(eu.dummy, 0, self.own_data * src - s0i * s0j)), st.eq(U.W_MUL)]
+                m.d.sync += st.eq(U.W_MUL)
             with m.Case(U.W_MUL):
+                m.d.sync += st.eq(U.W_Q0)
+            with m.Case(U.W_Q0):
+                m.d.sync += st.eq(U.W_Q1)
+            with m.Case(U.W_Q1):
+                m.d.sync += st.eq(U.W_PD)
+            with m.Case(U.W_PD):  # a hole, a dummy: D = 0
                 m.d.sync += [sigma_dm, st.eq(U.W_RND)]
+                with m.If(eu.dummy):
+                    m.d.sync += PD.eq(0)
             with m.Case(U.W_RND):
                 m.d.comb += self.advance.eq(1)
                 m.d.sync += st.eq(Mux(self.last, after_w, U.W_ISSUE))
@@ -129,10 +144,12 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += st.eq(U.B_S0)
             with m.Case(U.B_S0):
                 m.d.comb += self.rd.own.eq(bl)
-                m.d.sync += [s0i.eq(self.own_data), bst.eq(self.bias), bpair.eq(bc.data.pair), st.eq(U.B_SB)]
+                m.d.sync += [bst.eq(self.bias), bpair.eq(bc.data.pair), st.eq(U.B_SB)]
             with m.Case(U.B_SB):
-                m.d.sync += [D.eq(self.own_data - s0i), st.eq(U.B_MUL)]
+                m.d.sync += st.eq(U.B_MUL)
             with m.Case(U.B_MUL):
+                m.d.sync += st.eq(U.B_PD)
+            with m.Case(U.B_PD):
                 m.d.sync += [sigma_dm, st.eq(U.B_RND)]
             with m.Case(U.B_RND):  # three cycles (b_ph): round, add, saturate and write
                 m.d.sync += b_ph.eq(b_ph + 1)
@@ -142,17 +159,20 @@ class UpdateUnit(wiring.Component):
                         m.d.sync += act.eq(0)
         # The random word of the event is there in W_RND / B_RND (§5): only where the rounding
         # draws one, its top bits, as many as the widest shift rounds away. The event index is
-        # registered in W_FIELDS (the entry's ``edge`` is on ``entry``) / B_ISSUE (the bias's
-        # n_slots + nidx, its neuron's index read from ``bconst``) into ``ev_idx``, and the hash
-        # takes the three cycles to W_RND / B_RND (RandomWord in three stages), each starting
-        # from a register.
+        # registered in W_FIELDS (the entry's ``edge`` is on ``entry`` until W_RND) / B_ISSUE
+        # (the bias's n_slots + nidx, its neuron's index read from ``bconst``; held through
+        # the bias's cycles) into ``ev_idx``, and the hash takes three of the cycles to W_RND
+        # / B_RND (RandomWord in three stages), each starting from a register.
         d_max = max(f(q) for q in pairs for f in (p.weight_shift, p.bias_shift))
         word = None
         if p.num.rounding == "stochastic" and d_max > 0:
             rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS), stages=3)
             ev_idx = Signal(32)
             b_ev = lay.n_slots + bc.data.nidx
-            m.d.sync += ev_idx.eq((self.ev_base + Mux(st == U.B_ISSUE, b_ev, self.entry.edge))[:32])
+            with m.If(st == U.B_ISSUE):
+                m.d.sync += ev_idx.eq((self.ev_base + b_ev)[:32])
+            with m.Elif(st.as_value() < U.B_ISSUE.value):
+                m.d.sync += ev_idx.eq((self.ev_base + self.entry.edge)[:32])
             m.d.comb += rng.index.eq(ev_idx)
             word = rng.word
         dW = self._round_by_pair(m, eu.pair, p.weight_shift, word, PD)
