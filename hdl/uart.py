@@ -57,6 +57,14 @@ ADDR_BYTES = ADDR_BITS // 8
 assert ADDR_BYTES * 8 == ADDR_BITS
 MIN_DIVISOR = 4  # clock cycles per bit: the receiver samples each bit in its middle
 BAUD_TOLERANCE = 0.02  # the largest baud-rate error divisor_for accepts (8N1 tolerates ~4%)
+#: the protocol in a few words (the manifest of a board design)
+PROTOCOL = {
+    "write": "'W' (0x57), addr[3], data[4] (big-endian) -> 'K' (0x4B) applied, or 'B' (0x42) the core was busy: "
+             "dropped, status bit 2 set",
+    "read": "'R' (0x52), addr[3] -> data[4] (big-endian)",
+    "other": "any other command byte -> '?' (0x3F), dropped",
+    "timeout": "a frame whose bytes stop for frame_timeout_cycles is dropped without an answer",
+}
 
 class UartError(Exception):
     """A bad answer from the bridge (host side)."""
