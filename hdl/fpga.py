@@ -13,7 +13,8 @@ target         family  part             flow
 
 CABGA381, speed grade 6, is the package of the ULX3S board (12F/25F/45F/85F); the YoWASP
 tools are the ``[fpga]`` extra (WebAssembly, see ``hdl/toolchain.py``). The IOs are placed
-by nextpnr (no pin constraints): the bitstream is the design's, not a board's.
+by nextpnr (no pin constraints): the bitstream is the design's, not a board's; a board top
+(``--board``, ``hdl/board.py``) is placed with its ``.lpf`` instead (``place_ecp5(lpf=)``).
 
 The timing report (:func:`parse_critical_paths`, :func:`timing_text`) reads nextpnr's
 "Critical path report" sections (both the 0.4 log of Debian's nextpnr-ice40 and the 0.11

@@ -1,8 +1,8 @@
 """``eqprop hdl generate``: Verilog, memory init files, manifest, lint and synthesis.
 
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN_DIR] [--settle BOOL]
-                        [--bits KEY=VAL,...] [--onchip-lr R[,R...]] [--target T] [--synth] [--pnr] [--no-lint]
-                        [--force]
+                        [--bits KEY=VAL,...] [--onchip-lr R[,R...]] [--target T] [--board B [--baud N]]
+                        [--clock-mhz F] [--synth] [--pnr] [--no-lint] [--force]
 
 The configuration is the training one ([train] topology, eps, beta, steps,
 rates; [fixed] formats, docs/numerics.md) plus an optional [hdl] table:
@@ -12,7 +12,11 @@ than the design's, are quantized nearest-even), ``name``,
 ``target`` (the FPGA of --synth/--pnr: ``up5k``, the default, or ``ecp5-25k``,
 ``ecp5-45k``, ``ecp5-85k``; ``hdl/fpga.py``; ``--target`` overrides it), ``device``
 (another iCE40 for an iCE40 target, e.g. ``hx8k``) and ``package`` (nextpnr's, over the
-target's), ``clock_mhz`` (for times in the manifest and nextpnr's constraint), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
+target's), ``clock_mhz`` (for times in the manifest and nextpnr's constraint; ``--clock-mhz``),
+``board`` (``ulx3s``, ``ulx3s-85f``, ``-45f``, ``-25f``: also ``NAME_ulx3s.v``, the board top of
+``hdl/board.py`` with the core behind a UART, and its pin constraints ``NAME_ulx3s.lpf``; implies the
+board's target and ``clock_mhz`` 25 unless given, and --synth/--pnr then build the board top into
+``NAME_ulx3s.bit``; ``--board``), ``baud`` (the board's UART, default 115200; ``--baud``), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
 is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it), ``onchip_lr`` (the
 on-chip update's rates, batch 1: the rate registers' reset values; default the training rates
 divided by ``batch_size``, docs/numerics.md §6; ``--onchip-lr`` overrides it). Without a checkpoint, the memories hold the model's initialisation
