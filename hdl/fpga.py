@@ -13,7 +13,8 @@ target         family  part             flow
 
 CABGA381, speed grade 6, is the package of the ULX3S board (12F/25F/45F/85F); the YoWASP
 tools are the ``[fpga]`` extra (WebAssembly, see ``hdl/toolchain.py``). The IOs are placed
-by nextpnr (no pin constraints): the bitstream is the design's, not a board's.
+by nextpnr (no pin constraints): the bitstream is the design's, not a board's; a board top
+(``--board``, ``hdl/board.py``) is placed with its ``.lpf`` instead (``place_ecp5(lpf=)``).
 
 The timing report (:func:`parse_critical_paths`, :func:`timing_text`) reads nextpnr's
 "Critical path report" sections (both the 0.4 log of Debian's nextpnr-ice40 and the 0.11
@@ -120,7 +121,7 @@ def place_ecp5(json_path: Path | str, device: str = "85k", package: str = "CABGA
     if not json_path.is_file():
         raise ToolchainError(f"nextpnr-ecp5: no such netlist {json_path}")
     args = [f"--{device.lower()}", "--package", package, "--speed", str(speed), "--json", json_path]
-    args += ["--lpf", Path(lpf)] if lpf is not None else ["--lpf-allow-unconstrained"]
+    args += ["--lpf", Path(lpf).resolve()] if lpf is not None else ["--lpf-allow-unconstrained"]
     if config_out is not None:
         config_out = Path(config_out).resolve()
         config_out.parent.mkdir(parents=True, exist_ok=True)
@@ -382,19 +383,25 @@ def synth(target: Target, verilog: Path, top: str, json_out: Path) -> tuple[Synt
             f"yosys synth_ice40 -device {target.device}")
 
 
-def place(target: Target, netlist: Path, freq_mhz: float, layout: Path) -> tuple[PnrReport, str]:
-    """Place and route for the target, the routed layout written to ``layout``."""
+def place(target: Target, netlist: Path, freq_mhz: float, layout: Path, lpf: Path | None = None
+          ) -> tuple[PnrReport, str]:
+    """Place and route for the target, the routed layout written to ``layout``; ``lpf``: the
+    ECP5 pin constraints of a board top (none: the IOs placed freely)."""
     if target.family == "ecp5":
         return (place_ecp5(netlist, target.device, target.package, freq_mhz, speed=target.speed,
-                           config_out=layout),
-                f"nextpnr-ecp5 --{target.device} --package {target.package} --speed {target.speed}")
+                           config_out=layout, lpf=lpf),
+                f"nextpnr-ecp5 --{target.device} --package {target.package} --speed {target.speed}"
+                + (f" --lpf {Path(lpf).name}" if lpf is not None else ""))
+    if lpf is not None:
+        raise ToolchainError(f"{target.name}: pin constraints (.lpf) are for ECP5 targets")
     return (tc.place_ice40(netlist, target.device, target.package, freq_mhz, asc_out=layout, timeout=PNR_TIMEOUT_S),
             f"nextpnr-ice40 --{target.device} --package {target.package}")
 
 
 def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float, pnr: bool, log=print,
-             on_synth=None) -> dict:
-    """Synthesis (``out/synth.json``) and, with ``pnr``, place and route, bitstream
+             on_synth=None, lpf: Path | None = None) -> dict:
+    """Synthesis (``out/synth.json``) and, with ``pnr``, place and route (``lpf``: an ECP5
+    board top's pin constraints), bitstream
     (``out/TOP.bit``/``.bin``), ``out/timing.txt`` and nextpnr's log ``out/nextpnr.log``.
     Returns the manifest's ``synth`` and ``pnr`` entries; ``on_synth(entries)`` is called
     once synthesis is done (the manifest keeps its figures when place and route then
@@ -411,7 +418,7 @@ def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float
         return result
     with tempfile.TemporaryDirectory(prefix=".pnr-", dir=out) as tmp:
         layout = Path(tmp) / ("routed.config" if target.family == "ecp5" else "routed.asc")
-        pr, tool = place(target, out / "synth.json", freq_mhz, layout)
+        pr, tool = place(target, out / "synth.json", freq_mhz, layout, lpf)
         bit = out / f"{top}{target.bitstream_suffix}"
         (ecppack if target.family == "ecp5" else icepack)(layout, bit)
     paths = parse_critical_paths(pr.log)
@@ -427,7 +434,8 @@ def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float
         "utilisation": {k: list(v) for k, v in pr.utilisation.items()},
         "critical_paths": [{**asdict(p), "slack_ns": p.slack_ns(pr.constraint_mhz) if p.internal else None}
                            for p in paths],
-        "dsp": {**dsp, "note": note}, "bitstream": bit.name, "timing_report": "timing.txt", "log": "nextpnr.log"}
+        "dsp": {**dsp, "note": note}, "bitstream": bit.name, "timing_report": "timing.txt", "log": "nextpnr.log",
+        **({"lpf": Path(lpf).name} if lpf is not None else {})}
     crit = next((p for p in paths if p.internal), None)
     log(f"{tool.split()[0]}: fmax {', '.join(f'{c} {f:.2f} MHz' for c, f in pr.fmax_mhz.items()) or 'none'}; "
         + ", ".join(f"{label} {u:,}/{a:,}" for label, (u, a) in util.items())

@@ -1,8 +1,8 @@
 """``eqprop hdl generate``: Verilog, memory init files, manifest, lint and synthesis.
 
     eqprop hdl generate --config FILE.toml --out build/NAME/ [--lanes P] [--checkpoint RUN_DIR] [--settle BOOL]
-                        [--bits KEY=VAL,...] [--onchip-lr R[,R...]] [--target T] [--synth] [--pnr] [--no-lint]
-                        [--force]
+                        [--bits KEY=VAL,...] [--onchip-lr R[,R...]] [--target T] [--board B [--baud N]]
+                        [--clock-mhz F] [--synth] [--pnr] [--no-lint] [--force]
 
 The configuration is the training one ([train] topology, eps, beta, steps,
 rates; [fixed] formats, docs/numerics.md) plus an optional [hdl] table:
@@ -12,7 +12,11 @@ than the design's, are quantized nearest-even), ``name``,
 ``target`` (the FPGA of --synth/--pnr: ``up5k``, the default, or ``ecp5-25k``,
 ``ecp5-45k``, ``ecp5-85k``; ``hdl/fpga.py``; ``--target`` overrides it), ``device``
 (another iCE40 for an iCE40 target, e.g. ``hx8k``) and ``package`` (nextpnr's, over the
-target's), ``clock_mhz`` (for times in the manifest and nextpnr's constraint), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
+target's), ``clock_mhz`` (for times in the manifest and nextpnr's constraint; ``--clock-mhz``),
+``board`` (``ulx3s``, ``ulx3s-85f``, ``-45f``, ``-25f``: also ``NAME_ulx3s.v``, the board top of
+``hdl/board.py`` with the core behind a UART, and its pin constraints ``NAME_ulx3s.lpf``; implies the
+board's target and ``clock_mhz`` 25 unless given, and --synth/--pnr then build the board top into
+``NAME_ulx3s.bit``; ``--board``), ``baud`` (the board's UART, default 115200; ``--baud``), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
 is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it), ``onchip_lr`` (the
 on-chip update's rates, batch 1: the rate registers' reset values; default the training rates
 divided by ``batch_size``, docs/numerics.md §6; ``--onchip-lr`` overrides it). Without a checkpoint, the memories hold the model's initialisation
@@ -69,14 +73,16 @@ from .params import WEIGHT_INITS, CoreParams, bits_for, file_digest, settle_to_d
 from .serial import FRAME_BITS, SerialCore
 
 HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "target": str, "device": str, "package": str,
-            "clock_mhz": (int, float), "bus": str, "onchip_lr": (int, float, list), "weight_init": str}
+            "clock_mhz": (int, float), "bus": str, "onchip_lr": (int, float, list), "weight_init": str,
+            "board": str, "baud": int}
 # The top's host interface: "native" (the core's HOST_BUS, hdl/core.py) or "axi4lite" (hdl/axi.py)
 BUSES = ("native", "axi4lite")
 
 
 def hdl_options(cfg) -> dict:
     opts = {"lanes": 1, "checkpoint": "", "name": "eqprop_core", "target": DEFAULT_TARGET, "device": "",
-            "package": "", "clock_mhz": 12.0, "bus": "native", "onchip_lr": None, "weight_init": "verilog"}
+            "package": "", "clock_mhz": 12.0, "bus": "native", "onchip_lr": None, "weight_init": "verilog",
+            "board": "", "baud": 115200}
     for k, v in cfg.hdl.items():
         if k not in HDL_KEYS:
             raise ConfigError(f"{k}: unknown [hdl] key (known: {', '.join(HDL_KEYS)})")
@@ -93,9 +99,39 @@ def hdl_options(cfg) -> dict:
         raise ConfigError(f"name: {opts['name']!r} is not a Verilog identifier")
     if not opts["clock_mhz"] > 0:
         raise ConfigError(f"clock_mhz: must be > 0, got {opts['clock_mhz']}")
+    board_options(cfg, opts)
     opts["fpga"] = fpga_target(opts)
     opts["onchip_lr"] = onchip_rates(cfg, opts["onchip_lr"])
     return opts
+
+
+def board_options(cfg, opts: dict):
+    """``[hdl] board`` (``--board``, hdl/board.py): its target, the core's clock (the
+    oscillator's 25 MHz unless ``clock_mhz`` is given: then the PLL's nearest, which
+    ``clock_mhz`` becomes) and the UART's ``baud``, checked (ConfigError naming the key)."""
+    if not opts["board"]:
+        if "baud" in cfg.hdl:
+            raise ConfigError(f"baud: {opts['baud']} applies to a board's UART; give --board too")
+        return
+    from .board import BOARDS, OSC_MHZ, board_clock
+
+    b = BOARDS.get(opts["board"])
+    if b is None:
+        raise ConfigError(f"board: {opts['board']!r} is not one of {', '.join(BOARDS)}")
+    try:
+        import amaranth_boards  # noqa: F401  (the pins of the board's top)
+    except ImportError:
+        raise ConfigError("board: amaranth-boards not found: install it with 'pip install -e .[fpga]'") from None
+    if "target" in cfg.hdl and opts["target"] != b.target:
+        raise ConfigError(f"target: {opts['target']!r} is not the FPGA of board {b.name} ({b.target}); "
+                          f"leave the target out with a board")
+    opts["target"] = b.target
+    if "clock_mhz" not in cfg.hdl:
+        opts["clock_mhz"] = OSC_MHZ
+    try:
+        _, opts["clock_mhz"], _ = board_clock(float(opts["clock_mhz"]), opts["baud"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def onchip_rates(cfg, given=None) -> list[float]:
@@ -384,6 +420,8 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
             files, params, core, cm = _write_design(cfg, opts, topo, net, stage, params)
             manifest = _manifest(cfg, opts, params, core, cm, files, stage)
             manifest["estimate"] = {k: v for k, v in est.items() if k != "memories"}
+            if opts.get("board_manifest"):
+                manifest["board"] = opts["board_manifest"]
             old = out / "manifest.json"
             try:
                 stale = [f for f in json.loads(old.read_text()).get("files", []) if f not in files] \
@@ -446,6 +484,14 @@ def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None =
     (stage / f"{name}.h").write_text(c_header(MemoryMap(params), name, opts["bus"]))  # the register map in C
     params.topology.save(stage / "topology.npz")  # the exact network, for testbenches
     _write_verilog(stage, f"{name}_serial", SerialCore(Core(params, lw, lb)), no_init)
+    if opts["board"]:  # NAME_ulx3s.v and .lpf: the board top (hdl/board.py)
+        from .board import BOARDS, lpf_text
+
+        b = BOARDS[opts["board"]]
+        board, entry = board_top_of(params, opts)
+        _write_verilog(stage, entry["top"], board, no_init)
+        (stage / entry["lpf"]).write_text(lpf_text(b))
+        opts["board_manifest"] = entry
     for ell, lane in enumerate(params.layout.lanes):
         (stage / f"lane{ell}_weights.hex").write_text(_hex(lw[ell], num.weight_store.n_word))
         (stage / f"lane{ell}_biases.hex").write_text(_hex(lb[ell], num.bias.n_word))
@@ -457,6 +503,17 @@ def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None =
             for e in lane.entries))
     files = sorted(p.name for p in stage.iterdir())
     return files, params, top, cycle_model(params)
+
+
+def board_top_of(params, opts: dict):
+    """The board top of ``opts["board"]`` and its manifest entry (with its ``top`` and
+    ``lpf`` file names)."""
+    from .board import BOARDS, board_top
+
+    b = BOARDS[opts["board"]]
+    top, entry = board_top(params, b, float(opts["clock_mhz"]), opts["baud"])
+    name = f"{opts['name']}_{b.suffix}"
+    return top, {"top": name, "lpf": f"{name}.lpf", "bitstream": f"{name}.bit", **entry}
 
 
 def memory_map(params, bus: str = "native") -> dict:
@@ -605,9 +662,12 @@ def _check_tools(opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: 
             manifest["files"] = sorted({*manifest["files"], *extra})
             _write_json(out / "manifest.json", manifest)
 
-        with tool_errors(f"target {opts['target']}"):
-            record(run_flow(opts["fpga"], out / f"{name}_serial.v", f"{name}_serial", out,
-                            float(opts["clock_mhz"]), pnr, log, on_synth=record))
+        top, lpf, key = f"{name}_serial", None, f"target {opts['target']}"
+        if opts["board"]:  # the board top, its pins constrained
+            top, lpf, key = manifest["board"]["top"], out / manifest["board"]["lpf"], f"board {opts['board']}"
+        with tool_errors(key):
+            record(run_flow(opts["fpga"], out / f"{top}.v", top, out, float(opts["clock_mhz"]), pnr, log,
+                            on_synth=record, lpf=lpf))
         fmax = manifest.get("pnr", {}).get("min_fmax_mhz")
         if pnr and fmax:  # the cycle model's examples at the clock the design reaches
             cm = manifest["cycle_model"]
@@ -626,7 +686,7 @@ def config_from_args(args):
     if args.config:
         cfg = config_mod.load_toml(args.config, cfg)
     hdl = dict(cfg.hdl)
-    for key in ("lanes", "checkpoint", "name", "bus", "target", "weight_init"):
+    for key in ("lanes", "checkpoint", "name", "bus", "target", "weight_init", "board", "baud", "clock_mhz"):
         if getattr(args, key, None) is not None:
             hdl[key] = getattr(args, key)
     if getattr(args, "onchip_lr", None) is not None:  # "0.001" or "0.002,0.001"

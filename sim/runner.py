@@ -92,7 +92,13 @@ def _verilator_runner():
 
 def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tensor, train: bool,
               simulator: str = "icarus", work: str | Path | None = None, seed: int = 0,
-              waves: bool = False, settle=DESIGN_RULE, busy_write_check: bool = False) -> dict:
+              waves: bool = False, settle=DESIGN_RULE, busy_write_check: bool = False,
+              uart_divisor: int | None = None, uart_check: bool = False) -> dict:
+    """... (the module's docstring). ``uart_divisor``: co-simulate the core behind the UART
+    bridge instead (``hdl/uart.py``'s ``UartCore`` at that many clock cycles per bit, built
+    here as ``NAME_uart.v`` from the design's memory files), driven by cocotbext-uart;
+    ``uart_check`` adds the bridge's own checks (a register round trip, a bad command byte,
+    a write while busy) after the examples."""
     from cocotb_tools.runner import get_runner
 
     from .job import design_network
@@ -123,9 +129,16 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DesignError(f"design: cannot write the co-simulation directory {work} ({os_reason(e, work)})") from None
+    if uart_divisor is not None:  # the core behind the UART bridge, NAME_uart.v: built before make_job
+        from eqprop.hdl.uart import uart_core_verilog  # trains params.net (the memories' initial values)
+
+        name = f"{name}_uart"
+        text = uart_core_verilog(params, name, uart_divisor)
     job = make_job(design, x_pixels, labels, train, params=params, seed=seed)
     job["bus"] = man.get("bus", "native")
     job["busy_write_check"] = busy_write_check
+    if uart_divisor is not None:
+        job.update(bus="uart", uart_divisor=uart_divisor, uart_check=uart_check)
     job_path = work / "job.json"
     try:
         job_path.write_text(json.dumps(job))
@@ -151,8 +164,9 @@ def run_cosim(design_dir: str | Path, x_pixels: torch.Tensor, labels: torch.Tens
     sources = [src]
     if simulator == "verilator":
         vlt = work / "public.vlt"
-        vlt_text = public_vlt(name, [p["name"] for p in man["ports"]],
-                              "core" if man.get("bus", "native") == "axi4lite" else None)
+        ports = [p["name"] for p in man["ports"]] if uart_divisor is None else \
+            ["clk", "rst", "rx", "tx", "busy", "irq"]
+        vlt_text = public_vlt(name, ports, "core" if job["bus"] in ("axi4lite", "uart") else None)
         if not vlt.exists() or vlt.read_text() != vlt_text:
             vlt.write_text(vlt_text)
         sources = [vlt, src]

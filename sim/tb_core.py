@@ -96,6 +96,40 @@ class BusError(Exception):
     pass
 
 
+class UartBus:
+    """write/read coroutines over the UART top (``hdl/uart.py``'s ``UartCore``): cocotbext-uart's
+    source on ``rx`` and sink on ``tx`` at ``divisor`` clock cycles per bit, the frames of
+    :class:`eqprop.hdl.driver.UartTransport` (the host's own encoding). A write the core
+    dropped (answer ``'B'``) raises."""
+
+    def __init__(self, dut, divisor: int):
+        import logging
+
+        from cocotbext.uart import UartSink, UartSource
+
+        from eqprop.hdl.driver import UartTransport
+
+        bit_ns = divisor * CLOCK_NS
+        baud = 1e9 / bit_ns
+        if int(1e9 / baud) != bit_ns:  # cocotbext-uart times a bit as int(1e9 / baud) ns
+            raise ValueError(f"uart divisor {divisor}: a bit of {bit_ns} ns is not a whole baud period")
+        self.source = UartSource(dut.rx, baud=baud, bits=8, stop_bits=1)
+        self.sink = UartSink(dut.tx, baud=baud, bits=8, stop_bits=1)
+        for h in (self.source, self.sink):
+            h.log.setLevel(logging.WARNING)
+        self.link = UartTransport(self.send, self.recv)
+        self.write, self.read, self.write_ok = self.link.write, self.link.read, self.link.write_ok
+
+    async def send(self, data: bytes):
+        await self.source.write(data)
+
+    async def recv(self, n: int) -> bytes:
+        while self.sink.count() < n:
+            self.sink.sync.clear()
+            await self.sink.sync.wait()
+        return bytes(self.sink.read_nowait(n))
+
+
 class Scoreboard:
     def __init__(self, params: CoreParams, limit: int = 50):
         self.p = params
@@ -166,7 +200,10 @@ async def cosim(dut):
     params = CoreParams.from_design(job["design"])
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()  # toggled by the simulator, not by Python
     axi = job.get("bus", "native") == "axi4lite"
-    if axi:  # the master starts after reset (its monitors read the ready outputs from the first edge)
+    on_uart = job.get("bus") == "uart"
+    if on_uart:
+        dut.rx.value = 1
+    elif axi:  # the master starts after reset (its monitors read the ready outputs from the first edge)
         for n in ("awvalid", "wvalid", "arvalid", "bready", "rready"):
             getattr(dut, f"s_axi_{n}").value = 0
     else:
@@ -179,7 +216,7 @@ async def cosim(dut):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
-    bus = AxiBus(dut) if axi else CocotbBus(dut)
+    bus = AxiBus(dut) if axi else UartBus(dut, job["uart_divisor"]) if on_uart else CocotbBus(dut)
     async def tick(n: int):
         # One timer for n cycles: no Python callback per clock edge.
         await Timer(n * CLOCK_NS, unit="ns")
@@ -237,6 +274,8 @@ async def cosim(dut):
                sim_cycles=int(sim_ns // CLOCK_NS))
     if axi and job.get("busy_write_check"):
         out["busy_write"] = await busy_write_check(dut, bus, drv, params)
+    if on_uart and job.get("uart_check"):
+        out["uart_check"] = await uart_check(dut, bus, drv)
     Path(os.environ["EQPROP_COSIM_RESULTS"]).write_text(json.dumps(out))
     assert board.count == 0, f"{board.count} mismatches, first: {board.mismatches[0]}"
 
@@ -249,6 +288,9 @@ async def busy_write_check(dut, bus: AxiBus, drv: CoreDriver, params: CoreParams
 
     mm = drv.map
     before = await bus.read(mm.reg("example"))
+    saved = {r: await bus.read(mm.reg(r)) for r in ("n_free", "settle_steps")}
+    await bus.write(mm.reg("n_free"), 200)  # long enough to outlast the next frame (the rule off)
+    await bus.write(mm.reg("settle_steps"), 0)
     await bus.write(mm.reg("ctrl"), (Ctrl.START | Ctrl.INFER).value)
     res = {"status_busy": await bus.read(mm.reg("status"))}
     res["resp_busy"] = await bus.write_resp(mm.reg("example"), before + 12345)
@@ -269,4 +311,35 @@ async def busy_write_check(dut, bus: AxiBus, drv: CoreDriver, params: CoreParams
     r = await bus.master.write(mm.reg("example") << 2, b"\x01")  # one byte: wstrb = 0b0001
     res["resp_partial"] = int(r.resp)
     res["example_after_partial"] = await bus.read(mm.reg("example"))
+    return res
+
+
+async def uart_check(dut, bus: UartBus, drv: CoreDriver) -> dict:
+    """The UART bridge: a register written and read back, a byte that is no command (answered
+    ``'?'``, then the bridge still in step), a write while the core is busy (answered ``'B'``,
+    not applied, status bit 2 set until written 1)."""
+    from eqprop.hdl.enums import Ctrl, Status
+
+    mm = drv.map
+    res = {}
+    await bus.write(mm.reg("update"), 0x89ABCDEF)
+    res["update_read"] = await bus.read(mm.reg("update"))
+    await bus.send(b"\x00")
+    res["bad_command_answer"] = (await bus.recv(1)).decode("latin-1")
+    res["after_bad_read"] = await bus.read(mm.reg("update"))
+    before = await bus.read(mm.reg("example"))
+    saved = {r: await bus.read(mm.reg(r)) for r in ("n_free", "settle_steps")}
+    await bus.write(mm.reg("n_free"), 200)  # long enough to outlast the next frame (the rule off)
+    await bus.write(mm.reg("settle_steps"), 0)
+    await bus.write(mm.reg("ctrl"), (Ctrl.START | Ctrl.INFER).value)
+    res["busy_write_ok"] = await bus.write_ok(mm.reg("example"), before + 1)
+    res["status_after"] = await bus.read(mm.reg("status"))
+    while not Status.finished(await bus.read(mm.reg("status"))):
+        pass
+    res["example_before"], res["example_after"] = before, await bus.read(mm.reg("example"))
+    await bus.write(mm.reg("status"), Status.WR_ERR.value)
+    for r, v in saved.items():
+        await bus.write(mm.reg(r), v)
+    res["status_cleared"] = await bus.read(mm.reg("status"))
+    res["idle"] = bus.sink.count() == 0
     return res
