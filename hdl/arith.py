@@ -6,7 +6,7 @@ saturation rules as ``eqprop.model.numerics`` (§1-§3), bit for bit.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Mux, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Mux, Value, signed, unsigned
 
 from eqprop.model.numerics import RNG_BITS, Format
 
@@ -14,20 +14,26 @@ from eqprop.model.numerics import RNG_BITS, Format
 def round_shift(v: Value, d: int, mode: str, word: Value | None = None) -> Value:
     """v / 2^d rounded (§3): floor | nearest-even | stochastic (``word``: the random word's
     top ``len(word)`` bits, at least ``min(d, 32)`` of them; ``RandomWord(seed, bits)``)."""
+    q, up = round_parts(v, d, mode, word)
+    return q + up if d > 0 and mode != "floor" else q
+
+
+def round_parts(v: Value, d: int, mode: str, word: Value | None = None) -> tuple[Value, Value]:
+    """round_shift(v, d, ...) = q + up: q = floor(v / 2^d) (v << -d for d <= 0) and the
+    round-up bit ``up`` (0 for floor), so that a pipeline can register both before the add."""
     if d <= 0:
-        return v << (-d)
+        return v << (-d), Const(0, 1)
     v = v.as_signed() if not v.shape().signed else v
     q = v >> d  # arithmetic shift: floor
     rem = v[:d]  # the dropped bits, 0 <= rem < 2^d
     if mode == "floor":
-        return q
+        return q, Const(0, 1)
     if mode == "nearest-even":
         half = 1 << (d - 1)
-        up = (rem > half) | ((rem == half) & q[0])
-        return q + up
+        return q, (rem > half) | ((rem == half) & q[0])
     if mode == "stochastic":
         assert word is not None and len(word) >= min(d, RNG_BITS), (len(word), d)
-        return q + stochastic_up(word, stochastic_rem(v, d))
+        return q, stochastic_up(word, stochastic_rem(v, d))
     raise ValueError(mode)
 
 
@@ -78,17 +84,36 @@ def naf_digits(c: int) -> list[tuple[int, int]]:
     return out
 
 
-def const_mul(x: Value, c: int) -> Value:
-    """x * c for a constant c >= 0 as shifts and adds (the NAF digits of c, summed as a
-    balanced tree): no multiplier, so synthesis spends no DSP block on it. Exact (the
-    result is wide enough and signed where a digit subtracts); take the low bits for a
-    product modulo 2^n."""
-    terms = [(x << k) if d > 0 else -(x << k) for k, d in naf_digits(c)]
-    if not terms:
-        return Const(0, 1)
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-    return terms[0]
+def trailing_zeros(c: int, width: int) -> int:
+    """t of c = c' 2^t with c' odd (``width`` for c = 0: no bit of x matters mod 2^width)."""
+    return min((c & -c).bit_length() - 1, width) if c else width
+
+
+def const_mul(x: Value, c: int, width: int) -> Value:
+    """x * c mod 2^width for a constant c >= 0 as shifts and adds: c = c' 2^t with c' odd,
+    x c' mod 2^(width - t) from the NAF digits of c' (the added terms summed as a balanced
+    tree, the subtracted ones likewise, then one difference), then t zero bits below. No
+    multiplier, so synthesis spends no DSP block on it. Only x's low width - t bits matter
+    (``trailing_zeros``): every one of them is read, none above."""
+    t = trailing_zeros(c, width)
+    w = width - t
+    if w == 0:
+        return Const(0, width)
+    xs = x[:w]
+
+    def total(ks):
+        terms = [(xs << k)[:w] for k in ks if k < w]
+        if not terms:
+            return Const(0, w)
+        while len(terms) > 1:
+            terms = [(terms[i] + terms[i + 1])[:w] if i + 1 < len(terms) else terms[i]
+                     for i in range(0, len(terms), 2)]
+        return terms[0]
+
+    digits = naf_digits(c >> t)
+    plus, minus = [k for k, d in digits if d > 0], [k for k, d in digits if d < 0]
+    odd = (total(plus) - total(minus))[:w] if minus else total(plus)
+    return Cat(Const(0, t), odd) if t else odd
 
 
 def shape_of(fmt: Format):

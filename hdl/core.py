@@ -141,8 +141,8 @@ def cycle_model(p: CoreParams) -> dict:
     """Cycles per step, phase and example, as formulas and numbers (the manifest's):
 
         drive  = max lane drive entries + MAC latency (6) + drive latency (3) + controller (1)
-        step   = max lane step entries + MAC latency (6) + neuron latency (6) + controller (1)
-        update = max over lanes (9 x entries that write + 3 x the others + 8 x neurons)
+        step   = max lane step entries + MAC latency (6) + neuron latency (7) + controller (1)
+        update = max over lanes (9 x entries that write + 3 x the others + 9 x neurons)
                  + controller (2)
         argmax = n_out + 2
         training example  = drive + t x step + n_nudged x step + update

@@ -103,7 +103,7 @@ class Walk(enum.Enum, shape=2):
 
 class UpdateState(enum.Enum, shape=4):
     """The update unit's states (§6): 9 cycles per entry (W_*; the weight's three-stage
-    write-back overlaps the next entry), then 8 per bias (B_*; B_RND takes three). The
+    write-back overlaps the next entry), then 9 per bias (B_*; B_RND takes four). The
     products run through one DSP, one per cycle (docs/rtl.md "UpdateUnit")."""
     IDLE = 0
     W_ISSUE = 1  # entry address to the fan-in memory
@@ -114,13 +114,14 @@ class UpdateState(enum.Enum, shape=4):
     W_Q0 = 6  # product M s^0_i s^0_j; operands M, s^b_i s^b_j
     W_Q1 = 7  # product M s^b_i s^b_j
     W_PD = 8  # sigma D M = sigma (M s^b_i s^b_j - M s^0_i s^0_j)
-    W_RND = 9  # round; the add, saturation and write follow in the next entry's cycles
+    W_RND = 9  # round (floor and round-up bit); their add, the add to W, saturation and write
+    #            follow in the next entry's cycles
     B_ISSUE = 10  # bias and s^0_i reads issued; the event registered
     B_S0 = 11  # bias, s^0_i in (operands M, s^0_i); s^beta_i read issued
     B_SB = 12  # s^b_i in (operands M, s^b_i); product M s^0_i
     B_MUL = 13  # product M s^b_i
     B_PD = 14  # sigma D_b M = sigma (M s^b_i - M s^0_i)
-    B_RND = 15  # round, then add, then saturate and write the bias back (three cycles)
+    B_RND = 15  # round (floor and round-up bit), their add, the add to b, saturate and write (four cycles)
 
 
 # Plain-integer aliases: the names other modules (generate.py, the benches) import.

@@ -13,7 +13,7 @@ lists. It is built from the components of ``units/`` (docs/rtl.md):
                  a step: N0 N1 NB N2 N3: D_i, eq. 5's step, the nudge, rounding, clip (§4),
                  the settle flag (§4a); the new state goes to every lane's copy of this
                  lane's bank
-    UpdateUnit   eqs. 7-8 (§6): 9 cycles per entry, 8 per bias
+    UpdateUnit   eqs. 7-8 (§6): 9 cycles per entry (3 if it writes nothing), 9 per bias
     HostPort     host writes and reads of the lane's memories while it is idle
 
 and four small memories: the biases, the drive words D_i of its neurons (written by the

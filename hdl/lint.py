@@ -73,7 +73,8 @@ KINDS = {
                             "operator (an operator cell)"),
     "alias": Kind("UNUSEDSIGNAL", "a wire driven by a copy of other nets (assign w = net, its slices and "
                   "concatenations), each of whose unread bits is read under another name (an anonymous $N "
-                  "that nobody reads may also hold constant bits)"),
+                  "may also hold unread constant bits: a shift's or an extension's fill, an operand's fill "
+                  "to its operator's width)"),
     "domain-reset": Kind("UNUSEDSIGNAL", "the input rst of a submodule that reads none of it: Amaranth "
                          "gives the domain's reset to every module in the domain (also one of only memories)"),
     "full-width-result": Kind("UNUSEDSIGNAL", "an anonymous result $N of +, -, * or << (which Amaranth "
@@ -604,6 +605,9 @@ def _proc_walk(toks: list[Tok], mod: Module, reads: list, targets: set, cases: l
 _ANON = re.compile(r"^\$\d+$")
 
 
+_PORT = ("<port>", 0)  # alias_src's stand-in for a bit a submodule's output port drives
+
+
 @dataclass
 class _Facts:
     """What one module's text says, for the rule: the bits read under each name (as Verilator
@@ -616,6 +620,7 @@ class _Facts:
     proc_targets: set = field(default_factory=set)
     # instance connections: (child module, child port, [parent bits] MSB first)
     conns: list = field(default_factory=list)
+    port_driven: set = field(default_factory=set)  # (name, bit) driven by a child's output port
 
 
 def _mark(store: dict, decls: dict, refs):
@@ -677,6 +682,8 @@ def _module_facts(mod: Module, mods: dict[str, Module], top: str, out: list[Waiv
                 _mark(fx.read, decls, ex.refs)
             if ex.net_bits is not None and port in cm.decls and cm.decls[port].width == len(ex.net_bits):
                 fx.conns.append((child, port, ex.net_bits))
+                if cm.ports.get(port) == "output":
+                    fx.port_driven |= {b for b in ex.net_bits if b != CONST}
             else:  # an expression on a port: read here
                 _mark(fx.logic, decls, ex.refs)
     for (w, b), src in fx.alias_src.items():
@@ -751,12 +758,14 @@ def generator_waivers(text: str, top: str) -> list[Waiver]:
             unread = [b for b in d.bits() if b not in fx.read.get(name, ())]
             if not unread:
                 continue
-            # an anonymous copy nobody reads under its name may hold constants (a shift's or an
-            # extension's fill): the logic reads the nets it needs directly
-            anon_unread = _ANON.match(name) is not None and len(unread) == d.width
-            srcs = [fx.alias_src.get((name, b)) for b in unread]
+            # an anonymous copy may hold constants nobody reads (a shift's or an extension's fill,
+            # the fill Amaranth pads an operator's operand with to the result's width): the logic
+            # reads the nets it needs directly; a named signal's unread constants are the design's
+            anon = _ANON.match(name) is not None
+            # (a bit driven by a submodule's output port is that port's net, like a copy's)
+            srcs = [fx.alias_src.get((name, b), _PORT if (name, b) in fx.port_driven else None) for b in unread]
             net_bits = [b for b, src in zip(unread, srcs) if src not in (None, CONST)]
-            if (None not in srcs and net_bits and (anon_unread or len(net_bits) == len(unread))
+            if (None not in srcs and (anon or (net_bits and len(net_bits) == len(unread)))
                     and all(nets.find((mname, name, b)) in read_nets for b in net_bits)):
                 out.append(Waiver("UNUSEDSIGNAL", d.line, "alias", name))
             elif _ANON.match(name) and name in fx.arith and len(unread) < d.width:

@@ -595,3 +595,32 @@ def test_argmax_first_of_equal_maxima():
         assert ctx.get(dut.pred) == 1
 
     _run(dut, bench)
+
+
+def test_const_mul_is_the_product_modulo_2n():
+    """arith.const_mul (the controller's event bases, no DSP): x c mod 2^n against Python's
+    product, for strides with one, several and subtracted NAF digits; the digits themselves
+    sum to c with no two adjacent."""
+    from amaranth.hdl import Module, Signal
+
+    from eqprop.hdl.arith import const_mul, naf_digits
+
+    rng = np.random.default_rng(3)
+    for c in (1, 7, 12345, 6853, 2**31 - 1, 3 * 2**33):
+        digits = naf_digits(c)
+        assert sum(d << k for k, d in digits) == c
+        assert all(b - a >= 2 for (a, _), (b, _) in zip(digits, digits[1:]))
+    for c, n in ((0, 32), (64, 32), (432, 32), (6853, 32), (2**31 - 1, 32), (1000, 12)):
+        x, y = Signal(32), Signal(n)
+        m = Module()
+        m.d.comb += y.eq(const_mul(x, c, n))
+        vals = [0, 1, 2**32 - 1] + [int(v) for v in rng.integers(0, 2**32, 20, dtype=np.uint64)]
+
+        async def bench(ctx):
+            for v in vals:
+                ctx.set(x, v)
+                assert ctx.get(y) == (v * c) % 2**n, (c, n, v)
+
+        sim = Simulator(m)
+        sim.add_testbench(bench)
+        sim.run()

@@ -184,6 +184,52 @@ endmodule
     assert not any(w.name in ("$2", "x") and w.code == "UNUSEDSIGNAL" for w in L.generator_waivers(text, "top"))
 
 
+def test_rule_on_fills_and_submodule_outputs():
+    """UNUSEDSIGNAL: an anonymous copy read in part whose unread bits are constants (an
+    operand's fill) is the generator's, a named one is not; a wire driven by a submodule's
+    output is the generator's where its unread bits are read inside that submodule, not where
+    they are the submodule's constants."""
+    text = r"""module top(clk, a, y);
+  input clk;
+  wire clk;
+  input [3:0] a;
+  wire [3:0] a;
+  output [3:0] y;
+  wire [3:0] y;
+  wire [5:0] \$4 ;
+  wire [5:0] pad;
+  wire [4:0] \$5 ;
+  wire [3:0] q;
+  wire [3:0] r;
+  assign \$4  = { 1'h0, a, 1'h0 };
+  assign pad = { 1'h0, a, 1'h0 };
+  assign \$5  = \$4 [4:0] + pad[4:0];
+  \top.sub  sub (
+    .clk(clk),
+    .q(q),
+    .r(r)
+  );
+  assign y = \$5 [3:0] ^ { q[1:0], r[1:0] };
+endmodule
+module \top.sub (clk, q, r);
+  input clk;
+  wire clk;
+  output [3:0] q;
+  reg [3:0] q = 4'h0;
+  output [3:0] r;
+  wire [3:0] r;
+  always @(posedge clk)
+    q <= \$1 ;
+  wire [3:0] \$1 ;
+  assign \$1  = q + 1'h1;
+  assign r = { 2'h0, q[1:0] };
+endmodule
+"""
+    got = {(w.name, w.kind) for w in L.generator_waivers(text, "top") if w.code == "UNUSEDSIGNAL"}
+    assert {("$4", "alias"), ("$5", "full-width-result"), ("q", "alias")} <= got
+    assert not any(name in ("pad", "r") for name, _ in got)
+
+
 # ------------------------------------------------------------------ the tiny design
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -95,7 +95,7 @@ class MacPipeline(wiring.Component):
                      *[getattr(e1, k).eq(getattr(self.entry, k)) for k in e1.shape().members]]
         # M: source value in; both operands registered
         u = Mux(e1.sel_in, self.x_data, Array(self.bank_data)[e1.sbank])
-        u_signed = Cat(u[:half], ~u[half]).as_signed()  # u - 2^half
+        u_signed = (u ^ (1 << half)).as_signed()  # u - 2^half: the top bit inverted
         m.d.sync += [v3.eq(v2), w2.eq(w1), u2.eq(u_signed), wc2.eq(w1),
                      *[getattr(e2, k).eq(getattr(e1, k)) for k in a_fields]]
         # P: the exact product

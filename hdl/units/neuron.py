@@ -36,11 +36,21 @@ def net_sum(p: CoreParams, acc: Value, drive: Value) -> Value:
 
 def eps_v(p: CoreParams, acc_b: Value, s: Value, target: Value, nudge: Value, beta_neg: Value) -> Value:
     """§4 steps 2-4 (combinational) from ``acc_b`` (``net_sum``): V = (s_al << k) + acc_b -
-    s_al (eq. 5 with rho(s) = s), then on an output neuron of the weakly-clamped phase
-    (``nudge``) the beta term: ``eq5`` V -= sigma (s - t) << (fa - fS + 1 + m), or
-    ``after-step`` V += sigma (T - V) 2^g (floor for g < 0). ``target``: the target bit."""
+    s_al (eq. 5 with rho(s) = s, ``v_free``), then on an output neuron of the weakly-clamped
+    phase (``nudge``) the beta term (``v_nudged``): ``eq5`` V -= sigma (s - t) << (fa - fS +
+    1 + m), or ``after-step`` V += sigma (T - V) 2^g (floor for g < 0). ``target``: the
+    target bit."""
+    return v_nudged(p, v_free(p, acc_b, s), s, target, nudge, beta_neg)
+
+
+def v_free(p: CoreParams, acc_b: Value, s: Value) -> Value:
+    """§4 steps 2-3: V = (s_al << k) + acc_b - s_al (eq. 5 with rho(s) = s), s_al = s << (fa - fS)."""
     s_al = s << p.state_align
-    V = (s_al << p.k) + acc_b - s_al
+    return (s_al << p.k) + acc_b - s_al
+
+
+def v_nudged(p: CoreParams, V: Value, s: Value, target: Value, nudge: Value, beta_neg: Value) -> Value:
+    """§4 step 4: V with the beta term where ``nudge`` (see ``eps_v``)."""
     if p.nudge == "eq5":
         nud = (s - Mux(target, p.state.one(), 0)) << p.nudge_shift
         return Mux(nudge, Mux(beta_neg, V + nud, V - nud), V)
@@ -58,15 +68,16 @@ def eps_step(p: CoreParams, acc: Value, drive: Value, s: Value, target: Value, n
 
 
 class NeuronUnit(wiring.Component):
-    """A neuron's new state from its accumulated sum, five stages after ``sum.valid``:
+    """A neuron's new state from its accumulated sum, six stages after ``sum.valid``:
 
         N0  the neuron's drive D_i, old state and target are read at ``rd_loc``; the state
             event ``ev_base + idx`` is registered (to the RandomWord one cycle later, §5)
         N1  the drive added, ``net_sum`` (§4 step 1, §2's overflow); old state and target
             registered
-        NB  V = ``eps_v`` (§4 steps 2-4, eq. 5)
+        NB  V = ``v_free`` (§4 steps 2-3, eq. 5)
+        NC  the beta term, ``v_nudged`` (§4 step 4; ``eps_v`` is NB and NC)
         N2  round(V, fa + k - fS) (§3); stochastic: floor and floor + 1, both clipped, and
-            the dropped bits (the event's random word comes in N3: RandomWord in three stages)
+            the dropped bits (the event's random word comes in N3: RandomWord in four stages)
         N3  s' = clip(.., 0, 1) (§4 step 5); stochastic: the candidate the word picks; out on
             ``result``; in the write cycle the settle rule's compare (§4a)
 
@@ -86,7 +97,7 @@ class NeuronUnit(wiring.Component):
     ``busy`` (out).
     """
 
-    LATENCY = 6  # sum.valid -> the new state is written (result.en five cycles later)
+    LATENCY = 7  # sum.valid -> the new state is written (result.en six cycles later)
     DRIVE_LATENCY = 3  # sum.valid -> D_i is written (drive_wr.en two cycles later), the drive pass
 
     def __init__(self, params: CoreParams):
@@ -115,7 +126,7 @@ class NeuronUnit(wiring.Component):
         # the random word of the state event (§5), only where the state rounding draws one: its
         # top state_shift bits (the bits the rounding compares)
         stochastic = p.num.state_rounding == "stochastic" and p.state_shift > 0
-        n1, nb, n2 = Signal(), Signal(), Signal()
+        n1, nb, nc, n2 = Signal(), Signal(), Signal(), Signal()
         n1_acc = Signal(signed(p.acc_exact_bits))
         n1_loc, nb_loc, n2_loc = Signal(loc_bits(p)), Signal(loc_bits(p)), Signal(loc_bits(p))
         n1_out = Signal()
@@ -130,13 +141,14 @@ class NeuronUnit(wiring.Component):
         moved = Signal()
         res = self.result
         dwr = self.drive_wr
-        m.d.comb += [self.busy.eq(self.sum.valid | n1 | nb | n2 | n3 | res.en | dwr.en), self.rd_loc.eq(self.sum.loc),
+        m.d.comb += [self.busy.eq(self.sum.valid | n1 | nb | nc | n2 | n3 | res.en | dwr.en),
+                     self.rd_loc.eq(self.sum.loc),
                      self.moved.eq(moved)]
         # N0
         m.d.sync += [n1.eq(self.sum.valid), n1_acc.eq(self.sum.acc), n1_loc.eq(self.sum.loc), n1_out.eq(self.sum.out)]
         word = None
         if stochastic:
-            rng = m.submodules.rng = RandomWord(p.num.seed_state, bits=min(p.state_shift, RNG_BITS), stages=3)
+            rng = m.submodules.rng = RandomWord(p.num.seed_state, bits=min(p.state_shift, RNG_BITS), stages=4)
             ev = Signal(32)  # the state event, issued to the RandomWord one cycle after N0 (its word in N3)
             m.d.comb += rng.index.eq(ev)
             m.d.sync += ev.eq((self.ev_base + self.sum.idx)[:32])
@@ -147,9 +159,14 @@ class NeuronUnit(wiring.Component):
                      nb_t.eq(self.target), nb_nudge.eq(self.nudge & n1_out),
                      dwr.en.eq(n1 & self.drive_pass), dwr.addr.eq(n1_loc),
                      dwr.data.eq(drive_word(p, n1_acc, self.bias))]
-        # NB: V (§4 steps 2-4)
-        V = eps_v(p, nb_accb, nb_s, nb_t, nb_nudge, self.beta_neg)
-        m.d.sync += [n2.eq(nb), n2_V.eq(V), n2_loc.eq(nb_loc), n2_old.eq(nb_s)]
+        # NB: V (§4 steps 2-3)
+        V0 = v_free(p, nb_accb, nb_s)
+        nc_V, nc_loc = Signal(V0.shape()), Signal(loc_bits(p))
+        nc_s, nc_t, nc_nudge = Signal(sw), Signal(), Signal()
+        m.d.sync += [nc.eq(nb), nc_V.eq(V0), nc_loc.eq(nb_loc), nc_s.eq(nb_s), nc_t.eq(nb_t), nc_nudge.eq(nb_nudge)]
+        # NC: the beta term (§4 step 4)
+        V = v_nudged(p, nc_V, nc_s, nc_t, nc_nudge, self.beta_neg)
+        m.d.sync += [n2.eq(nc), n2_V.eq(V), n2_loc.eq(nc_loc), n2_old.eq(nc_s)]
         # N2
         m.d.sync += [n3.eq(n2), n3_loc.eq(n2_loc), n3_old.eq(n2_old)]
         if stochastic:

@@ -6,7 +6,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..arith import const_mul
+from ..arith import const_mul, trailing_zeros
 from ..enums import LaneMode, Phase
 from ..params import CoreParams
 from .signatures import check_steps, lane_control_signature
@@ -49,8 +49,14 @@ class PhaseController(wiring.Component):
     def __init__(self, params: CoreParams):
         check_steps(params)
         self.p = params
+        S = params.layout.S
+        # the event bases are modulo 2^32 (§5): of ``example`` and ``update`` only the low bits
+        # their strides' factors 2^t leave take part (arith.const_mul)
+        ex_bits = 32 - min(trailing_zeros(params.n_free * S, 32),
+                           trailing_zeros((params.n_free + params.n_nudged) * S, 32))
+        up_bits = 32 - trailing_zeros(params.layout.n_slots + S, 32)
         super().__init__({
-            "start": In(1), "infer": In(1), "example": In(32), "update": In(32),
+            "start": In(1), "infer": In(1), "example": In(max(ex_bits, 1)), "update": In(max(up_bits, 1)),
             "n_free": In(16), "n_nudged": In(16), "settle_steps": In(16),
             "lanes_busy": In(1), "lanes_moved": In(1), "argmax_done": In(1),
             "lanes": Out(lane_control_signature(params)),
@@ -106,8 +112,8 @@ class PhaseController(wiring.Component):
         p, ctl = self.p, self.lanes
         S = p.layout.S
         # example x stride: shifts and adds (the strides are the design's constants), no DSP
-        ex_base = Mux(self.infer, const_mul(self.example, p.n_free * S)[:32],
-                      const_mul(self.example, (p.n_free + p.n_nudged) * S)[:32])
+        ex_base = Mux(self.infer, const_mul(self.example, p.n_free * S, 32),
+                      const_mul(self.example, (p.n_free + p.n_nudged) * S, 32))
         # _nudge_base: the weakly-clamped phase's first event, example base + n_free S (§5), with
         # the design's n_free like the example stride (a constant: no multiplier for the register)
         m.d.sync += [self._infer.eq(self.infer), self.done.eq(0), self._step.eq(0), ctl.rd_buf.eq(0),
@@ -159,4 +165,4 @@ class PhaseController(wiring.Component):
         with m.Else():
             m.d.sync += [ctl.sb_buf.eq(Mux(self.n_nudged > 0, ctl.wr_buf, ctl.s0_buf)), self.phase.eq(Phase.UPDATE),
                          ctl.start.eq(1), ctl.mode.eq(LaneMode.UPDATE),
-                         ctl.ev_base.eq(const_mul(self.update, p.layout.n_slots + S)[:32])]
+                         ctl.ev_base.eq(const_mul(self.update, p.layout.n_slots + S, 32))]

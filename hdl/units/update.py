@@ -6,7 +6,7 @@ from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..arith import round_shift, saturate
+from ..arith import round_parts, saturate
 from ..enums import UpdateState as U
 from ..params import CoreParams, bits_for
 from ..rng import RNG_BITS, RandomWord
@@ -31,7 +31,7 @@ class UpdateUnit(wiring.Component):
     D = s^b_i s^b_j - s^0_i s^0_j, D_b = s^b_i - s^0_i; the rounding at the pair's
     ``weight_shift`` / ``bias_shift`` with the random word of the entry's connection or the
     neuron's bias event, §5). ``UpdateState`` names the cycles: 9 per entry (3 for an entry that
-    writes nothing), 8 per bias (B_RND takes three: round, add, saturate and write).
+    writes nothing), 9 per bias (B_RND takes four: round, its add, add, saturate and write).
 
     Ports: ``start`` (in, pulse), ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the update's
     first event, u (n_slots + S)), ``rate`` (in: M of each layer pair, the core's ``rate``
@@ -44,7 +44,7 @@ class UpdateUnit(wiring.Component):
 
     CYCLES_PER_ENTRY = 9
     CYCLES_PER_IDLE_ENTRY = 3  # a hole, a dummy, a mirror: W_ISSUE, W_FIELDS, W_RND
-    CYCLES_PER_BIAS = 8
+    CYCLES_PER_BIAS = 9
 
     def __init__(self, params: CoreParams, index: int):
         check_lane(params, index)
@@ -74,7 +74,6 @@ class UpdateUnit(wiring.Component):
         bl = Signal(bits_for(self.n_own + 1))  # bias index
         eu = Signal(entry_layout(p))
         wst, bst = Signal(signed(p.num.weight_store.n_word)), Signal(signed(p.num.bias.n_word))
-        PD = Signal(signed(2 * sw + p.rate_bits + 4))
         brow = data.StructLayout({"nidx": bits_for(lay.S), "pair": bits_for(len(lay.pairs))})
         bconst = m.submodules.bconst = memory.Memory(shape=brow, depth=max(self.n_own, 1), init=[
             {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
@@ -92,6 +91,7 @@ class UpdateUnit(wiring.Component):
         ub = Signal(2 * sw, reset_less=True)
         up = Signal(len(ua) + len(ub), reset_less=True)
         q0 = Signal(len(up))  # the first of the two products sigma D M subtracts
+        PD = Signal(signed(max(2 * sw + p.rate_bits + 4, len(up) + 1)))  # sigma D M, and the difference whole
         bias_st = (st == U.B_S0) | (st == U.B_SB)
         rate_st = (st == U.W_MUL) | (st == U.W_Q0) | bias_st
         m_rate = Array(self.rate[q] for q in pairs)[Mux(bias_st, bc.data.pair, eu.pair)]
@@ -151,9 +151,9 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += st.eq(U.B_PD)
             with m.Case(U.B_PD):
                 m.d.sync += [sigma_dm, st.eq(U.B_RND)]
-            with m.Case(U.B_RND):  # three cycles (b_ph): round, add, saturate and write
+            with m.Case(U.B_RND):  # four cycles (b_ph): round, its add, add, saturate and write
                 m.d.sync += b_ph.eq(b_ph + 1)
-                with m.If(b_ph == 2):
+                with m.If(b_ph == 3):
                     m.d.sync += [b_ph.eq(0), bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
                     with m.If(bl == self.n_own - 1):
                         m.d.sync += act.eq(0)
@@ -175,37 +175,47 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += ev_idx.eq((self.ev_base + self.entry.edge)[:32])
             m.d.comb += rng.index.eq(ev_idx)
             word = rng.word
-        dW = self._round_by_pair(m, eu.pair, p.weight_shift, word, PD)
-        dB = self._round_by_pair(m, bpair, p.bias_shift, word, PD)
-        # The write-back in three stages: *_RND registers the rounded step, the next cycle
-        # adds it to the stored value, the one after saturates and writes. A weight's last two
-        # overlap the next entry's W_ISSUE and W_FIELDS (or the first B_ISSUE, B_S0; other
-        # addresses, and the stored weight ``wst`` is replaced only at W_FIELDS' end); a
-        # bias's are B_RND's second and third cycles.
-        dW_r, dB_r = Signal(dW.shape()), Signal(dB.shape())
+        qW, upW = self._round_by_pair(m, eu.pair, p.weight_shift, word, PD)
+        qB, upB = self._round_by_pair(m, bpair, p.bias_shift, word, PD)
+        # The write-back in four stages: *_RND registers the rounding's floor and round-up bit
+        # (the pair's shift selected), the next cycle adds them, the next adds the step to the
+        # stored value, the one after saturates and writes. A weight's last three overlap the
+        # next entry's W_ISSUE, W_FIELDS and W_S0 (or W_RND of an idle entry, or the first
+        # B_ISSUE .. B_SB; other addresses, no entry's weight read: that is in its W_ISSUE,
+        # and the stored weight ``wst`` is replaced only at W_FIELDS' end); a bias's are
+        # B_RND's second to fourth cycles.
+        qW_r, upW_r, qB_r, upB_r = Signal.like(qW), Signal(), Signal.like(qB), Signal()
+        dW_r, dB_r = Signal((qW_r + upW_r).shape()), Signal((qB_r + upB_r).shape())
         w_sum, b_sum = Signal((wst + dW_r).shape()), Signal((bst + dB_r).shape())
-        w_en1, w_en, w_addr1, w_addr = Signal(), Signal(), Signal.like(eu.waddr), Signal.like(eu.waddr)
-        m.d.sync += [w_en1.eq((st == U.W_RND) & ~eu.dummy & ~eu.mirror), w_addr1.eq(eu.waddr), dW_r.eq(dW),
-                     w_en.eq(w_en1), w_addr.eq(w_addr1), w_sum.eq(wst + dW_r)]
+        w_en1, w_en2, w_en = Signal(), Signal(), Signal()
+        w_addr1, w_addr2, w_addr = Signal.like(eu.waddr), Signal.like(eu.waddr), Signal.like(eu.waddr)
+        m.d.sync += [w_en1.eq((st == U.W_RND) & ~eu.dummy & ~eu.mirror), w_addr1.eq(eu.waddr),
+                     qW_r.eq(qW), upW_r.eq(upW),
+                     w_en2.eq(w_en1), w_addr2.eq(w_addr1), dW_r.eq(qW_r + upW_r),
+                     w_en.eq(w_en2), w_addr.eq(w_addr2), w_sum.eq(wst + dW_r)]
         with m.If(b_ph == 0):
-            m.d.sync += dB_r.eq(dB)
+            m.d.sync += [qB_r.eq(qB), upB_r.eq(upB)]
+        with m.If(b_ph == 1):
+            m.d.sync += dB_r.eq(qB_r + upB_r)
         m.d.sync += b_sum.eq(bst + dB_r)
-        m.d.comb += [self.busy.eq(act | w_en1 | w_en),
+        m.d.comb += [self.busy.eq(act | w_en1 | w_en2 | w_en),
                      self.w_wr.en.eq(w_en), self.w_wr.addr.eq(w_addr),
                      self.w_wr.data.eq(saturate(w_sum, p.num.weight_store)),
-                     self.b_wr.en.eq((st == U.B_RND) & (b_ph == 2)), self.b_wr.addr.eq(bl),
+                     self.b_wr.en.eq((st == U.B_RND) & (b_ph == 3)), self.b_wr.addr.eq(bl),
                      self.b_wr.data.eq(saturate(b_sum, p.num.bias))]
         return m
 
     def _round_by_pair(self, m, pair, shift_of, word, value):
-        """round(value, shift_of(pair)) (§3 in the update's mode): one rounding unit per
-        distinct shift, selected by the pair."""
+        """round(value, shift_of(pair)) (§3 in the update's mode) as its floor and round-up bit
+        (``arith.round_parts``): one rounding unit per distinct shift, selected by the pair."""
         n_pairs = len(self.p.layout.pairs)
         shifts = sorted({shift_of(q) for q in range(n_pairs)})
-        outs = {d: round_shift(value, d, self.p.num.rounding, word) for d in shifts}
-        res = Signal(signed(len(value) + 2 + max(0, -min(shifts))))
+        outs = {d: round_parts(value, d, self.p.num.rounding, word) for d in shifts}
+        q_sel = Signal(signed(len(value) + 1 + max(0, -min(shifts))))
+        up_sel = Signal()
         with m.Switch(pair):
             for q in range(n_pairs):
                 with m.Case(q):
-                    m.d.comb += res.eq(outs[shift_of(q)])
-        return res
+                    qv, upv = outs[shift_of(q)]
+                    m.d.comb += [q_sel.eq(qv), up_sel.eq(upv)]
+        return q_sel, up_sel
