@@ -122,7 +122,7 @@ class Core(wiring.Component):
             ctl.settle_steps.eq(dec.settle_steps), ctl.argmax_done.eq(am.done),
             ctl.lanes_busy.eq(Cat(ln.busy for ln in lanes).any()),
             ctl.lanes_moved.eq(Cat(ln.moved for ln in lanes).any()),  # §4a
-            am.run.eq(ctl.phase == Phase.ARGMAX), am.s0_buf.eq(ctl.lanes.s0_buf),
+            am.run.eq(ctl.argmax_run), am.s0_buf.eq(ctl.lanes.s0_buf),
             dec.busy.eq(ctl.busy), dec.done.eq(ctl.done), dec.s0_buf.eq(ctl.lanes.s0_buf),
             dec.final_buf.eq(ctl.lanes.sb_buf), dec.pred.eq(am.pred), dec.free_steps.eq(ctl.free_steps),
             *[getattr(dec, k).eq(getattr(ctl, k)) for k in ("cycles_free", "cycles_nudged", "cycles_update",

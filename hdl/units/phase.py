@@ -37,7 +37,9 @@ class PhaseController(wiring.Component):
 
     Ports: ``start``, ``infer`` (in: HostDecoder's), ``example``, ``update``, ``n_free``,
     ``n_nudged``, ``settle_steps`` (in: registers), ``lanes_busy``, ``lanes_moved`` (in),
-    ``argmax_done`` (in); ``lanes`` (out: every lane's control), ``phase`` (out), ``busy``
+    ``argmax_done`` (in); ``lanes`` (out: every lane's control), ``phase`` (out),
+    ``argmax_run`` (out: phase is ARGMAX, from its own register: it steers lane 0's host
+    port, and a decode of ``phase`` there was the UP5K's critical path), ``busy``
     (out: not IDLE), ``done`` (out: sticky until the next start), ``free_steps`` (out: the
     steps the last free phase took), ``cycles_free``, ``cycles_nudged``, ``cycles_update``,
     ``cycles_total`` (out: the last example's cycles).
@@ -60,7 +62,7 @@ class PhaseController(wiring.Component):
             "n_free": In(16), "n_nudged": In(16), "settle_steps": In(16),
             "lanes_busy": In(1), "lanes_moved": In(1), "argmax_done": In(1),
             "lanes": Out(lane_control_signature(params)),
-            "phase": Out(Phase), "busy": Out(1), "done": Out(1), "free_steps": Out(16),
+            "phase": Out(Phase), "argmax_run": Out(1), "busy": Out(1), "done": Out(1), "free_steps": Out(16),
             "cycles_free": Out(32), "cycles_nudged": Out(32), "cycles_update": Out(32), "cycles_total": Out(32),
         })
 
@@ -103,7 +105,7 @@ class PhaseController(wiring.Component):
                     m.d.sync += [ph.eq(Phase.IDLE), self.done.eq(1), ctl.mode.eq(LaneMode.RELAX)]
             with m.Case(Phase.ARGMAX):
                 with m.If(self.argmax_done):
-                    m.d.sync += [ph.eq(Phase.IDLE), self.done.eq(1)]
+                    m.d.sync += [ph.eq(Phase.IDLE), self.argmax_run.eq(0), self.done.eq(1)]
         return m
 
     def _begin(self, m):
@@ -130,7 +132,7 @@ class PhaseController(wiring.Component):
         with m.If(self.n_free > 0):
             m.d.sync += [self.phase.eq(Phase.FREE), ctl.start.eq(1), ctl.mode.eq(LaneMode.RELAX)]
         with m.Elif(self._infer):
-            m.d.sync += self.phase.eq(Phase.ARGMAX)
+            m.d.sync += [self.phase.eq(Phase.ARGMAX), self.argmax_run.eq(1)]
         with m.Else():
             m.d.sync += self.phase.eq(Phase.FREE)  # zero free steps: ends at the next cycle
 
@@ -157,7 +159,7 @@ class PhaseController(wiring.Component):
             m.d.sync += [ctl.s0_buf.eq(s0), ctl.sb_buf.eq(s0), ctl.ev_base.eq(self._nudge_base),
                          self.free_steps.eq(Mux(self.n_free > 0, step_next, 0))]
             with m.If(self._infer):
-                m.d.sync += self.phase.eq(Phase.ARGMAX)
+                m.d.sync += [self.phase.eq(Phase.ARGMAX), self.argmax_run.eq(1)]
             with m.Else():
                 m.d.sync += [self.phase.eq(Phase.NUDGED), step.eq(0), ctl.rd_buf.eq(s0), ctl.wr_buf.eq(2)]
                 with m.If(self.n_nudged > 0):
