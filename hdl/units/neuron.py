@@ -67,6 +67,18 @@ def eps_step(p: CoreParams, acc: Value, drive: Value, s: Value, target: Value, n
     return eps_v(p, net_sum(p, acc, drive), s, target, nudge, beta_neg)
 
 
+def _high(v: Value, sw: int) -> Value:
+    """Any of a signed v's bits between its low sw bits and its sign bit (an OR, no carry)."""
+    return v[sw:-1].any() if len(v) - 1 > sw else Const(0, 1)
+
+
+def _clip01(v: Value, sw: int, one: int) -> Value:
+    """clip(v, 0, one) of a signed v (§4 step 5) without a compare as wide as v: 0 where v < 0
+    (its sign bit); for v >= 0, v > one where a bit above the low sw is set (v >= 2^sw >
+    one) or the low sw bits exceed one; else v's low sw bits."""
+    return Mux(v[-1], 0, Mux(_high(v, sw) | (v[:sw] > one), one, v[:sw]))
+
+
 class NeuronUnit(wiring.Component):
     """A neuron's new state from its accumulated sum, six stages after ``sum.valid``:
 
@@ -175,8 +187,9 @@ class NeuronUnit(wiring.Component):
             # compares on the floor) and the dropped bits, N3 compares them with the word and picks
             d = p.state_shift
             q = n2_V >> d
-            c0 = Mux(q[-1], 0, Mux(q > one, one, q[:sw]))  # clip(q)
-            c1 = Mux(q < -1, 0, Mux(q >= one, one, (q[:sw] + 1)[:sw]))  # clip(q + 1)
+            c0 = _clip01(q, sw, one)  # clip(q)
+            neg, high = q[-1], _high(q, sw)  # clip(q + 1): 0 below -1, one from one up
+            c1 = Mux(neg & ~q.all(), 0, Mux(~neg & (high | (q[:sw] >= one)), one, (q[:sw] + 1)[:sw]))
             n3_c0, n3_c1 = Signal(sw), Signal(sw)
             n3_rem = Signal(len(stochastic_rem(n2_V, d)))
             m.d.sync += [n3_c0.eq(c0), n3_c1.eq(c1), n3_rem.eq(stochastic_rem(n2_V, d))]
@@ -187,8 +200,7 @@ class NeuronUnit(wiring.Component):
             n3_r = Signal(r.shape())
             m.d.sync += n3_r.eq(r)
             # N3: the clip (§4 step 5), out on ``result``
-            # (n3_r < 0: its sign bit; 0 <= n3_r <= one: its low sw bits)
-            s_new = Mux(n3_r[-1], 0, Mux(n3_r > one, one, n3_r[:sw]))
+            s_new = _clip01(n3_r, sw, one)
         m.d.sync += [res.en.eq(n3), res.addr.eq(n3_loc), res.data.eq(s_new),
                      n4_lo.eq(n3_old - self.settle_tol), n4_hi.eq(n3_old + self.settle_tol)]
         # §4a, in the write cycle (from the registered new state, off the rounding's path):
