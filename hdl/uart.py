@@ -126,19 +126,24 @@ def check_write_answer(answer: bytes, addr: int | None = None) -> bool:
 def _width(n: int) -> int:
     return max(1, int(n).bit_length())
 
-class UartRx(wiring.Component):
-    """8N1 receiver: ``rx`` (idle high) through two flip-flops; ``valid`` is high for one
-    cycle with ``data`` when a byte with a high stop bit has arrived."""
 
-    rx: In(1, init=1)
-    data: Out(8)
-    valid: Out(1)
+class _BitTimed(wiring.Component):
+    """A UART part that counts ``divisor`` clock cycles per bit (checked here)."""
 
     def __init__(self, divisor: int):
         if divisor < MIN_DIVISOR:
             raise ValueError(f"divisor: {divisor} < {MIN_DIVISOR}")
         self.divisor = divisor
         super().__init__()
+
+
+class UartRx(_BitTimed):
+    """8N1 receiver: ``rx`` (idle high) through two flip-flops; ``valid`` is high for one
+    cycle with ``data`` when a byte with a high stop bit has arrived."""
+
+    rx: In(1, init=1)
+    data: Out(8)
+    valid: Out(1)
 
     def elaborate(self, platform):
         m = Module()
@@ -167,7 +172,8 @@ class UartRx(wiring.Component):
                 m.d.sync += sr.eq(Cat(sr[1:], rx))  # LSB first
         return m
 
-class UartTx(wiring.Component):
+
+class UartTx(_BitTimed):
     """8N1 transmitter: a byte ``data`` is taken when ``valid`` and ``ready`` are high;
     ``tx`` comes straight from a flip-flop (idle high)."""
 
@@ -175,12 +181,6 @@ class UartTx(wiring.Component):
     data: In(8)
     valid: In(1)
     ready: Out(1)
-
-    def __init__(self, divisor: int):
-        if divisor < MIN_DIVISOR:
-            raise ValueError(f"divisor: {divisor} < {MIN_DIVISOR}")
-        self.divisor = divisor
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
