@@ -102,8 +102,9 @@ class Walk(enum.Enum, shape=2):
 
 
 class UpdateState(enum.Enum, shape=4):
-    """The update unit's states (§6): 9 cycles per entry (W_*; the weight's three-stage
-    write-back overlaps the next entry), then 9 per bias (B_*; B_RND takes four). The
+    """The update unit's states (§6): 9 cycles per entry, 3 for one that writes nothing
+    (W_*; the weight's four-stage write-back overlaps the next entry), then 9 per bias
+    (B_*; B_RND takes four). The
     products run through one DSP, one per cycle (docs/rtl.md "UpdateUnit")."""
     IDLE = 0
     W_ISSUE = 1  # entry address to the fan-in memory

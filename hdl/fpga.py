@@ -329,18 +329,16 @@ def dsp_note(dsp: dict, family: str, log: str, paths: list[CriticalPath] = ()) -
     n, total = dsp["combinational"], dsp["total"]
     if not total:
         return None
-    registered = dsp.get("registered", 0)
-    if not n and family == "ice40":
-        if registered == total:
-            return (f"all {total} {dsp['cell']} DSPs registered at their inputs and after the multiplier: every "
-                    f"path into and out of them is timed (the DSP's own path between its registers is not in "
-                    f"nextpnr-ice40's model)")
-        return (f"warning: {total - registered} of {total} {dsp['cell']} DSPs registered in part: nextpnr-ice40 "
-                f"times them as registers, the multiply on their paths is left out of the fmax above")
-    if not n:
+    registered, ice40 = dsp.get("registered", 0), family == "ice40"
+    if not n and registered == total:
         return (f"all {total} {dsp['cell']} DSPs registered at their inputs and after the multiplier"
-                if registered == total else None)
-    if family != "ice40":
+                + (": every path into and out of them is timed (the DSP's own path between its registers is "
+                   "not in nextpnr-ice40's model)" if ice40 else ""))
+    if not n:
+        return (f"warning: {total - registered} of {total} {dsp['cell']} DSPs registered in part: nextpnr-ice40 "
+                f"times them as registers, the multiply on their paths is left out of the fmax above"
+                if ice40 else None)
+    if not ice40:
         return (f"{n} of {dsp['total']} {dsp['cell']} DSPs combinational: nextpnr-ecp5 times paths through them "
                 f"(they are in the fmax above)")
     note = (f"warning: {n} of {dsp['total']} {dsp['cell']} DSPs combinational: nextpnr-ice40 does not time paths "

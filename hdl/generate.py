@@ -455,16 +455,23 @@ def generate(cfg, out: Path, lint: bool = True, synth: bool = False, pnr: bool =
     return manifest
 
 
-def _write_verilog(stage: Path, name: str, top, no_init=()):
-    """``NAME.v``, Amaranth's Verilog as it is (plus ``evaluate_comb_at_time0``; the memories
-    named in ``no_init`` without initial values), and ``NAME.vlt``, the Verilator
-    configuration that waives the generator's own lines of it (``hdl/lint.py``; docs/rtl.md
-    "Lint")."""
-    from .lint import generator_waivers, waiver_config
+def shipped_verilog(top, name: str, params: CoreParams) -> str:
+    """The Verilog of a top as the flow ships it: Amaranth's as it is, plus
+    ``evaluate_comb_at_time0``; under ``weight_init = "host"`` the weights and biases have no
+    initial values (the host writes them; an iCE40 SPRAM cannot be initialised)."""
     from .toolchain import generate_verilog
 
-    text = evaluate_comb_at_time0(generate_verilog(top, name, emit_src=False, lint_waivers=False,
+    no_init = ("weights", "biases") if params.weight_init == "host" else ()
+    return evaluate_comb_at_time0(generate_verilog(top, name, emit_src=False, lint_waivers=False,
                                                    no_init=no_init))
+
+
+def _write_verilog(stage: Path, name: str, top, params: CoreParams):
+    """``NAME.v`` (:func:`shipped_verilog`) and ``NAME.vlt``, the Verilator configuration
+    that waives the generator's own lines of it (``hdl/lint.py``; docs/rtl.md "Lint")."""
+    from .lint import generator_waivers, waiver_config
+
+    text = shipped_verilog(top, name, params)
     (stage / f"{name}.v").write_text(text)
     (stage / f"{name}.vlt").write_text(waiver_config(generator_waivers(text, name), f"{name}.v"))
 
@@ -481,21 +488,18 @@ def _write_design(cfg, opts, topo, net, stage: Path, params: CoreParams | None =
         from .axi import AxiLiteCore
 
         top = AxiLiteCore(core)  # NAME is the wrapper; the core is its submodule "core"
-    # weight_init = "host": the weights and biases have no initial values (the host writes them;
-    # an iCE40 SPRAM cannot be initialised)
-    no_init = ("weights", "biases") if params.weight_init == "host" else ()
-    _write_verilog(stage, name, top, no_init)
+    _write_verilog(stage, name, top, params)
     from .regmap import c_header
 
     (stage / f"{name}.h").write_text(c_header(MemoryMap(params), name, opts["bus"]))  # the register map in C
     params.topology.save(stage / "topology.npz")  # the exact network, for testbenches
-    _write_verilog(stage, f"{name}_serial", SerialCore(Core(params, lw, lb)), no_init)
+    _write_verilog(stage, f"{name}_serial", SerialCore(Core(params, lw, lb)), params)
     if opts["board"]:  # NAME_ulx3s.v and .lpf: the board top (hdl/board.py)
         from .board import BOARDS, lpf_text
 
         b = BOARDS[opts["board"]]
         board, entry = board_top_of(params, opts)
-        _write_verilog(stage, entry["top"], board, no_init)
+        _write_verilog(stage, entry["top"], board, params)
         (stage / entry["lpf"]).write_text(lpf_text(b))
         opts["board_manifest"] = entry
     for ell, lane in enumerate(params.layout.lanes):

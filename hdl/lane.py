@@ -8,9 +8,9 @@ lists. It is built from the components of ``units/`` (docs/rtl.md):
                  cycle, over a range: the drive entries (input sources), the step entries,
                  or all (the update)
     StateBanks   a copy of every lane's states (P banks x 3 buffers)
-    MacPipeline  I F M P A: sum_j w_ij s_j per neuron (docs/numerics.md §2)
+    MacPipeline  I F M P A C: sum_j w_ij s_j per neuron (docs/numerics.md §2)
     NeuronUnit   drive pass: D_i = inputs' part + aligned bias (§2) into the drive memory;
-                 a step: N0 N1 NB N2 N3: D_i, eq. 5's step, the nudge, rounding, clip (§4),
+                 a step: N0 N1 NB NC N2 N3: D_i, eq. 5's step, the nudge, rounding, clip (§4),
                  the settle flag (§4a); the new state goes to every lane's copy of this
                  lane's bank
     UpdateUnit   eqs. 7-8 (§6): 9 cycles per entry (3 if it writes nothing), 9 per bias

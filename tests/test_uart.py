@@ -13,6 +13,8 @@ from eqprop.hdl import uart
 from eqprop.hdl.driver import UartTransport
 from eqprop.hdl.units.decoder import HOST_BUS
 
+from test_cosim import CFG, generate_design, mnist_images
+
 DIV = 6  # clock cycles per bit in the amaranth.sim tests
 
 
@@ -200,22 +202,7 @@ COSIM_DIV = 4  # clock cycles per bit (the least): a write frame is 320 cycles
 
 @pytest.fixture(scope="module")
 def uart_design(tmp_path_factory):
-    from eqprop.model.cli import main
-    from test_cosim import CFG
-
-    d = tmp_path_factory.mktemp("uart")
-    (d / "c.toml").write_text(CFG.replace('name = "cosim_core"', 'name = "uart_core"'))
-    assert main(["hdl", "generate", "--config", str(d / "c.toml"), "--out", str(d / "build"), "--no-lint"]) == 0
-    return d / "build"
-
-
-def _mnist(n):
-    import torch
-
-    from eqprop.model.data import load_split
-
-    sp = load_split("mnist", "test", size=n, downsample=7)
-    return torch.from_numpy(sp.x), torch.from_numpy(sp.y)
+    return generate_design(tmp_path_factory.mktemp("uart"), CFG.replace('name = "cosim_core"', 'name = "uart_core"'))
 
 
 @needs_icarus
@@ -226,7 +213,7 @@ def test_uart_inference_and_bridge_checks(uart_design):
     pytest.importorskip("cocotbext.uart")
     from eqprop.sim.runner import run_cosim
 
-    x, y = _mnist(1)
+    x, y = mnist_images(1)
     r = run_cosim(uart_design, x, y, False, simulator="icarus", uart_divisor=COSIM_DIV, uart_check=True,
                   work=uart_design / "cosim_uart")
     assert r["bus"] == "uart" and r["examples"] == 1
@@ -246,7 +233,7 @@ def test_uart_training_example(uart_design):
     pytest.importorskip("cocotbext.uart")
     from eqprop.sim.runner import run_cosim
 
-    x, y = _mnist(1)
+    x, y = mnist_images(1)
     r = run_cosim(uart_design, x, y, True, simulator="icarus", uart_divisor=COSIM_DIV,
                   work=uart_design / "cosim_uart_train")
     assert r["examples"] == 1 and r["mismatch_count"] == 0, r["mismatches"][:3]

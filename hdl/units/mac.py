@@ -14,7 +14,7 @@ from .signatures import check_lane, entry_layout, neuron_sum_signature
 class MacPipeline(wiring.Component):
     """One multiply-accumulate per cycle over a range of lane ``index``'s entries (the
     FaninStore's walk: the drive entries in the drive pass, the step entries in a relaxation
-    step), in five stages:
+    step), in six stages:
 
         I  issue: ``advance`` the FaninStore's walk (its read of the entry is issued)
         F  fields: ``entry`` and the stored weight's top bits W >> (fWs - fW) arrive; the
@@ -71,7 +71,7 @@ class MacPipeline(wiring.Component):
         W, S = p.num.weight, p.state
         running, v1, v2, v3, v4 = Signal(), Signal(), Signal(), Signal(), Signal()
         last_v = Signal()  # C: a neuron's sums are held
-        # the entry's fields each stage still needs: F -> M the source and the dummy flag too
+        # the entry's fields each stage still needs: F -> M the source too
         el = entry_layout(p).members
         a_fields = {k: el[k] for k in ("first", "last", "nloc", "nidx", "out")}
         e1 = Signal(data.StructLayout({k: el[k] for k in ("sel_in", "sbank")} | a_fields))

@@ -26,7 +26,7 @@ def update_read_signature(params: CoreParams) -> wiring.Signature:
 class UpdateUnit(wiring.Component):
     """W <- sat(W + round(sigma D M 2^-z)) for every entry of lane ``index`` (written at the
     entry's weight address; a hole, a dummy and, at P = 1, a *mirror* entry, whose weight the
-    entry of its other end writes, take their cycles but write nothing), then
+    entry of its other end writes, go from W_FIELDS to W_RND and write nothing), then
     b <- sat(b + round(sigma D_b M 2^-z)) for each of its neurons (§6, batch 1:
     D = s^b_i s^b_j - s^0_i s^0_j, D_b = s^b_i - s^0_i; the rounding at the pair's
     ``weight_shift`` / ``bias_shift`` with the random word of the entry's connection or the
@@ -129,10 +129,8 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += st.eq(U.W_Q1)
             with m.Case(U.W_Q1):
                 m.d.sync += st.eq(U.W_PD)
-            with m.Case(U.W_PD):  # a hole, a dummy: D = 0
+            with m.Case(U.W_PD):  # (holes and dummies went from W_FIELDS to W_RND)
                 m.d.sync += [sigma_dm, st.eq(U.W_RND)]
-                with m.If(eu.dummy):
-                    m.d.sync += PD.eq(0)
             with m.Case(U.W_RND):
                 m.d.comb += self.advance.eq(1)
                 m.d.sync += st.eq(Mux(self.last, after_w, U.W_ISSUE))
