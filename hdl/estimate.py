@@ -87,6 +87,7 @@ def memories(p: CoreParams) -> list[Mem]:
     per entry: connections, holes, dummies) and
     the small tables of its counter walk (``units.fanin.walk_tables``, kind ``indices``)."""
     from .units.fanin import table_memories, walk_tables
+    from .units.signatures import bank_depth
 
     lay, num = p.layout, p.num
     sw, bw = p.state.n_word, num.bias.n_word
@@ -101,7 +102,7 @@ def memories(p: CoreParams) -> list[Mem]:
         mems.append(Mem(f"lane{ell}.fanin.weights", "weights", max(-(-lane.n_words // kw), 1),
                         p.weight_slot_bits * kw, init=not host))
         for w, other in enumerate(lay.lanes):
-            mems.append(Mem(f"lane{ell}.banks.bank{w}", "states", max(3 * len(other.neurons), 1), sw,
+            mems.append(Mem(f"lane{ell}.banks.bank{w}", "states", bank_depth(len(other.neurons)), sw,
                             reads=2 if w == ell else 1))
         mems += [
             # (its neuron index feeds only the update's random words: stochastic rounding)

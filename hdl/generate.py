@@ -72,6 +72,7 @@ from .layout import LAYOUT_VERSION
 from .memory_map import MemoryMap
 from .params import WEIGHT_INITS, CoreParams, bits_for, file_digest, settle_to_dict
 from .serial import FRAME_BITS, SerialCore
+from .units.signatures import bank_depth
 
 HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "target": str, "device": str, "package": str,
             "clock_mhz": (int, float), "bus": str, "onchip_lr": (int, float, list), "weight_init": str,
@@ -240,7 +241,7 @@ def design_size(topology, num, P: int) -> dict:
         mems = tables + [(w1, ww), (n1, bw), (n1, drive_bits), (n1, 1), (n_in, sw),
                          (n1, bits_for(S) + bits_for(n_pairs))]  # weights, biases, drives, targets, inputs,
         # bias constants
-        mems += [(max(3 * m, 1), sw) for m in owned]  # the state banks: a copy of every lane's states
+        mems += [(bank_depth(m), sw) for m in owned]  # the state banks: a copy of every lane's states
         words += sum(d for d, _ in mems)
         bits += sum(d * w for d, w in mems)
         conn_total += sum(d * w for d, w in tables)

@@ -24,13 +24,13 @@ multiplexing of the memories' ports between the relaxation, the update and the h
 
 from __future__ import annotations
 
-from amaranth.hdl import MemoryData, Module, Mux, signed
+from amaranth.hdl import MemoryData, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .enums import LaneMode, Walk
 from .params import CoreParams
-from .units import FaninStore, HostPort, MacPipeline, NeuronUnit, StateBanks, UpdateUnit, buffer_offset
+from .units import FaninStore, HostPort, MacPipeline, NeuronUnit, StateBanks, UpdateUnit, bank_address
 from .units.signatures import (
     bank_list,
     bank_write_signature,
@@ -118,7 +118,17 @@ class Lane(wiring.Component):
         b_rd, t_rd, x_rd = bmem.read_port(), tmem.read_port(), xmem.read_port()
         d_rd, d_wr = dmem.read_port(), dmem.write_port()
         c = self.ctrl
-        idle, updating = ~self.busy, upd.busy
+        # The read addresses' selects come from registers, not from the units' busy flags
+        # (docs/rtl.md "Bank addresses"): ``units``, the units own the read ports (set by a
+        # start, held while any unit is busy and for one cycle after: the controller, the host
+        # and the arg-max take the ports a cycle after the lanes' busy falls), and ``updating``,
+        # the controller's mode (UPDATE from the update's start until the core is idle again).
+        # ``idle`` (not ``units``) gates the host's writes and points the weight memory at the
+        # host's address.
+        units = Signal()
+        m.d.sync += units.eq(c.start | self.busy)
+        idle = ~units
+        updating = c.mode == LaneMode.UPDATE
 
         def fit(v, port):  # v as wide as the port it drives (the assignment would drop the rest)
             return v[:len(port)] if len(v) > len(port) else v
@@ -150,33 +160,35 @@ class Lane(wiring.Component):
             *[d.eq(banks.src_data[w]) for w in range(p.layout.P) for d in
               (mac.bank_data[w], upd.bank_data[w], hp.bank_data[w])],
             # read addresses: the host while idle, else the update or the relaxation
-            b_rd.addr.eq(Mux(self.busy, mux(updating, upd.bias_addr, neu.rd_loc, b_rd.addr),
+            b_rd.addr.eq(Mux(units, mux(updating, upd.bias_addr, neu.rd_loc, b_rd.addr),
                              fit(hp.host.addr, b_rd.addr))),
             t_rd.addr.eq(neu.rd_loc),
             x_rd.addr.eq(mux(updating, upd.rd.src, mac.src_loc, x_rd.addr)),
-            banks.src_buf.eq(Mux(self.busy, Mux(updating, Mux(upd.rd.sb, c.sb_buf, c.s0_buf), c.rd_buf),
+            banks.src_buf.eq(Mux(units, Mux(updating, Mux(upd.rd.sb, c.sb_buf, c.s0_buf), c.rd_buf),
                                  hp.bank_buf)),
-            banks.src_loc.eq(Mux(self.busy, mux(updating, upd.rd.src, mac.src_loc, banks.src_loc),
+            banks.src_loc.eq(Mux(units, mux(updating, upd.rd.src, mac.src_loc, banks.src_loc),
                                  fit(hp.bank_loc, banks.src_loc))),
             banks.own_buf.eq(Mux(updating, Mux(upd.rd.sb, c.sb_buf, c.s0_buf), c.rd_buf)),
             banks.own_loc.eq(Mux(updating, upd.rd.own, neu.rd_loc)),
         ]
-        # writes: the update's, else the host's (only while idle)
+        # writes: the update's, else the host's (only while idle; the two never meet, so the
+        # unit's write enable selects, not a decode of the host's access)
         for port, unit_wr, host_wr in ((fan.wr, upd.w_wr, hp.weight_wr), (bmem.write_port(), upd.b_wr, hp.bias_wr)):
             m.d.comb += [port.en.eq(unit_wr.en | (idle & host_wr.en)),
-                         port.addr.eq(mux(updating, unit_wr.addr, host_wr.addr, port.addr)),
-                         port.data.eq(Mux(updating, unit_wr.data, host_wr.data))]
+                         port.addr.eq(mux(unit_wr.en, unit_wr.addr, host_wr.addr, port.addr)),
+                         port.data.eq(Mux(unit_wr.en, unit_wr.data, host_wr.data))]
         for port, host_wr in ((tmem.write_port(), hp.target_wr), (xmem.write_port(), hp.input_wr)):
             m.d.comb += [port.en.eq(idle & host_wr.en), port.addr.eq(fit(host_wr.addr, port.addr)),
                          port.data.eq(host_wr.data)]
         # this lane's results (its bank, the write buffer), to every lane; the banks take the
-        # host's start states while idle
+        # host's start states while idle (a lane's result write, a register of its NeuronUnit,
+        # selects: the host writes only while the core is idle, when no lane writes)
         res = neu.result
         m.d.comb += [self.result.en.eq(res.en), self.result.data.eq(res.data),
-                     self.result.addr.eq(buffer_offset(c.wr_buf, self.n_own) + res.addr)]
+                     self.result.addr.eq(bank_address(c.wr_buf, res.addr, self.n_own))]
         for w in range(p.layout.P):
             host_wr, lane_wr = hp.state_wr[w], self.bank_in[w]
             m.d.comb += [banks.write[w].en.eq(lane_wr.en | (idle & host_wr.en)),
-                         banks.write[w].addr.eq(Mux(host_wr.en, host_wr.addr, lane_wr.addr)),
-                         banks.write[w].data.eq(Mux(host_wr.en, host_wr.data, lane_wr.data))]
+                         banks.write[w].addr.eq(Mux(lane_wr.en, lane_wr.addr, host_wr.addr)),
+                         banks.write[w].data.eq(Mux(lane_wr.en, lane_wr.data, host_wr.data))]
         return m

@@ -471,7 +471,7 @@ def test_host_port_routes_writes_and_reads():
                 for w in (0, 1):
                     st = dut.state_wr[w]
                     assert ctx.get(st.en) == (region == Region.STATE and sel == w)
-                    assert ctx.get(st.addr) == 2 * sizes[w] + 2
+                    assert ctx.get(st.addr) == buffer_offset(2, sizes[w]) + 2
         ctx.set(h.we, 0)
         ctx.set(dut.weight, -3), ctx.set(dut.bias, -7), ctx.set(dut.bank_data[0], 11), ctx.set(dut.bank_data[1], 22)
         for region, sel, want in ((Region.WEIGHT, 1, -3), (Region.BIAS, 1, -7), (Region.S0, 0, 11),
@@ -556,7 +556,7 @@ def test_phase_controller_schedule(infer):
             if ctx.get(dut.done):
                 break
         assert not ctx.get(dut.busy) and ctx.get(dut.free_steps) == 3
-        step = busy_len + 2  # busy, then the launch cycle and the done detection
+        step = busy_len + 3  # busy, then the launch cycle, the registered busy and the done detection
         assert ctx.get(dut.cycles_free) == 3 * step
 
     _run(dut, bench)

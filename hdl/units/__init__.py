@@ -11,7 +11,7 @@ the lane's memories). Core: ``HostDecoder`` (registers, host bus, irq),
 """
 
 from .argmax import ArgMax
-from .banks import StateBanks, buffer_offset
+from .banks import StateBanks, bank_address, buffer_offset
 from .decoder import HostDecoder
 from .fanin import FaninStore, RomFaninStore
 from .lanehost import HostPort
@@ -21,4 +21,4 @@ from .phase import PhaseController
 from .update import UpdateUnit
 
 __all__ = ["ArgMax", "FaninStore", "HostDecoder", "HostPort", "MacPipeline", "NeuronUnit", "PhaseController",
-           "RomFaninStore", "StateBanks", "UpdateUnit", "buffer_offset"]
+           "RomFaninStore", "StateBanks", "UpdateUnit", "bank_address", "buffer_offset"]

@@ -8,8 +8,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..enums import Region
 from ..params import CoreParams, bits_for
-from .banks import buffer_offset
-from .signatures import bank_bits, bank_list, bank_write_signature, check_lane, host_field_bits, \
+from .banks import bank_address
+from .signatures import bank_list, bank_write_signature, check_lane, host_field_bits, loc_bits, \
     lane_host_signature, per_bank, write_signature
 
 BANK_REGIONS = (Region.STATE, Region.S0, Region.FINAL)
@@ -43,7 +43,7 @@ class HostPort(wiring.Component):
             "target_wr": Out(write_signature(fb, 1)),
             "input_wr": Out(write_signature(fb, sw)),
             **per_bank(params, "state_wr", lambda w: Out(bank_write_signature(params, w))),
-            "bank_buf": Out(2), "bank_loc": Out(bank_bits(params)),
+            "bank_buf": Out(2), "bank_loc": Out(loc_bits(params)),
             "weight": In(signed(num.weight_store.n_word)), "bias": In(signed(num.bias.n_word)),
             "bank_data": In(sw).array(params.layout.P),
         })
@@ -60,8 +60,8 @@ class HostPort(wiring.Component):
         for w, lane in enumerate(self.p.layout.lanes):
             port = self.state_wr[w]
             m.d.comb += [port.en.eq(h.we & (h.region == Region.STATE) & (h.sel == w)),
-                         port.addr.eq(buffer_offset(h.buf, len(lane.neurons)) + h.addr), port.data.eq(h.wdata)]
-        m.d.comb += [self.bank_buf.eq(h.buf), self.bank_loc.eq(h.addr)]
+                         port.addr.eq(bank_address(h.buf, h.addr, len(lane.neurons))), port.data.eq(h.wdata)]
+        m.d.comb += [self.bank_buf.eq(h.buf), self.bank_loc.eq(h.addr[:len(self.bank_loc)])]
         region_q = Signal(Region)
         sel_q = Signal(bits_for(self.p.layout.P))
         m.d.sync += [region_q.eq(h.region), sel_q.eq(h.sel)]

@@ -45,8 +45,8 @@ class PhaseController(wiring.Component):
     ``cycles_total`` (out: the last example's cycles).
     """
 
-    STEP_OVERHEAD = 1  # the launch cycle of each step (and of the drive pass)
-    UPDATE_OVERHEAD = 2  # launch and done detection of the update pass
+    STEP_OVERHEAD = 2  # the launch cycle of each step (and of the drive pass), the registered lanes' busy
+    UPDATE_OVERHEAD = 3  # launch and done detection of the update pass, the registered lanes' busy
 
     def __init__(self, params: CoreParams):
         check_steps(params)
@@ -71,7 +71,13 @@ class PhaseController(wiring.Component):
         ph, ctl = self.phase, self.lanes
         self._infer, self._quiet = Signal(name="infer"), Signal(16, name="quiet")  # quiet: consecutive quiet steps
         self._step, self._nudge_base = Signal(16, name="step"), Signal(32, name="nudge_base")
-        launched = Signal()  # one cycle after a launch, before the lanes' busy can be read
+        launched, launched2 = Signal(), Signal()  # one and two cycles after a launch
+        # The lanes' busy and moved flags, registered (the lanes are far from the controller: a
+        # path from their units' flags through this FSM into its registers' enables was the
+        # UP5K's critical path): a step's end is seen one cycle later; ``launched2`` covers the
+        # cycle after a launch, before a lane's busy reaches ``busy_q``.
+        busy_q, moved_q = Signal(), Signal()
+        m.d.sync += [busy_q.eq(self.lanes_busy), moved_q.eq(self.lanes_moved)]
         # The step compares, registered from the step and quiet counters (they change only when
         # a step ends or at a start, and the next step ends three cycles later at the
         # earliest; where it ends sooner, the phase has no steps and the compare is false)
@@ -79,9 +85,13 @@ class PhaseController(wiring.Component):
         m.d.sync += [self._more_free.eq(self._step + 1 < self.n_free),
                      self._more_nudged.eq(self._step + 1 < self.n_nudged),
                      self._quiet_hit.eq((self.settle_steps != 0) & (self._quiet + 1 >= self.settle_steps))]
-        m.d.comb += [self.busy.eq(ph != Phase.IDLE), ctl.nudge.eq(ph == Phase.NUDGED)]
-        m.d.sync += [ctl.start.eq(0), launched.eq(ctl.start)]
-        lanes_done = ~ctl.start & ~launched & ~self.lanes_busy  # the step (or the update) is over
+        # ``busy`` (phase != IDLE) is a register of its own, set and cleared with the phase: it
+        # gates every host write (HostDecoder), and a decode of ``phase`` there was the head of
+        # the 8-lane design's critical path on the ECP5
+        m.d.comb += ctl.nudge.eq(ph == Phase.NUDGED)
+        m.d.sync += [ctl.start.eq(0), launched.eq(ctl.start), launched2.eq(launched)]
+        lanes_done = ~ctl.start & ~launched & ~launched2 & ~busy_q  # the step (or the update) is over
+        self._moved = moved_q
         with m.If(self.busy):
             m.d.sync += self.cycles_total.eq(self.cycles_total + 1)
         with m.Switch(ph):
@@ -102,10 +112,10 @@ class PhaseController(wiring.Component):
             with m.Case(Phase.UPDATE):
                 m.d.sync += self.cycles_update.eq(self.cycles_update + 1)
                 with m.If(lanes_done):
-                    m.d.sync += [ph.eq(Phase.IDLE), self.done.eq(1), ctl.mode.eq(LaneMode.RELAX)]
+                    m.d.sync += [ph.eq(Phase.IDLE), self.busy.eq(0), self.done.eq(1), ctl.mode.eq(LaneMode.RELAX)]
             with m.Case(Phase.ARGMAX):
                 with m.If(self.argmax_done):
-                    m.d.sync += [ph.eq(Phase.IDLE), self.argmax_run.eq(0), self.done.eq(1)]
+                    m.d.sync += [ph.eq(Phase.IDLE), self.busy.eq(0), self.argmax_run.eq(0), self.done.eq(1)]
         return m
 
     def _begin(self, m):
@@ -123,7 +133,7 @@ class PhaseController(wiring.Component):
                      self.cycles_nudged.eq(0), self.cycles_update.eq(0), self.cycles_total.eq(0),
                      self._quiet.eq(0), self.free_steps.eq(0), ctl.ev_base.eq(ex_base),
                      self._nudge_base.eq((ex_base + p.n_free * S)[:32]),
-                     self.phase.eq(Phase.DRIVE), ctl.start.eq(1), ctl.mode.eq(LaneMode.DRIVE)]
+                     self.phase.eq(Phase.DRIVE), self.busy.eq(1), ctl.start.eq(1), ctl.mode.eq(LaneMode.DRIVE)]
 
     def _relax(self, m):
         """The drive pass is over: the free phase's first step (or, without free steps, the
@@ -142,9 +152,9 @@ class PhaseController(wiring.Component):
         S = p.layout.S
         step_next = (step + 1)[:16]
         # §4a: a free step is quiet when no lane saw a change above settle_tol
-        quiet_next = Mux(self.lanes_moved, 0, (self._quiet + 1)[:16])
+        quiet_next = Mux(self._moved, 0, (self._quiet + 1)[:16])
         # (quiet_next >= settle_steps != 0 without a moved lane; registered: _quiet_hit)
-        settled = free & ~self.lanes_moved & self._quiet_hit
+        settled = free & ~self._moved & self._quiet_hit
         m.d.sync += self._quiet.eq(quiet_next)
         more = Mux(free, self._more_free, self._more_nudged)  # step_next < the phase's steps
         with m.If(more & ~settled):

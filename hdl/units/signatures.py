@@ -48,11 +48,27 @@ def check_words(name: str, values, count: int, fmt) -> list[int]:
     return [int(v) for v in values]
 
 
+N_BUFFERS = 3  # state buffers per bank (docs/hardware.md: two for the relaxation, one for s^0)
+
+
+def buffer_bits(n: int) -> int:
+    """Bits of a neuron's index in a buffer of a bank of ``n`` neurons: buffers start at
+    multiples of 2^buffer_bits >= n, so that a bank address is the buffer's number and the
+    index side by side (``banks.bank_address``: wires, no adder on the bank's address path)."""
+    return (n - 1).bit_length() if n > 1 else 0
+
+
+def bank_depth(n: int) -> int:
+    """Words of a state bank of ``n`` neurons: three buffers of 2^buffer_bits(n) words (the
+    last buffer's tail and each buffer's words past ``n`` unused)."""
+    return N_BUFFERS << buffer_bits(n) if n > 0 else 1
+
+
 def bank_bits(params: CoreParams, w: int | None = None) -> int:
-    """Address bits of state bank ``w``: three buffers of lane ``w``'s neurons (None: of the
-    largest lane's, the width of an address that any bank takes)."""
+    """Address bits of state bank ``w`` (None: of the largest lane's, the width of an address
+    that any bank takes)."""
     lay = params.layout
-    return bits_for(3 * (lay.neurons_per_lane if w is None else len(lay.lanes[w].neurons)))
+    return bits_for(bank_depth(lay.neurons_per_lane if w is None else len(lay.lanes[w].neurons)))
 
 
 def loc_bits(params: CoreParams) -> int:
