@@ -53,7 +53,7 @@ class AxiLiteCore(wiring.Component):
         aw_got, w_got, ar_got = Signal(), Signal(), Signal()
         aw_addr, ar_addr = Signal(ADDR_BITS), Signal(ADDR_BITS)
         w_data, w_strb = Signal(32), Signal(4)
-        reading = Signal()  # a read was issued to the core last cycle: its data is on rdata now
+        reading = Signal()  # a read was issued to the core, its rvalid not seen yet
         bvalid, bresp, rvalid, rdata = Signal(), Signal(2), Signal(), Signal(32)
         m.d.comb += [a("awready").eq(~aw_got), a("wready").eq(~w_got), a("arready").eq(~ar_got),
                      a("bvalid").eq(bvalid), a("bresp").eq(bresp),
@@ -73,7 +73,8 @@ class AxiLiteCore(wiring.Component):
         m.d.comb += [do_write.eq(aw_got & w_got & ~bvalid & ~reading),
                      do_read.eq(ar_got & ~rvalid & ~reading & ~do_write)]
         full = w_strb == 0b1111
-        m.d.sync += reading.eq(do_read)
+        with m.If(do_read):
+            m.d.sync += reading.eq(1)
         with m.If(do_write):
             # a write while busy goes to the core too, which drops it and sets status bit 2
             m.d.comb += [bus.addr.eq(aw_addr), bus.wdata.eq(w_data), bus.we.eq(full)]
@@ -81,6 +82,6 @@ class AxiLiteCore(wiring.Component):
                          bresp.eq(((core.busy | ~full) * RESP_SLVERR)[:2])]
         with m.Elif(do_read):
             m.d.comb += [bus.addr.eq(ar_addr), bus.re.eq(1)]
-        with m.If(reading):
-            m.d.sync += [rdata.eq(bus.rdata), rvalid.eq(1), ar_got.eq(0)]
+        with m.If(reading & bus.rvalid):
+            m.d.sync += [rdata.eq(bus.rdata), rvalid.eq(1), ar_got.eq(0), reading.eq(0)]
         return m

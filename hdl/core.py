@@ -30,7 +30,7 @@ steps and its events start at the example's base + n_free * S (§5), wherever
 the free phase stopped.
 The host talks to the core through ``HOST_BUS``, a plain synchronous
 register/memory bus (address, write data, write enable, read enable; read
-data returns one cycle after the read enable). The memory map and the cycle
+data returns with ``rvalid``, ``READ_LATENCY`` = 2 cycles after the read enable). The memory map and the cycle
 model are described in the generator's manifest (``generate.py``).
 """
 
@@ -77,8 +77,8 @@ class Core(wiring.Component):
     """The core: P lanes, the phase controller, the arg-max and the host decoder.
 
     Ports: ``bus`` (in, HOST_BUS: ``addr[24]`` word address ``(Region << 20) | offset``,
-    ``wdata[32]``, ``we``, ``re`` from the host; ``rdata[32]``, ``rvalid`` one cycle after
-    ``re``), ``busy`` (out: status bit 0) and ``irq`` (out, level: high from the end of an
+    ``wdata[32]``, ``we``, ``re`` from the host; ``rdata[32]`` with ``rvalid``, two cycles
+    after ``re``), ``busy`` (out: status bit 0) and ``irq`` (out, level: high from the end of an
     example until the host reads ``status`` or starts the next one).
 
     ``lane_weights``, ``lane_biases``: the initial stored weights and biases of every lane
@@ -140,11 +140,11 @@ class Core(wiring.Component):
 def cycle_model(p: CoreParams) -> dict:
     """Cycles per step, phase and example, as formulas and numbers (the manifest's):
 
-        drive  = max lane drive entries + MAC latency (6) + drive latency (3) + controller (1)
-        step   = max lane step entries + MAC latency (6) + neuron latency (7) + controller (1)
+        drive  = max lane drive entries + MAC latency (6) + drive latency (3) + controller (2)
+        step   = max lane step entries + MAC latency (6) + neuron latency (7) + controller (2)
         update = max over lanes (9 x entries that write + 3 x the others + 9 x neurons)
-                 + controller (2)
-        argmax = n_out + 2
+                 + controller (3)
+        argmax = n_out + 3
         training example  = drive + t x step + n_nudged x step + update
         inference example = drive + t x step + argmax
 
@@ -189,7 +189,7 @@ def cycle_model(p: CoreParams) -> dict:
         "train_rest": drive + nudged + update,
         "inference_rest": drive + argmax,
         "example_formula": "training: t x step + train_rest (drive + nudged + update); inference: t x step + "
-                           "inference_rest (drive + arg-max: n_out + 2); t = n_free without the settle rule",
+                           "inference_rest (drive + arg-max: n_out + 3); t = n_free without the settle rule",
         "mac_utilisation": lay.total_macs / (lay.P * step),
     }
 

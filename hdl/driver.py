@@ -160,6 +160,8 @@ class AmaranthBus:
         c.set(b.re, 1)
         await c.tick()
         c.set(b.re, 0)
+        while not c.get(b.rvalid):
+            await c.tick()
         return c.get(b.rdata)
 
 

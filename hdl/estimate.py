@@ -120,7 +120,10 @@ def memories(p: CoreParams) -> list[Mem]:
 
 ICE40_EBR = ((16, 256), (8, 512), (4, 1024), (2, 2048))  # SB_RAM40_4K: (width, depth)
 ECP5_DP16KD = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
-SMALL_DEPTH = 64  # ECP5: at most this deep -> LUT RAM (RAM) or logic (ROM); iCE40 ROMs -> logic
+SMALL_DEPTH = 64  # at most this deep: an ECP5 ROM -> logic; an iCE40 ROM -> logic
+# ECP5 RAMs: Yosys's memory_libmap costs (share/lattice/lutrams_trellis.txt, brams_16kd.txt): a
+# 16 x 4 DPR16X4 costs 4, a DP16KD 128; the cheaper wins (a 96 x 8 bank read twice: LUT RAM)
+ECP5_LUTRAM_COST, ECP5_DP16KD_COST = 4, 128
 SMALL_ROM_BITS = 2048  # a ROM of at most this many bits -> logic (a 110 x 7 table: LUTs, 300 x 33: block RAM)
 ICE40_SMALL_BITS = 64  # iCE40: a RAM of fewer bits -> flip-flops
 
@@ -164,11 +167,13 @@ def map_memory(mem: Mem, family: str, spram: bool = False) -> dict:
         return {"BRAM": mem.reads * _blocks(width, mem.depth, ICE40_EBR)}
     if mem.rom and mem.depth * width <= SMALL_ROM_BITS:
         return {"logic": _logic_luts(mem, width)}
-    if mem.depth <= SMALL_DEPTH:
-        if mem.rom:
-            return {"logic": _logic_luts(mem, width)}
-        return {"LUTRAM": mem.reads * math.ceil(mem.depth / 16) * math.ceil(width / 4)}
-    return {"DP16KD": mem.reads * _blocks(width, mem.depth, ECP5_DP16KD)}
+    if mem.rom and mem.depth <= SMALL_DEPTH:
+        return {"logic": _logic_luts(mem, width)}
+    lutram = math.ceil(mem.depth / 16) * math.ceil(width / 4)
+    blocks = _blocks(width, mem.depth, ECP5_DP16KD)
+    if not mem.rom and lutram * ECP5_LUTRAM_COST < blocks * ECP5_DP16KD_COST:
+        return {"LUTRAM": mem.reads * lutram}
+    return {"DP16KD": mem.reads * blocks}
 
 
 # ----------------------------------------------------------------- DSPs and logic

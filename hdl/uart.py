@@ -296,9 +296,10 @@ class UartBridge(wiring.Component):
                     with m.Else():
                         m.d.comb += bus.re.eq(1)
                         m.next = "READ"
-            with m.State("READ"):  # the core's rdata is valid one cycle after re
-                m.d.comb += [load.eq(1), load_word.eq(bus.rdata), load_n.eq(4)]
-                m.next = "CMD"
+            with m.State("READ"):  # until the core's rvalid
+                with m.If(bus.rvalid):
+                    m.d.comb += [load.eq(1), load_word.eq(bus.rdata), load_n.eq(4)]
+                    m.next = "CMD"
         return m
 
 

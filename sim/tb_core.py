@@ -55,6 +55,9 @@ class CocotbBus:
         await RisingEdge(d.clk)
         d.bus__re.value = 0
         await ReadOnly()
+        while not (d.bus__rvalid.value.is_resolvable and int(d.bus__rvalid.value)):
+            await RisingEdge(d.clk)
+            await ReadOnly()
         raw = d.bus__rdata.value
         if not raw.is_resolvable:
             raise ValueError(f"read {addr:#x}: unresolved data {raw}")

@@ -477,7 +477,9 @@ def test_host_port_routes_writes_and_reads():
         for region, sel, want in ((Region.WEIGHT, 1, -3), (Region.BIAS, 1, -7), (Region.S0, 0, 11),
                                   (Region.FINAL, 1, 22), (Region.REG, 0, 0)):
             ctx.set(h.region, region), ctx.set(h.sel, sel)
-            await ctx.tick()  # rdata answers the previous cycle's region
+            await ctx.tick()
+            ctx.set(h.region, Region.REG)  # rdata holds the word of the region two cycles before
+            await ctx.tick()
             assert ctx.get(h.rdata) == want & 0xFFFFFFFF
 
     _run(dut, bench)
@@ -584,13 +586,15 @@ def test_argmax_first_of_equal_maxima():
 
     async def bench(ctx):
         ctx.set(dut.run, 1), ctx.set(dut.s0_buf, 1)
+        pending = 0  # the word read the cycle before (a HostPort's data is two cycles after its address)
         for cycle in range(dut.CYCLES):
             lane = dut.lane
             assert ctx.get(lane.region) == Region.S0 and ctx.get(lane.buf) == 1 and not ctx.get(lane.we)
             w, loc = ctx.get(lane.sel), ctx.get(lane.addr)
             assert ctx.get(dut.done) == (cycle == dut.CYCLES - 1)
             await ctx.tick()
-            ctx.set(lane.rdata, banks[w][loc] if loc < len(banks[w]) else 0)
+            ctx.set(lane.rdata, pending)
+            pending = banks[w][loc] if loc < len(banks[w]) else 0
         ctx.set(dut.run, 0)
         assert ctx.get(dut.pred) == 1
 

@@ -10,12 +10,14 @@ from ..enums import ADDR_BITS, REGION_SHIFT, Ctrl, Reg, Region, Status
 from ..params import CoreParams, bits_for
 from .signatures import check_steps, host_field_bits, lane_host_signature, rate_layout
 
+READ_LATENCY = 2  # re -> rvalid and rdata (a register on the lanes' side and one on the registers')
+
 HOST_BUS = wiring.Signature({
     "addr": Out(ADDR_BITS),  # word address: (Region << REGION_SHIFT) | offset
     "wdata": Out(32),
     "we": Out(1),  # a write is taken in the cycle we is high
     "re": Out(1),
-    "rdata": In(32),  # the read's data, one cycle after re
+    "rdata": In(32),  # the read's data, with rvalid: READ_LATENCY cycles after re
     "rvalid": In(1),
 })
 
@@ -107,23 +109,34 @@ class HostDecoder(wiring.Component):
         return m
 
     def _reads(self, m, region, off, fb, wr_err, writable):
-        """Reads: one cycle of latency; registers, or a lane's memory (states through lane 0)."""
+        """Reads: two cycles of latency (READ_LATENCY); a register's value as it is in the cycle
+        after ``re``, registered; a lane's memory word from the lane's HostPort, which registers
+        it (states through lane 0). The lanes' memories are the far end of the chip from the
+        bus: a memory's output, the lanes' multiplexer and the master's register in one cycle
+        was the ECP5's critical path (docs/rtl.md "Host reads")."""
         bus = self.bus
-        rq_region, rq_off = Signal.like(region), Signal.like(off)
-        m.d.sync += [bus.rvalid.eq(bus.re), rq_region.eq(region), rq_off.eq(off)]
+        re1 = Signal()
+        rq_region, rq_off = Signal.like(region), Signal.like(off)  # the cycle after re
+        nl = bits_for(self.p.layout.P)
+        rq2_region, rq2_lane = Signal.like(region), Signal(nl)  # the one after: region, the offset's lane
+        reg_q = Signal(32)
+        m.d.sync += [re1.eq(bus.re), bus.rvalid.eq(re1), rq_region.eq(region), rq_off.eq(off),
+                     rq2_region.eq(rq_region), rq2_lane.eq(rq_off[fb:fb + nl])]
         status = (self.busy * Status.BUSY.value) | (self.done * Status.DONE.value) | (wr_err * Status.WR_ERR.value)
         readable = {Reg.STATUS: status, **writable, Reg.PRED: self.pred,
                     Reg.CYCLES_FREE: self.cycles_free, Reg.CYCLES_NUDGED: self.cycles_nudged,
                     Reg.CYCLES_UPDATE: self.cycles_update, Reg.CYCLES_TOTAL: self.cycles_total,
                     Reg.FREE_STEPS: self.free_steps}
-        with m.Switch(rq_region):
+        with m.Switch(rq_off):
+            for reg, val in readable.items():
+                with m.Case(reg):
+                    m.d.sync += reg_q.eq(val)
+            with m.Default():
+                m.d.sync += reg_q.eq(0)
+        with m.Switch(rq2_region):
             with m.Case(Region.REG):
-                with m.Switch(rq_off):
-                    for reg, val in readable.items():
-                        with m.Case(reg):
-                            m.d.comb += bus.rdata.eq(val)
+                m.d.comb += bus.rdata.eq(reg_q)
             with m.Case(Region.WEIGHT, Region.BIAS):
-                lane = rq_off[fb:fb + bits_for(self.p.layout.P)]
-                m.d.comb += bus.rdata.eq(Array(h.rdata for h in self.lanes)[lane])
+                m.d.comb += bus.rdata.eq(Array(h.rdata for h in self.lanes)[rq2_lane])
             with m.Case(Region.STATE, Region.S0, Region.FINAL):
                 m.d.comb += bus.rdata.eq(self.lanes[0].rdata)

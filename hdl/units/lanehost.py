@@ -24,11 +24,11 @@ class HostPort(wiring.Component):
       lane (buffer ``host.buf``, 0). They come out on ``weight_wr``, ``bias_wr``,
       ``target_wr``, ``input_wr`` and ``state_wr`` (en, addr, data), for the lane to give
       the memories when they are not busy.
-    - reads (one cycle after the address): the lane points its FaninStore (weight), bias
+    - reads (two cycles after the address): the lane points its FaninStore (weight), bias
       memory and StateBanks source port (``bank_buf``, ``bank_loc``: bank ``sel``'s word in
       buffer ``buf``) at the host's address while it is idle; ``weight``, ``bias``,
-      ``bank_data[P]`` (in) come back and ``host.rdata`` answers by the region of the
-      previous cycle (the core reads states through lane 0).
+      ``bank_data[P]`` (in) come back the next cycle and ``host.rdata``, a register, holds
+      the word of that cycle's region the cycle after (the core reads states through lane 0).
     """
 
     def __init__(self, params: CoreParams, index: int):
@@ -67,9 +67,11 @@ class HostPort(wiring.Component):
         m.d.sync += [region_q.eq(h.region), sel_q.eq(h.sel)]
         with m.Switch(region_q):
             with m.Case(Region.WEIGHT):
-                m.d.comb += h.rdata.eq(self.weight)
+                m.d.sync += h.rdata.eq(self.weight)
             with m.Case(Region.BIAS):
-                m.d.comb += h.rdata.eq(self.bias)
+                m.d.sync += h.rdata.eq(self.bias)
             with m.Case(*BANK_REGIONS):
-                m.d.comb += h.rdata.eq(Array(self.bank_data)[sel_q])
+                m.d.sync += h.rdata.eq(Array(self.bank_data)[sel_q])
+            with m.Default():
+                m.d.sync += h.rdata.eq(0)
         return m

@@ -8,7 +8,7 @@
 //
 // Command file: one command a line, three hex fields "op addr data":
 //   0 ADDR DATA   write DATA at word address ADDR (host bus, one cycle of we)
-//   1 ADDR EXP    read ADDR (one cycle of re, data the next cycle) and compare with EXP
+//   1 ADDR EXP    read ADDR (one cycle of re, data with rvalid two cycles later) and compare with EXP
 //   2 0 LIMIT     poll status until done and not busy (bit 1 set, bit 0 clear), at most LIMIT reads
 //   3 0 0         end
 // The last line printed is "PASS: N reads equal" or "FAIL: K of N reads differ".
@@ -43,10 +43,15 @@ module tb_infer;
     end
   endtask
 
+  integer waited;
   task bus_read(input [23:0] ra, output [31:0] rd);
     begin
       @(negedge clk); addr = ra; re = 1'b1;
       @(negedge clk); re = 1'b0;
+      waited = 1;
+      while (rvalid !== 1'b1 && waited < 8) begin  // the core's READ_LATENCY is 2
+        @(negedge clk); waited = waited + 1;
+      end
       if (rvalid !== 1'b1) begin
         $display("line %0d: read %h: no rvalid", line, ra);
         bad = bad + 1;
