@@ -128,7 +128,19 @@ class Lane(wiring.Component):
         units = Signal()
         m.d.sync += units.eq(c.start | self.busy)
         idle = ~units
-        updating = c.mode == LaneMode.UPDATE
+        # The lane's own copies of the controller's mode and buffer numbers, taken at a start
+        # (they change only with one, or while no lane works): one register per lane, so that
+        # each reaches only its lane's address multiplexers (the controller's registers, each
+        # fanned out to every lane's banks, were the 8-lane demo's critical path on the ECP5).
+        # The enable has the lane's own ``units`` in it (always 0 at a start: the controller
+        # starts a step two cycles after the last lane's busy falls), which also keeps
+        # synthesis from merging the copies back into one register.
+        mode_r, rd_r, wr_r, s0_r, sb_r = (Signal.like(getattr(c, k), name=f"ctrl_{k}_r")
+                                          for k in ("mode", "rd_buf", "wr_buf", "s0_buf", "sb_buf"))
+        with m.If(c.start & ~units):
+            m.d.sync += [mode_r.eq(c.mode), rd_r.eq(c.rd_buf), wr_r.eq(c.wr_buf), s0_r.eq(c.s0_buf),
+                         sb_r.eq(c.sb_buf)]
+        updating = mode_r == LaneMode.UPDATE
 
         def fit(v, port):  # v as wide as the port it drives (the assignment would drop the rest)
             return v[:len(port)] if len(v) > len(port) else v
@@ -164,11 +176,11 @@ class Lane(wiring.Component):
                              fit(hp.host.addr, b_rd.addr))),
             t_rd.addr.eq(neu.rd_loc),
             x_rd.addr.eq(mux(updating, upd.rd.src, mac.src_loc, x_rd.addr)),
-            banks.src_buf.eq(Mux(units, Mux(updating, Mux(upd.rd.sb, c.sb_buf, c.s0_buf), c.rd_buf),
+            banks.src_buf.eq(Mux(units, Mux(updating, Mux(upd.rd.sb, sb_r, s0_r), rd_r),
                                  hp.bank_buf)),
             banks.src_loc.eq(Mux(units, mux(updating, upd.rd.src, mac.src_loc, banks.src_loc),
                                  fit(hp.bank_loc, banks.src_loc))),
-            banks.own_buf.eq(Mux(updating, Mux(upd.rd.sb, c.sb_buf, c.s0_buf), c.rd_buf)),
+            banks.own_buf.eq(Mux(updating, Mux(upd.rd.sb, sb_r, s0_r), rd_r)),
             banks.own_loc.eq(Mux(updating, upd.rd.own, neu.rd_loc)),
         ]
         # writes: the update's, else the host's (only while idle; the two never meet, so the
@@ -185,7 +197,7 @@ class Lane(wiring.Component):
         # selects: the host writes only while the core is idle, when no lane writes)
         res = neu.result
         m.d.comb += [self.result.en.eq(res.en), self.result.data.eq(res.data),
-                     self.result.addr.eq(bank_address(c.wr_buf, res.addr, self.n_own))]
+                     self.result.addr.eq(bank_address(wr_r, res.addr, self.n_own))]
         for w in range(p.layout.P):
             host_wr, lane_wr = hp.state_wr[w], self.bank_in[w]
             m.d.comb += [banks.write[w].en.eq(lane_wr.en | (idle & host_wr.en)),
