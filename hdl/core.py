@@ -116,7 +116,7 @@ class Core(wiring.Component):
         for ell in range(1, p.layout.P):
             wiring.connect(m, dec.lanes[ell], lanes[ell].host)
         m.d.comb += [
-            self.busy.eq(ctl.busy), self.irq.eq(dec.irq),
+            self.busy.eq(ctl.busy | dec.start), self.irq.eq(dec.irq),  # (busy from the start's cycle)
             ctl.start.eq(dec.start), ctl.infer.eq(dec.infer), ctl.example.eq(dec.example),
             ctl.update.eq(dec.update), ctl.n_free.eq(dec.n_free), ctl.n_nudged.eq(dec.n_nudged),
             ctl.settle_steps.eq(dec.settle_steps), ctl.argmax_done.eq(am.done),

@@ -64,7 +64,10 @@ class Lane(wiring.Component):
       (output neurons get the beta term, §4 step 4); ``rd_buf``, ``wr_buf``: the state
       buffers (0-2) a relaxation step reads and writes; ``s0_buf``, ``sb_buf``: where s^0
       and s^beta are, read by the update; ``ev_base``: the first random event of the step
-      (state stream: example base + t S) or of the update (u (n_slots + S)), §5.
+      (state stream: example base + t S) or of the update (u (n_slots + S)), §5. The lane
+      takes mode and buffers at ``start``, which must come after the first cycle in which
+      ``busy`` is low again (the controller's come two cycles after), and the host may use
+      its memories from that cycle on.
     - ``beta_neg`` (in, register): sigma = -1; ``settle_tol`` (in, register) and ``moved``
       (out, sticky until the next step starts): §4a; ``rate`` (in, registers): the update's
       multiplier M of each layer pair, §6.
@@ -118,28 +121,40 @@ class Lane(wiring.Component):
         b_rd, t_rd, x_rd = bmem.read_port(), tmem.read_port(), xmem.read_port()
         d_rd, d_wr = dmem.read_port(), dmem.write_port()
         c = self.ctrl
-        # The read addresses' selects come from registers, not from the units' busy flags
-        # (docs/rtl.md "Bank addresses"): ``units``, the units own the read ports (set by a
-        # start, held while any unit is busy and for one cycle after: the controller, the host
-        # and the arg-max take the ports a cycle after the lanes' busy falls), and ``updating``,
-        # the controller's mode (UPDATE from the update's start until the core is idle again).
-        # ``idle`` (not ``units``) gates the host's writes and points the weight memory at the
-        # host's address.
+        # The ports' selects come from registers, not from the units' busy flags (docs/rtl.md
+        # "Bank addresses, registered selects, two-cycle host reads"): ``units``, the units own
+        # the memories' ports (set by a start, held while any unit is busy and for one cycle
+        # after; the controller sees a step's end two cycles after the lanes' busy falls, and
+        # only then can the host or the arg-max use them); ``idle`` = not ``units`` gates the
+        # host's writes and points the weight memory at the host's address; ``updating``: the
+        # lane's copy of the controller's mode is UPDATE.
         units = Signal()
         m.d.sync += units.eq(c.start | self.busy)
         idle = ~units
-        # The lane's own copies of the controller's mode and buffer numbers, taken at a start
-        # (they change only with one, or while no lane works): one register per lane, so that
-        # each reaches only its lane's address multiplexers (the controller's registers, each
-        # fanned out to every lane's banks, were the 8-lane demo's critical path on the ECP5).
-        # The enable has the lane's own ``units`` in it (always 0 at a start: the controller
-        # starts a step two cycles after the last lane's busy falls), which also keeps
-        # synthesis from merging the copies back into one register.
-        mode_r, rd_r, wr_r, s0_r, sb_r = (Signal.like(getattr(c, k), name=f"ctrl_{k}_r")
-                                          for k in ("mode", "rd_buf", "wr_buf", "s0_buf", "sb_buf"))
-        with m.If(c.start & ~units):
-            m.d.sync += [mode_r.eq(c.mode), rd_r.eq(c.rd_buf), wr_r.eq(c.wr_buf), s0_r.eq(c.s0_buf),
-                         sb_r.eq(c.sb_buf)]
+        ctrl_keys = ("mode", "rd_buf", "wr_buf", "s0_buf", "sb_buf", "nudge", "ev_base")
+        if p.layout.P > 1:
+            # With several lanes, each lane's own copies of the controller's mode, buffer
+            # numbers, nudge and event base, taken at a start (they change only with one, or
+            # while no lane works), so that each register reaches only its lane's logic (the
+            # controller's, each fanned out to every lane's banks, were the 8-lane demo's
+            # critical path on the ECP5). The enable has the lane's own ``units`` in it (always
+            # 0 at a start: the controller starts a step two cycles after the last lane's busy
+            # falls), which also keeps synthesis from merging the copies back into one.
+            mode_r, rd_r, wr_r, s0_r, sb_r, nudge_r, ev_r = (Signal.like(getattr(c, k), name=f"ctrl_{k}_r")
+                                                             for k in ctrl_keys)
+            with m.If(c.start & ~units):
+                m.d.sync += [mode_r.eq(c.mode), rd_r.eq(c.rd_buf), wr_r.eq(c.wr_buf), s0_r.eq(c.s0_buf),
+                             sb_r.eq(c.sb_buf), nudge_r.eq(c.nudge), ev_r.eq(c.ev_base)]
+            # Likewise the host's registers the units read (they change only while the core is
+            # idle), taken while the lane is idle (the decoder's beta_neg, fanned out to every
+            # lane's update, was a 15 ns route on the ECP5).
+            beta_neg_r, tol_r = Signal(name="beta_neg_r"), Signal.like(self.settle_tol, name="settle_tol_r")
+            rate_r = Signal.like(self.rate, name="rate_r")
+            with m.If(idle):
+                m.d.sync += [beta_neg_r.eq(self.beta_neg), tol_r.eq(self.settle_tol), rate_r.eq(self.rate)]
+        else:  # one lane: no fan-out to cut, and the UP5K designs have no logic to spare
+            mode_r, rd_r, wr_r, s0_r, sb_r, nudge_r, ev_r = (getattr(c, k) for k in ctrl_keys)
+            beta_neg_r, tol_r, rate_r = self.beta_neg, self.settle_tol, self.rate
         updating = mode_r == LaneMode.UPDATE
 
         def fit(v, port):  # v as wide as the port it drives (the assignment would drop the rest)
@@ -161,9 +176,9 @@ class Lane(wiring.Component):
             fan.advance.eq(mac.advance | upd.advance), mac.last.eq(fan.last), upd.last.eq(fan.last),
             upd.pos.eq(fan.pos), fan.host_rd.eq(idle), fan.host_addr.eq(hp.host.addr),
             upd.start.eq(c.start & (c.mode == LaneMode.UPDATE)),
-            neu.nudge.eq(c.nudge), neu.beta_neg.eq(self.beta_neg), upd.beta_neg.eq(self.beta_neg),
-            neu.ev_base.eq(c.ev_base), upd.ev_base.eq(c.ev_base), neu.settle_tol.eq(self.settle_tol),
-            upd.rate.eq(self.rate),
+            neu.nudge.eq(nudge_r), neu.beta_neg.eq(beta_neg_r), upd.beta_neg.eq(beta_neg_r),
+            neu.ev_base.eq(ev_r), upd.ev_base.eq(ev_r), neu.settle_tol.eq(tol_r),
+            upd.rate.eq(rate_r),
             # read data to every reader
             mac.entry.eq(fan.entry), mac.weight.eq(fan.weight >> p.mac_shift), upd.entry.eq(fan.entry),
             upd.weight.eq(fan.weight), mac.x_data.eq(x_rd.data), upd.x_data.eq(x_rd.data),
@@ -175,10 +190,11 @@ class Lane(wiring.Component):
             b_rd.addr.eq(Mux(units, mux(updating, upd.bias_addr, neu.rd_loc, b_rd.addr),
                              fit(hp.host.addr, b_rd.addr))),
             t_rd.addr.eq(neu.rd_loc),
-            x_rd.addr.eq(mux(updating, upd.rd.src, mac.src_loc, x_rd.addr)),
+            # the source reads, the MAC's and the update's: the FaninStore's entry.saddr (mac.src_loc)
+            x_rd.addr.eq(fit(mac.src_loc, x_rd.addr)),
             banks.src_buf.eq(Mux(units, Mux(updating, Mux(upd.rd.sb, sb_r, s0_r), rd_r),
                                  hp.bank_buf)),
-            banks.src_loc.eq(Mux(units, mux(updating, upd.rd.src, mac.src_loc, banks.src_loc),
+            banks.src_loc.eq(Mux(units, fit(mac.src_loc, banks.src_loc),
                                  fit(hp.bank_loc, banks.src_loc))),
             banks.own_buf.eq(Mux(updating, Mux(upd.rd.sb, sb_r, s0_r), rd_r)),
             banks.own_loc.eq(Mux(updating, upd.rd.own, neu.rd_loc)),

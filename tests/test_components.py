@@ -429,7 +429,8 @@ def test_update_unit_equals_the_model_learn(lane, rounding, host_rates):
         cycles, pos = 0, 0  # the FaninStore's walk, restarted by the start
         while ctx.get(dut.busy):
             ctx.set(dut.pos, pos), ctx.set(dut.last, pos == len(rows) - 1)
-            ea, sb_, src, o, bl = pos, *(ctx.get(v) for v in (dut.rd.sb, dut.rd.src, dut.rd.own, dut.bias_addr))
+            # (the source's index: the entry's saddr, as the lane reads it)
+            ea, sb_, src, o, bl = pos, *(ctx.get(v) for v in (dut.rd.sb, dut.entry.saddr, dut.rd.own, dut.bias_addr))
             for wr, mem in ((dut.w_wr, got_w), (dut.b_wr, got_b)):
                 if ctx.get(wr.en):
                     mem[ctx.get(wr.addr)] = ctx.get(wr.data)
@@ -499,14 +500,15 @@ def test_host_decoder_registers_status_and_irq():
             assert await bus.read(addr(reg)) == 40 + k
         ctx.set(dut.cycles_total, 999)
         assert await bus.read(addr(Reg.CYCLES_TOTAL)) == 999
-        # the start command: one cycle, with the inference bit
+        # the start command: one cycle, registered (the cycle after the write), with the inference bit
         ctx.set(dut.bus.addr, addr(Reg.CTRL)), ctx.set(dut.bus.wdata, (Ctrl.START | Ctrl.INFER).value)
         ctx.set(dut.bus.we, 1)
-        assert ctx.get(dut.start) and ctx.get(dut.infer)
-        ctx.set(dut.busy, 1)
-        assert not ctx.get(dut.start)  # ignored while busy ...
+        assert not ctx.get(dut.start)
         await ctx.tick()
-        ctx.set(dut.bus.we, 0)
+        assert ctx.get(dut.start) and ctx.get(dut.infer)
+        await ctx.tick()  # the same write again, while the first start is on its way
+        assert not ctx.get(dut.start)  # ignored while busy ...
+        ctx.set(dut.bus.we, 0), ctx.set(dut.busy, 1)
         st = Status(await bus.read(addr(Reg.STATUS)))
         assert st == Status.BUSY | Status.WR_ERR  # ... and flagged
         await bus.write(addr(Reg.EXAMPLE), 1)  # dropped while busy

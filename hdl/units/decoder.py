@@ -37,8 +37,9 @@ class HostDecoder(wiring.Component):
     Ports: ``bus`` (in); ``busy``, ``done`` (in: the controller's); ``s0_buf``, ``final_buf``
     (in: where s^0 and the final state are); the read-only registers ``pred``,
     ``cycles_free``, ``cycles_nudged``, ``cycles_update``, ``cycles_total``, ``free_steps``
-    (in); ``start`` (out, one cycle: a write of ``Ctrl.START`` while idle) with ``infer``
-    (``Ctrl.INFER`` of that write); the read/write registers ``beta_neg``, ``example``,
+    (in); ``start`` (out, one cycle, registered: the cycle after a write of ``Ctrl.START``
+    while idle) with ``infer`` (``Ctrl.INFER`` of that write); writes are refused and the
+    status reads busy from the start write on (``busy`` or ``start``); the read/write registers ``beta_neg``, ``example``,
     ``update``, ``n_free``, ``n_nudged``, ``settle_tol``, ``settle_steps`` (out, reset to
     the design's values); ``rate`` (out: the registers ``Reg.RATE + q``, the on-chip
     update's multiplier M of each layer pair q, reset to the design's, §6); ``irq`` (out, level: set when ``done`` rises, cleared by a read of
@@ -74,18 +75,23 @@ class HostDecoder(wiring.Component):
         m = Module()
         bus, fb = self.bus, host_field_bits(self.p)
         region, off = bus.addr[REGION_SHIFT:], bus.addr[:REGION_SHIFT]
-        reg_we = bus.we & (region == Region.REG) & ~self.busy
+        # ``start`` is registered (the cycle after the write): the controller's start reaches
+        # enables all over the chip, and the bus decode in front of it was the UP5K's critical
+        # path. ``busy``: the core's, or a start on its way (both refuse writes alike).
+        busy = Signal()
+        m.d.comb += busy.eq(self.busy | self.start)
+        reg_we = bus.we & (region == Region.REG) & ~busy
         ctrl, status = Ctrl(bus.wdata[:2]), Status(bus.wdata[:3])  # a write's bits, by name
-        m.d.comb += [self.start.eq(reg_we & (off == Reg.CTRL) & _has(ctrl, Ctrl.START)),
+        m.d.sync += [self.start.eq(reg_we & (off == Reg.CTRL) & _has(ctrl, Ctrl.START)),
                      self.infer.eq(_has(ctrl, Ctrl.INFER))]
         buf = Mux(region == Region.S0, self.s0_buf, Mux(region == Region.FINAL, self.final_buf, 0))
         for h in self.lanes:
             m.d.comb += [h.region.eq(region), h.sel.eq(off[fb:]), h.addr.eq(off[:fb]), h.buf.eq(buf),
-                         h.wdata.eq(bus.wdata), h.we.eq(bus.we & ~self.busy)]
+                         h.wdata.eq(bus.wdata), h.we.eq(bus.we & ~busy)]
         # status bit 2: a write while busy is dropped (every region) and sets it; a write of
         # status with bit 2 set clears it (while idle)
         wr_err = Signal()
-        with m.If(bus.we & self.busy):
+        with m.If(bus.we & busy):
             m.d.sync += wr_err.eq(1)
         with m.Elif(reg_we & (off == Reg.STATUS) & _has(status, Status.WR_ERR)):
             m.d.sync += wr_err.eq(0)
@@ -105,10 +111,10 @@ class HostDecoder(wiring.Component):
                 for reg, sig in writable.items():
                     with m.Case(reg):
                         m.d.sync += sig.eq(bus.wdata)
-        self._reads(m, region, off, fb, wr_err, writable)
+        self._reads(m, region, off, fb, wr_err, writable, busy)
         return m
 
-    def _reads(self, m, region, off, fb, wr_err, writable):
+    def _reads(self, m, region, off, fb, wr_err, writable, busy):
         """Reads: two cycles of latency (READ_LATENCY); a register's value as it is in the cycle
         after ``re``, registered; a lane's memory word from the lane's HostPort, which registers
         it (states through lane 0). The lanes' memories are the far end of the chip from the
@@ -122,7 +128,7 @@ class HostDecoder(wiring.Component):
         reg_q = Signal(32)
         m.d.sync += [re1.eq(bus.re), bus.rvalid.eq(re1), rq_region.eq(region), rq_off.eq(off),
                      rq2_region.eq(rq_region), rq2_lane.eq(rq_off[fb:fb + nl])]
-        status = (self.busy * Status.BUSY.value) | (self.done * Status.DONE.value) | (wr_err * Status.WR_ERR.value)
+        status = (busy * Status.BUSY.value) | (self.done * Status.DONE.value) | (wr_err * Status.WR_ERR.value)
         readable = {Reg.STATUS: status, **writable, Reg.PRED: self.pred,
                     Reg.CYCLES_FREE: self.cycles_free, Reg.CYCLES_NUDGED: self.cycles_nudged,
                     Reg.CYCLES_UPDATE: self.cycles_update, Reg.CYCLES_TOTAL: self.cycles_total,

@@ -15,10 +15,11 @@ from .signatures import (check_lane, check_rounding, entry_bits, entry_layout, l
 
 
 def update_read_signature(params: CoreParams) -> wiring.Signature:
-    """UpdateUnit -> the lane: the state and input reads it needs (data one cycle later)."""
+    """UpdateUnit -> the lane: the state reads it needs (data one cycle later). The source's
+    index is the entry's ``saddr``, held by the FaninStore until the walk moves on (the same
+    field the MacPipeline reads at): the lane addresses the source read with it directly."""
     return wiring.Signature({
         "sb": Out(1),  # read the s^beta buffer (else s^0)
-        "src": Out(entry_layout(params).members["saddr"]),  # source: input index or local index
         "own": Out(loc_bits(params)),  # neuron i's local index
     })
 
@@ -37,8 +38,9 @@ class UpdateUnit(wiring.Component):
     first event, u (n_slots + S)), ``rate`` (in: M of each layer pair, the core's ``rate``
     registers), ``busy`` (out); ``advance`` (out: the FaninStore's walk
     moves on), ``pos``, ``last`` (in: where the walk is), ``entry``, ``weight`` (in: the
-    entry at ``pos`` one cycle later); ``rd`` (out: sb, src, own) ->
-    ``x_data``, ``bank_data[P]``, ``own_data`` (in, one cycle later); ``bias_addr`` (out) ->
+    entry at ``pos`` one cycle later, held until the walk moves on); ``rd`` (out: sb, own;
+    the source at ``entry.saddr``) -> ``x_data``, ``bank_data[P]``, ``own_data`` (in, one
+    cycle later); ``bias_addr`` (out) ->
     ``bias`` (in); ``w_wr``, ``b_wr`` (out: en, addr, data): the new stored weight and bias.
     """
 
@@ -94,7 +96,9 @@ class UpdateUnit(wiring.Component):
         PD = Signal(signed(max(2 * sw + p.rate_bits + 4, len(up) + 1)))  # sigma D M, and the difference whole
         bias_st = (st == U.B_S0) | (st == U.B_SB)
         rate_st = (st == U.W_MUL) | (st == U.W_Q0) | bias_st
-        m_rate = Array(self.rate[q] for q in pairs)[Mux(bias_st, bc.data.pair, eu.pair)]
+        # (the bias's pair from ``bpair``, a register since B_ISSUE: a read of the constants' ROM
+        # in front of the rate multiplexer was the 784-100x5 UP5K design's critical path)
+        m_rate = Array(self.rate[q] for q in pairs)[Mux(bias_st, bpair, eu.pair)]
         m.d.sync += [ua.eq(Mux(rate_st, m_rate, self.own_data)),
                      ub.eq(Mux((st == U.W_MUL) | (st == U.W_Q0), up[:len(ub)],
                                Mux(bias_st, self.own_data, src))),
@@ -107,19 +111,22 @@ class UpdateUnit(wiring.Component):
         # W_S0 or B_S0 (the states after W_FIELDS and B_ISSUE)
         act, sb_r = Signal(), Signal()
         first = U.W_ISSUE if self.n_entries > 0 else after_w
-        m.d.comb += [bc.addr.eq(bl), self.bias_addr.eq(bl), self.rd.sb.eq(sb_r)]
+        # ``bias_rd``: the own-state reads are a bias's (B_ISSUE, B_S0: ``bl``), else the entry's
+        # neuron (W_FIELDS, W_S0: ``entry.nloc``, held until W_RND); a register set where the
+        # biases begin, so that no decode of ``st`` is on the banks' address path
+        bias_rd = Signal()
+        m.d.comb += [bc.addr.eq(bl), self.bias_addr.eq(bl), self.rd.sb.eq(sb_r),
+                     self.rd.own.eq(Mux(bias_rd, bl, self.entry.nloc))]
         m.d.sync += sb_r.eq((st == U.W_FIELDS) | (st == U.B_ISSUE))
         with m.If(self.start):
-            m.d.sync += [bl.eq(0), st.eq(first), act.eq(first != U.IDLE)]
+            m.d.sync += [bl.eq(0), st.eq(first), act.eq(first != U.IDLE), bias_rd.eq(first == U.B_ISSUE)]
         with m.Switch(st):
             with m.Case(U.W_ISSUE):
                 m.d.sync += st.eq(U.W_FIELDS)
             with m.Case(U.W_FIELDS):
-                m.d.comb += [self.rd.src.eq(self.entry.saddr), self.rd.own.eq(self.entry.nloc)]
                 idle = self.entry.dummy | self.entry.mirror  # nothing to write: on to W_RND
                 m.d.sync += [eu.eq(self.entry), wst.eq(self.weight), st.eq(Mux(idle, U.W_RND, U.W_S0))]
             with m.Case(U.W_S0):
-                m.d.comb += [self.rd.src.eq(eu.saddr), self.rd.own.eq(eu.nloc)]
                 m.d.sync += st.eq(U.W_SB)
             with m.Case(U.W_SB):
                 m.d.sync += st.eq(U.W_MUL)
@@ -134,15 +141,16 @@ class UpdateUnit(wiring.Component):
             with m.Case(U.W_RND):
                 m.d.comb += self.advance.eq(1)
                 m.d.sync += st.eq(Mux(self.last, after_w, U.W_ISSUE))
+                if after_w == U.B_ISSUE:
+                    with m.If(self.last):
+                        m.d.sync += bias_rd.eq(1)
                 if after_w == U.IDLE:
                     with m.If(self.last):
                         m.d.sync += act.eq(0)
-            with m.Case(U.B_ISSUE):
-                m.d.comb += self.rd.own.eq(bl)
-                m.d.sync += st.eq(U.B_S0)
+            with m.Case(U.B_ISSUE):  # (bias ``bl``'s pair registered from the constants' ROM)
+                m.d.sync += [bpair.eq(bc.data.pair), st.eq(U.B_S0)]
             with m.Case(U.B_S0):
-                m.d.comb += self.rd.own.eq(bl)
-                m.d.sync += [bst.eq(self.bias), bpair.eq(bc.data.pair), st.eq(U.B_SB)]
+                m.d.sync += [bst.eq(self.bias), st.eq(U.B_SB)]
             with m.Case(U.B_SB):
                 m.d.sync += st.eq(U.B_MUL)
             with m.Case(U.B_MUL):
