@@ -30,8 +30,9 @@ steps and its events start at the example's base + n_free * S (§5), wherever
 the free phase stopped.
 The host talks to the core through ``HOST_BUS``, a plain synchronous
 register/memory bus (address, write data, write enable, read enable; read
-data returns with ``rvalid``, ``READ_LATENCY`` = 2 cycles after the read enable). The memory map and the cycle
-model are described in the generator's manifest (``generate.py``).
+data returns with ``rvalid``, ``READ_LATENCY`` = 2 cycles after the read
+enable). The memory map and the cycle model are described in the generator's
+manifest (``generate.py``).
 """
 
 from amaranth.hdl import Cat, Module

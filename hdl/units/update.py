@@ -115,6 +115,12 @@ class UpdateUnit(wiring.Component):
         # neuron (W_FIELDS, W_S0: ``entry.nloc``, held until W_RND); a register set where the
         # biases begin, so that no decode of ``st`` is on the banks' address path
         bias_rd = Signal()
+        # ``in_rnd`` = st is W_RND, a register set by the two transitions into it: it is
+        # ``advance``, which steers the FaninStore's walk (a decode of ``st`` there was the
+        # demo's ECP5 path into the walk's next state)
+        in_rnd = Signal()
+        m.d.sync += in_rnd.eq(0)
+        m.d.comb += self.advance.eq(in_rnd)
         m.d.comb += [bc.addr.eq(bl), self.bias_addr.eq(bl), self.rd.sb.eq(sb_r),
                      self.rd.own.eq(Mux(bias_rd, bl, self.entry.nloc))]
         m.d.sync += sb_r.eq((st == U.W_FIELDS) | (st == U.B_ISSUE))
@@ -125,7 +131,8 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += st.eq(U.W_FIELDS)
             with m.Case(U.W_FIELDS):
                 idle = self.entry.dummy | self.entry.mirror  # nothing to write: on to W_RND
-                m.d.sync += [eu.eq(self.entry), wst.eq(self.weight), st.eq(Mux(idle, U.W_RND, U.W_S0))]
+                m.d.sync += [eu.eq(self.entry), wst.eq(self.weight), st.eq(Mux(idle, U.W_RND, U.W_S0)),
+                             in_rnd.eq(idle)]
             with m.Case(U.W_S0):
                 m.d.sync += st.eq(U.W_SB)
             with m.Case(U.W_SB):
@@ -137,9 +144,8 @@ class UpdateUnit(wiring.Component):
             with m.Case(U.W_Q1):
                 m.d.sync += st.eq(U.W_PD)
             with m.Case(U.W_PD):  # (holes and dummies went from W_FIELDS to W_RND)
-                m.d.sync += [sigma_dm, st.eq(U.W_RND)]
+                m.d.sync += [sigma_dm, st.eq(U.W_RND), in_rnd.eq(1)]
             with m.Case(U.W_RND):
-                m.d.comb += self.advance.eq(1)
                 m.d.sync += st.eq(Mux(self.last, after_w, U.W_ISSUE))
                 if after_w == U.B_ISSUE:
                     with m.If(self.last):
