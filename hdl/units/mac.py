@@ -17,13 +17,13 @@ class MacPipeline(wiring.Component):
     step), in six stages:
 
         I  issue: ``advance`` the FaninStore's walk (its read of the entry is issued)
-        F  fields: ``entry`` and the stored weight's top bits W >> (fWs - fW) arrive; the
-           source's read is issued (``src_loc``: an input index or the source's local index in
-           bank ``entry.sbank``); MAC weight w = sat_w(W >> (fWs - fW)) (docs/numerics.md §1),
-           0 for a dummy entry (it multiplies by 0)
-        M  operands: u = the input ``x_data`` or ``bank_data[sbank]``; w and u' = u - 2^(n-1)
-           (u's top bit inverted: a signed word of u's n bits) registered (the DSP's input
-           registers), and a copy of w
+        F  fields: ``entry`` and the stored weight's top bits W >> (fWs - fW) arrive (0 for a
+           dummy entry: it multiplies by 0); the source's read is issued (``src_loc``: an
+           input index or the source's local index in bank ``entry.sbank``)
+        M  operands: u = the input ``x_data`` or ``bank_data[sbank]``; the MAC weight
+           w = sat_w(W >> (fWs - fW)) (docs/numerics.md §1) and u' = u - 2^(n-1) (u's top bit
+           inverted: a signed word of u's n bits) registered (the DSP's input registers), and
+           a copy of w
         P  product: w * u' (exact) registered (the DSP's product register)
         A  accumulate (exact, restarted at a neuron's first entry) sum w u' and sum w
         C  on a neuron's last entry: sum w u = sum w u' + 2^(n-1) sum w (§2, exact) goes out
@@ -76,7 +76,7 @@ class MacPipeline(wiring.Component):
         a_fields = {k: el[k] for k in ("first", "last", "nloc", "nidx", "out")}
         e1 = Signal(data.StructLayout({k: el[k] for k in ("sel_in", "sbank")} | a_fields))
         e2, e3, e4 = (Signal(data.StructLayout(a_fields)) for _ in range(3))
-        w1 = Signal(signed(W.n_word))
+        w1 = Signal.like(self.weight)  # the stored weight's top bits, 0 for a dummy (saturated in M)
         w2, u2 = Signal(signed(W.n_word), reset_less=True), Signal(signed(S.n_word), reset_less=True)
         prod = Signal(signed(W.n_word + S.n_word), reset_less=True)
         wc2, wc3 = Signal(signed(W.n_word)), Signal(signed(W.n_word))  # w for sum w
@@ -91,12 +91,15 @@ class MacPipeline(wiring.Component):
             m.d.sync += running.eq(0)
         # F: fields and stored weight in; MAC weight (§1), 0 for a dummy; source read issued
         m.d.comb += self.src_loc.eq(self.entry.saddr)
-        m.d.sync += [v1.eq(running), v2.eq(v1), w1.eq(Mux(self.entry.dummy, 0, saturate(self.weight, W))),
+        m.d.sync += [v1.eq(running), v2.eq(v1), w1.eq(Mux(self.entry.dummy, 0, self.weight)),
                      *[getattr(e1, k).eq(getattr(self.entry, k)) for k in e1.shape().members]]
         # M: source value in; both operands registered
         u = Mux(e1.sel_in, self.x_data, Array(self.bank_data)[e1.sbank])
         u_signed = (u ^ (1 << half)).as_signed()  # u - 2^half: the top bit inverted
-        m.d.sync += [v3.eq(v2), w2.eq(w1), u2.eq(u_signed), wc2.eq(w1),
+        # (the saturation here, not in F: a block RAM's output, the packed word's slot select
+        # and the saturation in one cycle were the UP5K 784-input designs' critical path)
+        w_sat = saturate(w1, W)
+        m.d.sync += [v3.eq(v2), w2.eq(w_sat), u2.eq(u_signed), wc2.eq(w_sat),
                      *[getattr(e2, k).eq(getattr(e1, k)) for k in a_fields]]
         # P: the exact product
         m.d.sync += [v4.eq(v3), prod.eq(w2 * u2), wc3.eq(wc2), *[getattr(e3, k).eq(getattr(e2, k)) for k in a_fields]]
