@@ -27,7 +27,8 @@ def bank_address(buf: Value | int, loc: Value | int, n: int) -> Value | int:
     """The address of neuron ``loc``'s word in buffer ``buf`` of a bank of ``n`` neurons:
     ``buf`` and the low ``buffer_bits(n)`` bits of ``loc`` side by side. The one place a bank
     address is computed; on Values it is wires only (no adder between the units' registers
-    and the bank memories: docs/rtl.md "Bank addresses")."""
+    and the bank memories: docs/rtl.md "Bank addresses, registered selects, two-cycle host
+    reads")."""
     k = buffer_bits(n)
     if isinstance(buf, int) and isinstance(loc, int):
         if not 0 <= loc < max(n, 1):

@@ -39,10 +39,11 @@ class HostDecoder(wiring.Component):
     ``cycles_free``, ``cycles_nudged``, ``cycles_update``, ``cycles_total``, ``free_steps``
     (in); ``start`` (out, one cycle, registered: the cycle after a write of ``Ctrl.START``
     while idle) with ``infer`` (``Ctrl.INFER`` of that write); writes are refused and the
-    status reads busy from the start write on (``busy`` or ``start``); the read/write registers ``beta_neg``, ``example``,
-    ``update``, ``n_free``, ``n_nudged``, ``settle_tol``, ``settle_steps`` (out, reset to
-    the design's values); ``rate`` (out: the registers ``Reg.RATE + q``, the on-chip
-    update's multiplier M of each layer pair q, reset to the design's, §6); ``irq`` (out, level: set when ``done`` rises, cleared by a read of
+    status reads busy from the start write on (``busy`` or ``start``); the read/write
+    registers ``beta_neg``, ``example``, ``update``, ``n_free``, ``n_nudged``,
+    ``settle_tol``, ``settle_steps`` (out, reset to the design's values); ``rate`` (out: the
+    registers ``Reg.RATE + q``, the on-chip update's multiplier M of each layer pair q, reset
+    to the design's, §6); ``irq`` (out, level: set when ``done`` rises, cleared by a read of
     ``status`` or a start; the set wins); ``lanes[P]`` (out).
     """
 
@@ -119,7 +120,8 @@ class HostDecoder(wiring.Component):
         after ``re``, registered; a lane's memory word from the lane's HostPort, which registers
         it (states through lane 0). The lanes' memories are the far end of the chip from the
         bus: a memory's output, the lanes' multiplexer and the master's register in one cycle
-        was the ECP5's critical path (docs/rtl.md "Host reads")."""
+        was the ECP5's critical path (docs/rtl.md "Bank addresses, registered selects,
+        two-cycle host reads")."""
         bus = self.bus
         re1 = Signal()
         rq_region, rq_off = Signal.like(region), Signal.like(off)  # the cycle after re
