@@ -63,6 +63,8 @@ def add_parser(sub) -> None:
                                                       "fmax, critical paths in timing.txt) and write a bitstream")
     g.add_argument("--router", help="nextpnr's router for --pnr: router1 (its default) or router2 (finishes "
                                     "congested designs sooner; overrides [hdl] router)")
+    g.add_argument("--pnr-seed", dest="pnr_seed", type=int, help="nextpnr's --seed for --pnr (default 1; "
+                                                                  "overrides [hdl] pnr_seed)")
     g.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
     g.add_argument("--force", action="store_true", help="build a design over the lane-memory limit "
                                                          "(docs/failures.md)")

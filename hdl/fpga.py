@@ -384,25 +384,25 @@ def synth(target: Target, verilog: Path, top: str, json_out: Path) -> tuple[Synt
 
 
 def place(target: Target, netlist: Path, freq_mhz: float, layout: Path, lpf: Path | None = None,
-          router: str | None = None) -> tuple[PnrReport, str]:
+          router: str | None = None, seed: int = 1) -> tuple[PnrReport, str]:
     """Place and route for the target, the routed layout written to ``layout``; ``lpf``: the
     ECP5 pin constraints of a board top (none: the IOs placed freely); ``router``: nextpnr's
-    ``--router`` (None: its default, router1)."""
-    extra = f" --router {router}" if router else ""
+    ``--router`` (None: its default, router1); ``seed``: nextpnr's ``--seed``."""
+    extra = (f" --router {router}" if router else "") + f" --seed {seed}"
     if target.family == "ecp5":
         return (place_ecp5(netlist, target.device, target.package, freq_mhz, speed=target.speed,
-                           config_out=layout, lpf=lpf, router=router),
+                           config_out=layout, lpf=lpf, router=router, seed=seed),
                 f"nextpnr-ecp5 --{target.device} --package {target.package} --speed {target.speed}"
                 + (f" --lpf {Path(lpf).name}" if lpf is not None else "") + extra)
     if lpf is not None:
         raise ToolchainError(f"{target.name}: pin constraints (.lpf) are for ECP5 targets")
     return (tc.place_ice40(netlist, target.device, target.package, freq_mhz, asc_out=layout, router=router,
-                           timeout=PNR_TIMEOUT_S),
+                           seed=seed, timeout=PNR_TIMEOUT_S),
             f"nextpnr-ice40 --{target.device} --package {target.package}" + extra)
 
 
 def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float, pnr: bool, log=print,
-             on_synth=None, lpf: Path | None = None, router: str | None = None) -> dict:
+             on_synth=None, lpf: Path | None = None, router: str | None = None, seed: int = 1) -> dict:
     """Synthesis (``out/synth.json``) and, with ``pnr``, place and route (``lpf``: an ECP5
     board top's pin constraints), bitstream
     (``out/TOP.bit``/``.bin``), ``out/timing.txt`` and nextpnr's log ``out/nextpnr.log``.
@@ -421,7 +421,7 @@ def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float
         return result
     with tempfile.TemporaryDirectory(prefix=".pnr-", dir=out) as tmp:
         layout = Path(tmp) / ("routed.config" if target.family == "ecp5" else "routed.asc")
-        pr, tool = place(target, out / "synth.json", freq_mhz, layout, lpf, router)
+        pr, tool = place(target, out / "synth.json", freq_mhz, layout, lpf, router, seed)
         bit = out / f"{top}{target.bitstream_suffix}"
         (ecppack if target.family == "ecp5" else icepack)(layout, bit)
     paths = parse_critical_paths(pr.log)
@@ -432,7 +432,7 @@ def run_flow(target: Target, verilog: Path, top: str, out: Path, freq_mhz: float
     util = {label: list(pr.utilisation[key]) for label, key in RESOURCES[target.family].items()
             if key in pr.utilisation}
     result["pnr"] = {
-        "tool": tool, "target": target.name, "part": target.part, "constraint_mhz": pr.constraint_mhz,
+        "tool": tool, "target": target.name, "part": target.part, "seed": seed, "constraint_mhz": pr.constraint_mhz,
         "fmax_mhz": pr.fmax_mhz, "min_fmax_mhz": pr.min_fmax_mhz, "resources": util,
         "utilisation": {k: list(v) for k, v in pr.utilisation.items()},
         "critical_paths": [{**asdict(p), "slack_ns": p.slack_ns(pr.constraint_mhz) if p.internal else None}

@@ -17,7 +17,8 @@ target's), ``clock_mhz`` (for times in the manifest and nextpnr's constraint; ``
 ``hdl/board.py`` with the core behind a UART, and its pin constraints ``NAME_ulx3s.lpf``; implies the
 board's target and ``clock_mhz`` 25 unless given, and --synth/--pnr then build the board top into
 ``NAME_ulx3s.bit``; ``--board``), ``baud`` (the board's UART, default 115200; ``--baud``), ``router``
-(nextpnr's: ``router1``, the default, or ``router2``; ``--router``), ``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
+(nextpnr's: ``router1``, the default, or ``router2``; ``--router``), ``pnr_seed`` (nextpnr's
+``--seed``, default 1: placement moves a full chip's fmax by several percent; ``--pnr-seed``), ``bus (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
 is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it), ``onchip_lr`` (the
 on-chip update's rates, batch 1: the rate registers' reset values; default the training rates
 divided by ``batch_size``, docs/numerics.md §6; ``--onchip-lr`` overrides it). Without a checkpoint, the memories hold the model's initialisation
@@ -76,7 +77,7 @@ from .units.signatures import bank_depth
 
 HDL_KEYS = {"lanes": int, "checkpoint": str, "name": str, "target": str, "device": str, "package": str,
             "clock_mhz": (int, float), "bus": str, "onchip_lr": (int, float, list), "weight_init": str,
-            "board": str, "baud": int, "router": str}
+            "board": str, "baud": int, "router": str, "pnr_seed": int}
 # nextpnr's routers (``--router``): router1, its default, or router2, which finishes designs
 # whose routing congests far sooner (docs/hardware.md "Targets": the 8-lane demo on the ECP5)
 ROUTERS = ("router1", "router2")
@@ -87,7 +88,7 @@ BUSES = ("native", "axi4lite")
 def hdl_options(cfg) -> dict:
     opts = {"lanes": 1, "checkpoint": "", "name": "eqprop_core", "target": DEFAULT_TARGET, "device": "",
             "package": "", "clock_mhz": 12.0, "bus": "native", "onchip_lr": None, "weight_init": "verilog",
-            "board": "", "baud": 115200, "router": "router1"}
+            "board": "", "baud": 115200, "router": "router1", "pnr_seed": 1}
     for k, v in cfg.hdl.items():
         if k not in HDL_KEYS:
             raise ConfigError(f"{k}: unknown [hdl] key (known: {', '.join(HDL_KEYS)})")
@@ -106,6 +107,8 @@ def hdl_options(cfg) -> dict:
         raise ConfigError(f"clock_mhz: must be > 0, got {opts['clock_mhz']}")
     if opts["router"] not in ROUTERS:
         raise ConfigError(f"router: {opts['router']!r} is not one of {', '.join(ROUTERS)}")
+    if not 0 <= opts["pnr_seed"] < 2 ** 31:
+        raise ConfigError(f"pnr_seed: must be 0 .. 2^31 - 1, got {opts['pnr_seed']}")
     board_options(cfg, opts)
     opts["fpga"] = fpga_target(opts)
     opts["onchip_lr"] = onchip_rates(cfg, opts["onchip_lr"])
@@ -199,7 +202,7 @@ def design_size(topology, num, P: int) -> dict:
     numbers :func:`eqprop.hdl.layout.build_layout` (the same greedy lane assignment) and
     :class:`eqprop.hdl.lane.Lane` (its memories) would give, in well under a second for the
     paper's network (whose layout takes under a second)."""
-    from .core import MAC_LATENCY, NEURON_LATENCY, STEP_OVERHEAD
+    from .core import MAC_LATENCY, NEURON_LATENCY, START_LATENCY, STEP_OVERHEAD
 
     sizes = list(topology.sizes)
     n_in, N = sizes[0], int(topology.n)
@@ -250,7 +253,7 @@ def design_size(topology, num, P: int) -> dict:
     return {"sizes": sizes, "kind": topology.kind, "neurons": N, "non_input": S, "connections": n_edges,
             "lanes": P, "entries": sum(entries), "lane_depth": depth, "memory_words": words, "memory_bits": bits,
             "connection_list_bits": conn_total, "weight_bits": weight_total,
-            "step_cycles": max(load) + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD}  # the step entries
+            "step_cycles": max(load) + START_LATENCY + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD}  # the step entries
 
 
 def _mbit(bits: int) -> str:
@@ -678,7 +681,7 @@ def _check_tools(opts, out: Path, manifest: dict, lint: bool, synth: bool, pnr: 
             top, lpf, key = manifest["board"]["top"], out / manifest["board"]["lpf"], f"board {opts['board']}"
         with tool_errors(key):
             record(run_flow(opts["fpga"], out / f"{top}.v", top, out, float(opts["clock_mhz"]), pnr, log,
-                            on_synth=record, lpf=lpf, router=opts["router"]))
+                            on_synth=record, lpf=lpf, router=opts["router"], seed=opts["pnr_seed"]))
         fmax = manifest.get("pnr", {}).get("min_fmax_mhz")
         if pnr and fmax:  # the cycle model's examples at the clock the design reaches
             cm = manifest["cycle_model"]
@@ -698,7 +701,7 @@ def config_from_args(args):
         cfg = config_mod.load_toml(args.config, cfg)
     hdl = dict(cfg.hdl)
     for key in ("lanes", "checkpoint", "name", "bus", "target", "weight_init", "board", "baud", "clock_mhz",
-                "router"):
+                "router", "pnr_seed"):
         if getattr(args, key, None) is not None:
             hdl[key] = getattr(args, key)
     if getattr(args, "onchip_lr", None) is not None:  # "0.001" or "0.002,0.001"

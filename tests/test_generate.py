@@ -104,6 +104,15 @@ def test_generate_bad_router(tmp_path, capsys):
     assert len(err) == 1 and "router: 'router3' is not one of router1, router2" in err[0] and not out.exists()
 
 
+def test_generate_bad_pnr_seed(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "d"
+    assert main(["hdl", "generate", "--config", str(cfg), "--out", str(out), "--pnr-seed", "-3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pnr_seed: must be 0 .. 2^31 - 1, got -3" in err[0] and not out.exists()
+
+
 def test_generate_bad_weight_init(tmp_path, capsys):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(TINY.replace("lanes = 2", "lanes = 2\nweight_init = \"flash\""))
