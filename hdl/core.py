@@ -30,7 +30,7 @@ steps and its events start at the example's base + n_free * S (§5), wherever
 the free phase stopped.
 The host talks to the core through ``HOST_BUS``, a plain synchronous
 register/memory bus (address, write data, write enable, read enable; read
-data returns with ``rvalid``, ``READ_LATENCY`` = 2 cycles after the read
+data returns with ``rvalid``, ``READ_LATENCY`` = 3 cycles after the read
 enable). The memory map and the cycle model are described in the generator's
 manifest (``generate.py``).
 """
@@ -55,6 +55,7 @@ from .lane import (
     DRIVE_LATENCY,
     MAC_LATENCY,
     NEURON_LATENCY,
+    START_LATENCY,
     UPDATE_CYCLES_PER_BIAS,
     UPDATE_CYCLES_PER_ENTRY,
     UPDATE_CYCLES_PER_IDLE_ENTRY,
@@ -78,7 +79,7 @@ class Core(wiring.Component):
     """The core: P lanes, the phase controller, the arg-max and the host decoder.
 
     Ports: ``bus`` (in, HOST_BUS: ``addr[24]`` word address ``(Region << 20) | offset``,
-    ``wdata[32]``, ``we``, ``re`` from the host; ``rdata[32]`` with ``rvalid``, two cycles
+    ``wdata[32]``, ``we``, ``re`` from the host; ``rdata[32]`` with ``rvalid``, three cycles
     after ``re``), ``busy`` (out: status bit 0) and ``irq`` (out, level: high from the end of an
     example until the host reads ``status`` or starts the next one).
 
@@ -117,7 +118,7 @@ class Core(wiring.Component):
         for ell in range(1, p.layout.P):
             wiring.connect(m, dec.lanes[ell], lanes[ell].host)
         m.d.comb += [
-            self.busy.eq(ctl.busy | dec.start), self.irq.eq(dec.irq),  # (busy from the start's cycle)
+            self.busy.eq(dec.host_busy), self.irq.eq(dec.irq),  # (busy from the start's cycle)
             ctl.start.eq(dec.start), ctl.infer.eq(dec.infer), ctl.example.eq(dec.example),
             ctl.update.eq(dec.update), ctl.n_free.eq(dec.n_free), ctl.n_nudged.eq(dec.n_nudged),
             ctl.settle_steps.eq(dec.settle_steps), ctl.argmax_done.eq(am.done),
@@ -141,16 +142,18 @@ class Core(wiring.Component):
 def cycle_model(p: CoreParams) -> dict:
     """Cycles per step, phase and example, as formulas and numbers (the manifest's):
 
-        drive  = max lane drive entries + MAC latency (6) + drive latency (3) + controller (2)
-        step   = max lane step entries + MAC latency (6) + neuron latency (7) + controller (2)
+        drive  = max lane drive entries + lane start (1) + MAC latency (6) + drive latency (3)
+                 + controller (2)
+        step   = max lane step entries + lane start (1) + MAC latency (6) + neuron latency (7)
+                 + controller (2)
         update = max over lanes (9 x entries that write + 3 x the others + 9 x neurons)
-                 + controller (3)
-        argmax = n_out + 3
+                 + lane start (1) + controller (3)
+        argmax = n_out + 4
         training example  = drive + t x step + n_nudged x step + update
         inference example = drive + t x step + argmax
 
-    (the latencies: ``MacPipeline.LATENCY``, ``NeuronUnit.DRIVE_LATENCY`` / ``LATENCY``,
-    ``PhaseController.STEP_OVERHEAD`` / ``UPDATE_OVERHEAD``, ``UpdateUnit.CYCLES_PER_ENTRY`` /
+    (the latencies: ``lane.START_LATENCY``, ``MacPipeline.LATENCY``, ``NeuronUnit.DRIVE_LATENCY``
+    / ``LATENCY``, ``PhaseController.STEP_OVERHEAD`` / ``UPDATE_OVERHEAD``, ``UpdateUnit.CYCLES_PER_ENTRY`` /
     ``CYCLES_PER_IDLE_ENTRY`` / ``CYCLES_PER_BIAS``; the entries: ``layout.Lane.n_drive``,
     ``n_step``, all of them, ``n_idle`` of them writing nothing: holes, dummies, mirrors).
     The drive pass runs once per example, before the free phase.
@@ -162,21 +165,22 @@ def cycle_model(p: CoreParams) -> dict:
     all (the rests include the drive pass): :func:`example_cycles`."""
     lay = p.layout
     depth, ddepth = lay.step_depth, lay.drive_depth
-    step = depth + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD
-    drive = ddepth + MAC_LATENCY + DRIVE_LATENCY + STEP_OVERHEAD
+    step = depth + START_LATENCY + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD
+    drive = ddepth + START_LATENCY + MAC_LATENCY + DRIVE_LATENCY + STEP_OVERHEAD
     upd_lane = [UPDATE_CYCLES_PER_ENTRY * (l.n_entries - l.n_idle) + UPDATE_CYCLES_PER_IDLE_ENTRY * l.n_idle
                 + UPDATE_CYCLES_PER_BIAS * len(l.neurons) for l in lay.lanes]
-    update = max(upd_lane) + UPDATE_OVERHEAD
+    update = max(upd_lane) + START_LATENCY + UPDATE_OVERHEAD
     free = p.n_free * step
     nudged = p.n_nudged * step
     argmax = ArgMax.cycles(p)
     return {
         "drive": drive,
-        "drive_formula": f"max lane drive entries ({ddepth}) + MAC latency ({MAC_LATENCY}) + drive latency "
-                         f"({DRIVE_LATENCY}) + controller ({STEP_OVERHEAD}); once per example",
+        "drive_formula": f"max lane drive entries ({ddepth}) + lane start ({START_LATENCY}) + MAC latency "
+                         f"({MAC_LATENCY}) + drive latency ({DRIVE_LATENCY}) + controller ({STEP_OVERHEAD}); "
+                         f"once per example",
         "step": step,
-        "step_formula": f"max lane step entries ({depth}) + MAC latency ({MAC_LATENCY}) + neuron latency "
-                        f"({NEURON_LATENCY}) + controller ({STEP_OVERHEAD})",
+        "step_formula": f"max lane step entries ({depth}) + lane start ({START_LATENCY}) + MAC latency "
+                        f"({MAC_LATENCY}) + neuron latency ({NEURON_LATENCY}) + controller ({STEP_OVERHEAD})",
         "free": free,
         "free_formula": f"t x step, t = the free phase's steps: n_free ({p.n_free}), or fewer under the "
                         f"settle rule (numerics.md §4a; register free_steps)",
@@ -184,13 +188,14 @@ def cycle_model(p: CoreParams) -> dict:
         "update": update,
         "update_formula": f"max over lanes of {UPDATE_CYCLES_PER_ENTRY} x entries that write (drive and step) "
                           f"+ {UPDATE_CYCLES_PER_IDLE_ENTRY} x the others (holes, dummies, mirrors) + "
-                          f"{UPDATE_CYCLES_PER_BIAS} x neurons + controller ({UPDATE_OVERHEAD})",
+                          f"{UPDATE_CYCLES_PER_BIAS} x neurons + lane start ({START_LATENCY}) + controller "
+                          f"({UPDATE_OVERHEAD})",
         "train_example": drive + free + nudged + update,
         "inference_example": drive + free + argmax,
         "train_rest": drive + nudged + update,
         "inference_rest": drive + argmax,
         "example_formula": "training: t x step + train_rest (drive + nudged + update); inference: t x step + "
-                           "inference_rest (drive + arg-max: n_out + 3); t = n_free without the settle rule",
+                           "inference_rest (drive + arg-max: n_out + 4); t = n_free without the settle rule",
         "mac_utilisation": lay.total_macs / (lay.P * step),
     }
 

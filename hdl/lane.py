@@ -43,6 +43,7 @@ from .units.signatures import (
 )
 
 # Latencies (cycles), read by the cycle model (core.py) and the tests: the components' own.
+START_LATENCY = 1  # the controller's start -> the lane's (its own register)
 MAC_LATENCY = MacPipeline.LATENCY  # entry issue -> accumulator holds the entry
 NEURON_LATENCY = NeuronUnit.LATENCY  # last entry accumulated -> the new state is in the banks
 DRIVE_LATENCY = NeuronUnit.DRIVE_LATENCY  # last drive entry accumulated -> D_i is in the drive memory
@@ -53,6 +54,8 @@ UPDATE_CYCLES_PER_BIAS = UpdateUnit.CYCLES_PER_BIAS
 
 class Lane(wiring.Component):
     """Lane ``index`` of a core built from ``params``.
+
+    ``START_LATENCY``: the lane starts a cycle after ``ctrl.start`` (its own register of it).
 
     Ports:
 
@@ -67,14 +70,18 @@ class Lane(wiring.Component):
       (state stream: example base + t S) or of the update (u (n_slots + S)), §5. The lane
       takes mode and buffers at ``start``, which must come after the first cycle in which
       ``busy`` is low again (the controller's come two cycles after), and the host may use
-      its memories from that cycle on.
+      its memories from that cycle on. The lane itself starts ``START_LATENCY`` = 1 cycle
+      after ``start`` (its own register of it) and raises ``busy`` the cycle after.
     - ``beta_neg`` (in, register): sigma = -1; ``settle_tol`` (in, register) and ``moved``
       (out, sticky until the next step starts): §4a; ``rate`` (in, registers): the update's
       multiplier M of each layer pair, §6.
 
     Between lanes: ``result`` (out): this lane's new states (en, bank address, data), which
     the core gives to ``bank_in[index]`` of every lane; ``bank_in[w]`` (in): lane w's.
-    From the host: ``host`` (in: HostDecoder's decoded access, see ``units.HostPort``).
+    From the host: ``host`` (in: HostDecoder's decoded access, see ``units.HostPort``), which
+    the lane registers while it is idle before its HostPort sees it: a write lands, and a
+    read's word comes back, a cycle later than HostPort's own timing (``rdata`` three cycles
+    after the address).
 
     ``weights``: the initial stored weights by weight address (``CoreParams.lane_weights``);
     ``biases``: the initial biases of the lane's neurons in ``layout.lanes[index].neurons``
@@ -112,7 +119,6 @@ class Lane(wiring.Component):
         upd = m.submodules.update = UpdateUnit(p, ell)
         hp = m.submodules.hostport = HostPort(p, ell)
         wiring.connect(m, mac.sum, neu.sum)
-        wiring.connect(m, wiring.flipped(self.host), hp.host)
         depth = max(self.n_own, 1)
         bmem = m.submodules.biases = memory.Memory(shape=signed(p.num.bias.n_word), depth=depth, init=self.biases)
         dmem = m.submodules.drives = memory.Memory(self.drive_data)
@@ -129,8 +135,22 @@ class Lane(wiring.Component):
         # host's writes and points the weight memory at the host's address; ``updating``: the
         # lane's copy of the controller's mode is UPDATE.
         units = Signal()
-        m.d.sync += units.eq(c.start | self.busy)
+        # ``start``: the lane's own copy of the controller's start, a cycle later (one register
+        # reaching every lane's walk and units was the 8-lane demo's critical path on the ECP5);
+        # the lane's ``units`` in its input keeps synthesis from merging the lanes' copies.
+        start = Signal(name="start_r")
+        m.d.sync += [start.eq(c.start & ~units), units.eq(c.start | start | self.busy)]
         idle = ~units
+        # The host's access, registered in the lane while it is idle (the decoder's, or the
+        # arg-max's on lane 0, fanned out to every lane's memories: the busy gate of a host write
+        # into the UP5K's SPRAM address and the lanes' host registers, which synthesis merged
+        # into one for all 8 lanes, were critical paths); the enable, the lane's own, keeps the
+        # copies apart. Writes are taken only while the core is idle, so none is held over a
+        # start (``we`` is 0 in the start's cycle, the last one the lane is idle).
+        for name in ("region", "sel", "buf", "addr", "wdata", "we"):
+            with m.If(idle):
+                m.d.sync += getattr(hp.host, name).eq(getattr(self.host, name))
+        m.d.comb += self.host.rdata.eq(hp.host.rdata)
         ctrl_keys = ("mode", "rd_buf", "wr_buf", "s0_buf", "sb_buf", "nudge", "ev_base")
         if p.layout.P > 1:
             # With several lanes, each lane's own copies of the controller's mode, buffer
@@ -163,19 +183,21 @@ class Lane(wiring.Component):
         def mux(sel, a, b, port):  # Mux(sel, a, b) into ``port``, from the bits it keeps
             return Mux(sel, fit(a, port), fit(b, port))
 
-        drive = c.mode == LaneMode.DRIVE
-        relax_start = c.start & (c.mode == LaneMode.RELAX)
+        # the lane's start comes a cycle after the controller's, with the copies (or, with one
+        # lane, the controller's registers, which hold until the next start) in place
+        drive = mode_r == LaneMode.DRIVE
+        relax_start = start & (mode_r == LaneMode.RELAX)
         # the FaninStore's range: the drive entries, the step entries, or all of them (update)
-        walk = Mux(drive, Walk.DRIVE, Mux(c.mode == LaneMode.UPDATE, Walk.ALL, Walk.STEP))
+        walk = Mux(drive, Walk.DRIVE, Mux(updating, Walk.ALL, Walk.STEP))
         m.d.comb += [
             self.busy.eq(mac.busy | neu.busy | upd.busy), self.moved.eq(neu.moved),
-            mac.start.eq(relax_start | (c.start & drive)), neu.clear.eq(relax_start), fan.start.eq(c.start),
+            mac.start.eq(relax_start | (start & drive)), neu.clear.eq(relax_start), fan.start.eq(start),
             fan.walk.eq(walk), neu.drive_pass.eq(drive),
             d_rd.addr.eq(neu.rd_loc), neu.drive.eq(d_rd.data),
             d_wr.en.eq(neu.drive_wr.en), d_wr.addr.eq(neu.drive_wr.addr), d_wr.data.eq(neu.drive_wr.data),
             fan.advance.eq(mac.advance | upd.advance), mac.last.eq(fan.last), upd.last.eq(fan.last),
             upd.pos.eq(fan.pos), fan.host_rd.eq(idle), fan.host_addr.eq(hp.host.addr),
-            upd.start.eq(c.start & (c.mode == LaneMode.UPDATE)),
+            upd.start.eq(start & updating),
             neu.nudge.eq(nudge_r), neu.beta_neg.eq(beta_neg_r), upd.beta_neg.eq(beta_neg_r),
             neu.ev_base.eq(ev_r), upd.ev_base.eq(ev_r), neu.settle_tol.eq(tol_r),
             upd.rate.eq(rate_r),

@@ -363,6 +363,7 @@ def test_lane_drive_pass_then_steps_over_the_step_entries(lane, fixed):
         ctx.set(c.start, 1)
         await ctx.tick()
         ctx.set(c.start, 0)
+        await ctx.tick()  # the lane's own start, a cycle later (Lane.START_LATENCY)
         n = 1  # the start cycle
         while ctx.get(dut.busy):
             if ctx.get(dut.result.en):
@@ -588,15 +589,17 @@ def test_argmax_first_of_equal_maxima():
 
     async def bench(ctx):
         ctx.set(dut.run, 1), ctx.set(dut.s0_buf, 1)
-        pending = 0  # the word read the cycle before (a HostPort's data is two cycles after its address)
+        # the words read one and two cycles before (a lane answers three cycles after the
+        # address: its registered access, the memory, the HostPort's register)
+        pending = [0, 0]
         for cycle in range(dut.CYCLES):
             lane = dut.lane
             assert ctx.get(lane.region) == Region.S0 and ctx.get(lane.buf) == 1 and not ctx.get(lane.we)
             w, loc = ctx.get(lane.sel), ctx.get(lane.addr)
             assert ctx.get(dut.done) == (cycle == dut.CYCLES - 1)
             await ctx.tick()
-            ctx.set(lane.rdata, pending)
-            pending = banks[w][loc] if loc < len(banks[w]) else 0
+            ctx.set(lane.rdata, pending.pop(0))
+            pending.append(banks[w][loc] if loc < len(banks[w]) else 0)
         ctx.set(dut.run, 0)
         assert ctx.get(dut.pred) == 1
 
@@ -630,3 +633,41 @@ def test_const_mul_is_the_product_modulo_2n():
         sim = Simulator(m)
         sim.add_testbench(bench)
         sim.run()
+
+
+def test_serial_wrapper_frames_a_write_and_a_read():
+    """SerialCore (the pin-light top that place and route builds): a 58-bit frame {we, re,
+    addr, wdata} shifted in MSB first and latched writes a register; a read frame's word comes
+    back MSB first on ``so`` after rvalid."""
+    from eqprop.hdl.core import Core
+    from eqprop.hdl.enums import REGION_SHIFT
+    from eqprop.hdl.serial import FRAME_BITS, SerialCore
+    from eqprop.hdl.units.decoder import READ_LATENCY
+
+    p, _, _ = _params()
+    dut = SerialCore(Core(p))
+
+    async def frame(ctx, we, re, addr, wdata):
+        word = (we << (FRAME_BITS - 1)) | (re << (FRAME_BITS - 2)) | (addr << 32) | wdata
+        for k in reversed(range(FRAME_BITS)):
+            ctx.set(dut.si, (word >> k) & 1)
+            await ctx.tick()
+        ctx.set(dut.latch, 1)
+        ctx.set(dut.si, 0)  # the next frame's first bit shifts in during the latch
+        await ctx.tick()
+        ctx.set(dut.latch, 0)
+
+    async def bench(ctx):
+        reg = (0 << REGION_SHIFT) | Reg.N_FREE.value
+        await frame(ctx, 1, 0, reg, 0xBEEF)
+        await frame(ctx, 0, 1, reg, 0)
+        # rvalid loads ``out`` READ_LATENCY + 1 cycles after the latch, then one bit per cycle
+        for _ in range(READ_LATENCY + 1):
+            await ctx.tick()
+        bits = []
+        for _ in range(32):
+            bits.append(ctx.get(dut.so))
+            await ctx.tick()
+        assert int("".join(map(str, bits)), 2) == 0xBEEF
+
+    _run(dut, bench)

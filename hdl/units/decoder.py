@@ -10,7 +10,7 @@ from ..enums import ADDR_BITS, REGION_SHIFT, Ctrl, Reg, Region, Status
 from ..params import CoreParams, bits_for
 from .signatures import check_steps, host_field_bits, lane_host_signature, rate_layout
 
-READ_LATENCY = 2  # re -> rvalid and rdata (a register on the lanes' side and one on the registers')
+READ_LATENCY = 3  # re -> rvalid and rdata (the lane's registered access and its registered word)
 
 HOST_BUS = wiring.Signature({
     "addr": Out(ADDR_BITS),  # word address: (Region << REGION_SHIFT) | offset
@@ -39,7 +39,8 @@ class HostDecoder(wiring.Component):
     ``cycles_free``, ``cycles_nudged``, ``cycles_update``, ``cycles_total``, ``free_steps``
     (in); ``start`` (out, one cycle, registered: the cycle after a write of ``Ctrl.START``
     while idle) with ``infer`` (``Ctrl.INFER`` of that write); writes are refused and the
-    status reads busy from the start write on (``busy`` or ``start``); the read/write
+    status reads busy from the start write on (``busy`` or ``start``: ``host_busy`` (out), also
+    the core's busy pin); the read/write
     registers ``beta_neg``, ``example``, ``update``, ``n_free``, ``n_nudged``,
     ``settle_tol``, ``settle_steps`` (out, reset to the design's values); ``rate`` (out: the
     registers ``Reg.RATE + q``, the on-chip update's multiplier M of each layer pair q, reset
@@ -60,7 +61,7 @@ class HostDecoder(wiring.Component):
             "busy": In(1), "done": In(1), "s0_buf": In(2), "final_buf": In(2),
             "pred": In(8), "cycles_free": In(32), "cycles_nudged": In(32), "cycles_update": In(32),
             "cycles_total": In(32), "free_steps": In(16),
-            "start": Out(1), "infer": Out(1),
+            "start": Out(1), "infer": Out(1), "host_busy": Out(1),
             "beta_neg": Out(1), "example": Out(32), "update": Out(32),
             "n_free": Out(16, init=params.n_free), "n_nudged": Out(16, init=params.n_nudged),
             # §4a: reset values from the design's rule; settle_steps = 0 is off
@@ -79,7 +80,7 @@ class HostDecoder(wiring.Component):
         # ``start`` is registered (the cycle after the write): the controller's start reaches
         # enables all over the chip, and the bus decode in front of it was the UP5K's critical
         # path. ``busy``: the core's, or a start on its way (both refuse writes alike).
-        busy = Signal()
+        busy = self.host_busy
         m.d.comb += busy.eq(self.busy | self.start)
         reg_we = bus.we & (region == Region.REG) & ~busy
         ctrl, status = Ctrl(bus.wdata[:2]), Status(bus.wdata[:3])  # a write's bits, by name
@@ -116,35 +117,41 @@ class HostDecoder(wiring.Component):
         return m
 
     def _reads(self, m, region, off, fb, wr_err, writable, busy):
-        """Reads: two cycles of latency (READ_LATENCY); a register's value as it is in the cycle
-        after ``re``, registered; a lane's memory word from the lane's HostPort, which registers
-        it (states through lane 0). The lanes' memories are the far end of the chip from the
-        bus: a memory's output, the lanes' multiplexer and the master's register in one cycle
-        was the ECP5's critical path (docs/rtl.md "Bank addresses, registered selects,
-        two-cycle host reads")."""
+        """Reads: three cycles of latency (READ_LATENCY); a register's value as it is two cycles
+        after ``re``, registered; a lane's memory word from the lane's HostPort, which gets the
+        access registered (the lane's copy) and registers the word (states through lane 0).
+        The lanes' memories are the far end of the chip from the bus: a memory's output, the
+        lanes' multiplexer and the master's register in one cycle was the ECP5's critical path
+        (docs/rtl.md "Bank addresses, registered selects, two-cycle host reads")."""
         bus = self.bus
-        re1 = Signal()
+        re1, re2 = Signal(), Signal()
         rq_region, rq_off = Signal.like(region), Signal.like(off)  # the cycle after re
         nl = bits_for(self.p.layout.P)
-        rq2_region, rq2_lane = Signal.like(region), Signal(nl)  # the one after: region, the offset's lane
+        # the one after: region, the offset's lane, and the register's number split into its low
+        # bits and "the rest are 0" (a compare of the whole offset in front of ``reg_q`` was the
+        # 8-lane demo's critical path on the ECP5)
+        rbits = bits_for(max(Reg.RATE.value + len(self.p.layout.pairs), max(r.value for r in Reg)))
+        rq2_region, rq2_lane, rq2_reg, rq2_low = Signal.like(region), Signal(nl), Signal(rbits), Signal()
+        rq3_region, rq3_lane = Signal.like(region), Signal(nl)  # the one after
         reg_q = Signal(32)
-        m.d.sync += [re1.eq(bus.re), bus.rvalid.eq(re1), rq_region.eq(region), rq_off.eq(off),
-                     rq2_region.eq(rq_region), rq2_lane.eq(rq_off[fb:fb + nl])]
+        m.d.sync += [re1.eq(bus.re), re2.eq(re1), bus.rvalid.eq(re2), rq_region.eq(region), rq_off.eq(off),
+                     rq2_region.eq(rq_region), rq2_lane.eq(rq_off[fb:fb + nl]), rq2_reg.eq(rq_off[:rbits]),
+                     rq2_low.eq(rq_off[rbits:] == 0), rq3_region.eq(rq2_region), rq3_lane.eq(rq2_lane)]
         status = (busy * Status.BUSY.value) | (self.done * Status.DONE.value) | (wr_err * Status.WR_ERR.value)
         readable = {Reg.STATUS: status, **writable, Reg.PRED: self.pred,
                     Reg.CYCLES_FREE: self.cycles_free, Reg.CYCLES_NUDGED: self.cycles_nudged,
                     Reg.CYCLES_UPDATE: self.cycles_update, Reg.CYCLES_TOTAL: self.cycles_total,
                     Reg.FREE_STEPS: self.free_steps}
-        with m.Switch(rq_off):
-            for reg, val in readable.items():
-                with m.Case(reg):
-                    m.d.sync += reg_q.eq(val)
-            with m.Default():
-                m.d.sync += reg_q.eq(0)
-        with m.Switch(rq2_region):
+        m.d.sync += reg_q.eq(0)
+        with m.If(rq2_low):
+            with m.Switch(rq2_reg):
+                for reg, val in readable.items():
+                    with m.Case(reg):
+                        m.d.sync += reg_q.eq(val)
+        with m.Switch(rq3_region):
             with m.Case(Region.REG):
                 m.d.comb += bus.rdata.eq(reg_q)
             with m.Case(Region.WEIGHT, Region.BIAS):
-                m.d.comb += bus.rdata.eq(Array(h.rdata for h in self.lanes)[rq2_lane])
+                m.d.comb += bus.rdata.eq(Array(h.rdata for h in self.lanes)[rq3_lane])
             with m.Case(Region.STATE, Region.S0, Region.FINAL):
                 m.d.comb += bus.rdata.eq(self.lanes[0].rdata)

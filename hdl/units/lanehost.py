@@ -24,7 +24,8 @@ class HostPort(wiring.Component):
       lane (buffer ``host.buf``, 0). They come out on ``weight_wr``, ``bias_wr``,
       ``target_wr``, ``input_wr`` and ``state_wr`` (en, addr, data), for the lane to give
       the memories when they are not busy.
-    - reads (two cycles after the address): the lane points its FaninStore (weight), bias
+    - reads (two cycles after the address here; the lane registers the access in front of
+      this port, so three after the decoder's): the lane points its FaninStore (weight), bias
       memory and StateBanks source port (``bank_buf``, ``bank_loc``: bank ``sel``'s word in
       buffer ``buf``) at the host's address while it is idle; ``weight``, ``bias``,
       ``bank_data[P]`` (in) come back the next cycle and ``host.rdata``, a register, holds

@@ -79,8 +79,9 @@ class PhaseController(wiring.Component):
         busy_q, moved_q = Signal(), Signal()
         m.d.sync += [busy_q.eq(self.lanes_busy), moved_q.eq(self.lanes_moved)]
         # The step compares, registered from the step and quiet counters (they change only when
-        # a step ends or at a start, and the next step ends three cycles later at the
-        # earliest; where it ends sooner, the phase has no steps and the compare is false)
+        # a step ends or at a start, and the next step ends at the earliest after its launch,
+        # the lanes' own start, their busy and its register: five cycles later; where it ends
+        # sooner, the phase has no steps and the compare is false)
         self._more_free, self._more_nudged, self._quiet_hit = Signal(), Signal(), Signal()
         m.d.sync += [self._more_free.eq(self._step + 1 < self.n_free),
                      self._more_nudged.eq(self._step + 1 < self.n_nudged),

@@ -79,7 +79,10 @@ class UpdateUnit(wiring.Component):
         brow = data.StructLayout({"nidx": bits_for(lay.S), "pair": bits_for(len(lay.pairs))})
         bconst = m.submodules.bconst = memory.Memory(shape=brow, depth=max(self.n_own, 1), init=[
             {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
-        bc = bconst.read_port(domain="comb")  # bias ``bl``'s constants (a small ROM), from B_ISSUE on
+        # the constants' ROM is read at ``bq``: ``bl`` in a bias's B_ISSUE, the next bias's index
+        # from the third cycle of B_RND on (the pair is fetched ahead, see ``rate_q``)
+        bq = Signal.like(bl)
+        bc = bconst.read_port(domain="comb")
         bpair = Signal.like(bc.data.pair)
         src = Mux(eu.sel_in, self.x_data, Array(self.bank_data)[eu.sbank])
         b_ph = Signal(2)  # the cycle of B_RND
@@ -96,10 +99,14 @@ class UpdateUnit(wiring.Component):
         PD = Signal(signed(max(2 * sw + p.rate_bits + 4, len(up) + 1)))  # sigma D M, and the difference whole
         bias_st = (st == U.B_S0) | (st == U.B_SB)
         rate_st = (st == U.W_MUL) | (st == U.W_Q0) | bias_st
-        # (the bias's pair from ``bpair``, a register since B_ISSUE: a read of the constants' ROM
-        # in front of the rate multiplexer was the 784-100x5 UP5K design's critical path)
-        m_rate = Array(self.rate[q] for q in pairs)[Mux(bias_st, bpair, eu.pair)]
-        m.d.sync += [ua.eq(Mux(rate_st, m_rate, self.own_data)),
+        # The rate of the entry's or the bias's pair comes from a register, ``rate_q``, loaded
+        # from the registered pair (``eu.pair`` from W_S0 on, used from W_MUL; ``bpair``, fetched
+        # ahead of the bias, used from B_S0): the constants' ROM and the rate multiplexer in front
+        # of the operand register were the 784-100x5 UP5K design's critical paths.
+        rate_q = Signal.like(self.rate[0], reset_less=True)
+        bias_rd = Signal()
+        m.d.sync += rate_q.eq(Array(self.rate[q] for q in pairs)[Mux(bias_rd, bpair, eu.pair)])
+        m.d.sync += [ua.eq(Mux(rate_st, rate_q, self.own_data)),
                      ub.eq(Mux((st == U.W_MUL) | (st == U.W_Q0), up[:len(ub)],
                                Mux(bias_st, self.own_data, src))),
                      up.eq(ua * ub), q0.eq(up)]
@@ -114,18 +121,26 @@ class UpdateUnit(wiring.Component):
         # ``bias_rd``: the own-state reads are a bias's (B_ISSUE, B_S0: ``bl``), else the entry's
         # neuron (W_FIELDS, W_S0: ``entry.nloc``, held until W_RND); a register set where the
         # biases begin, so that no decode of ``st`` is on the banks' address path
-        bias_rd = Signal()
         # ``in_rnd`` = st is W_RND, a register set by the two transitions into it: it is
         # ``advance``, which steers the FaninStore's walk (a decode of ``st`` there was the
         # demo's ECP5 path into the walk's next state)
         in_rnd = Signal()
         m.d.sync += in_rnd.eq(0)
         m.d.comb += self.advance.eq(in_rnd)
-        m.d.comb += [bc.addr.eq(bl), self.bias_addr.eq(bl), self.rd.sb.eq(sb_r),
+        m.d.comb += [bc.addr.eq(bq), self.bias_addr.eq(bl), self.rd.sb.eq(sb_r),
                      self.rd.own.eq(Mux(bias_rd, bl, self.entry.nloc))]
         m.d.sync += sb_r.eq((st == U.W_FIELDS) | (st == U.B_ISSUE))
         with m.If(self.start):
-            m.d.sync += [bl.eq(0), st.eq(first), act.eq(first != U.IDLE), bias_rd.eq(first == U.B_ISSUE)]
+            m.d.sync += [bl.eq(0), bq.eq(0), st.eq(first), act.eq(first != U.IDLE),
+                         bias_rd.eq(first == U.B_ISSUE)]
+        # ``bpair``: the pair of bias ``bq``, loaded while the entries run (bias 0's), in a bias's
+        # B_ISSUE and in the last two cycles of B_RND (the next bias's: ``bq`` moves on after
+        # B_RND's second cycle; the rounding read this bias's pair in its first), so that it
+        # is there in B_ISSUE and ``rate_q`` in B_S0. (A lane with neurons has entries: every
+        # neuron has a run in each part, a dummy at least, so the biases never come first.)
+        b_late = (st == U.B_RND) & b_ph[1]
+        with m.If(~bias_rd | (st == U.B_ISSUE) | b_late):
+            m.d.sync += bpair.eq(bc.data.pair)
         with m.Switch(st):
             with m.Case(U.W_ISSUE):
                 m.d.sync += st.eq(U.W_FIELDS)
@@ -153,8 +168,8 @@ class UpdateUnit(wiring.Component):
                 if after_w == U.IDLE:
                     with m.If(self.last):
                         m.d.sync += act.eq(0)
-            with m.Case(U.B_ISSUE):  # (bias ``bl``'s pair registered from the constants' ROM)
-                m.d.sync += [bpair.eq(bc.data.pair), st.eq(U.B_S0)]
+            with m.Case(U.B_ISSUE):
+                m.d.sync += st.eq(U.B_S0)
             with m.Case(U.B_S0):
                 m.d.sync += [bst.eq(self.bias), st.eq(U.B_SB)]
             with m.Case(U.B_SB):
@@ -165,6 +180,8 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += [sigma_dm, st.eq(U.B_RND)]
             with m.Case(U.B_RND):  # four cycles (b_ph): round, its add, add, saturate and write
                 m.d.sync += b_ph.eq(b_ph + 1)
+                with m.If(b_ph == 1):
+                    m.d.sync += bq.eq(bq + 1)
                 with m.If(b_ph == 3):
                     m.d.sync += [b_ph.eq(0), bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
                     with m.If(bl == self.n_own - 1):
