@@ -190,12 +190,14 @@ class UpdateUnit(wiring.Component):
         # draws one, its top bits, as many as the widest shift rounds away. The event index is
         # registered in W_FIELDS (the entry's ``edge`` is on ``entry`` until W_RND) / B_ISSUE
         # (the bias's n_slots + nidx, its neuron's index read from ``bconst``; held through
-        # the bias's cycles) into ``ev_idx``, and the hash takes three of the cycles to W_RND
-        # / B_RND (RandomWord in three stages), each starting from a register.
+        # the bias's cycles) into ``ev_idx``, and the hash takes four of the cycles to W_RND
+        # / B_RND (RandomWord in four stages, each starting from a register: all four cycles a
+        # bias has from B_S0 to B_RND; with three, the first stage's carry chains were the
+        # 8-lane demo's ECP5 critical path).
         d_max = max(f(q) for q in pairs for f in (p.weight_shift, p.bias_shift))
         word = None
         if p.num.rounding == "stochastic" and d_max > 0:
-            rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS), stages=3)
+            rng = m.submodules.rng = RandomWord(p.num.seed_update, bits=min(d_max, RNG_BITS), stages=4)
             ev_idx = Signal(32)
             b_ev = lay.n_slots + bc.data.nidx
             with m.If(st == U.B_ISSUE):
