@@ -30,7 +30,7 @@ steps and its events start at the example's base + n_free * S (§5), wherever
 the free phase stopped.
 The host talks to the core through ``HOST_BUS``, a plain synchronous
 register/memory bus (address, write data, write enable, read enable; read
-data returns with ``rvalid``, ``READ_LATENCY`` = 3 cycles after the read
+data returns with ``rvalid``, ``READ_LATENCY`` = 4 cycles after the read
 enable). The memory map and the cycle model are described in the generator's
 manifest (``generate.py``).
 """
@@ -79,7 +79,7 @@ class Core(wiring.Component):
     """The core: P lanes, the phase controller, the arg-max and the host decoder.
 
     Ports: ``bus`` (in, HOST_BUS: ``addr[24]`` word address ``(Region << 20) | offset``,
-    ``wdata[32]``, ``we``, ``re`` from the host; ``rdata[32]`` with ``rvalid``, three cycles
+    ``wdata[32]``, ``we``, ``re`` from the host; ``rdata[32]`` with ``rvalid``, four cycles
     after ``re``), ``busy`` (out: status bit 0) and ``irq`` (out, level: high from the end of an
     example until the host reads ``status`` or starts the next one).
 
@@ -148,7 +148,7 @@ def cycle_model(p: CoreParams) -> dict:
                  + controller (2)
         update = max over lanes (9 x entries that write + 3 x the others + 9 x neurons)
                  + lane start (1) + controller (3)
-        argmax = n_out + 4
+        argmax = n_out + 5
         training example  = drive + t x step + n_nudged x step + update
         inference example = drive + t x step + argmax
 
@@ -195,7 +195,7 @@ def cycle_model(p: CoreParams) -> dict:
         "train_rest": drive + nudged + update,
         "inference_rest": drive + argmax,
         "example_formula": "training: t x step + train_rest (drive + nudged + update); inference: t x step + "
-                           "inference_rest (drive + arg-max: n_out + 4); t = n_free without the settle rule",
+                           "inference_rest (drive + arg-max: n_out + 5); t = n_free without the settle rule",
         "mac_utilisation": lay.total_macs / (lay.P * step),
     }
 

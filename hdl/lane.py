@@ -80,7 +80,7 @@ class Lane(wiring.Component):
     the core gives to ``bank_in[index]`` of every lane; ``bank_in[w]`` (in): lane w's.
     From the host: ``host`` (in: HostDecoder's decoded access, see ``units.HostPort``), which
     the lane registers while it is idle before its HostPort sees it: a write lands, and a
-    read's word comes back, a cycle later than HostPort's own timing (``rdata`` three cycles
+    read's word comes back, a cycle later than HostPort's own timing (``rdata`` four cycles
     after the address).
 
     ``weights``: the initial stored weights by weight address (``CoreParams.lane_weights``);

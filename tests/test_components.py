@@ -480,7 +480,9 @@ def test_host_port_routes_writes_and_reads():
                                   (Region.FINAL, 1, 22), (Region.REG, 0, 0)):
             ctx.set(h.region, region), ctx.set(h.sel, sel)
             await ctx.tick()
-            ctx.set(h.region, Region.REG)  # rdata holds the word of the region two cycles before
+            ctx.set(h.region, Region.REG)  # rdata holds the word of the region three cycles before
+            await ctx.tick()
+            assert ctx.get(h.rdata) != want & 0xFFFFFFFF or want == 0  # (not yet)
             await ctx.tick()
             assert ctx.get(h.rdata) == want & 0xFFFFFFFF
 
@@ -541,6 +543,7 @@ def test_phase_controller_schedule(infer):
     async def bench(ctx):
         for k, v in (("example", 2), ("update", 3), ("n_free", 6), ("n_nudged", 2), ("settle_steps", 2)):
             ctx.set(getattr(dut, k), v)
+        await ctx.tick()  # (``example`` is there a cycle before the start, as the decoder's register is)
         ctx.set(dut.start, 1), ctx.set(dut.infer, infer)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -589,9 +592,9 @@ def test_argmax_first_of_equal_maxima():
 
     async def bench(ctx):
         ctx.set(dut.run, 1), ctx.set(dut.s0_buf, 1)
-        # the words read one and two cycles before (a lane answers three cycles after the
-        # address: its registered access, the memory, the HostPort's register)
-        pending = [0, 0]
+        # the words read one to three cycles before (a lane answers four cycles after the
+        # address: its registered access, the memory, the HostPort's two registers)
+        pending = [0, 0, 0]
         for cycle in range(dut.CYCLES):
             lane = dut.lane
             assert ctx.get(lane.region) == Region.S0 and ctx.get(lane.buf) == 1 and not ctx.get(lane.we)

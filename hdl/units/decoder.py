@@ -10,7 +10,7 @@ from ..enums import ADDR_BITS, REGION_SHIFT, Ctrl, Reg, Region, Status
 from ..params import CoreParams, bits_for
 from .signatures import check_steps, host_field_bits, lane_host_signature, rate_layout
 
-READ_LATENCY = 3  # re -> rvalid and rdata (the lane's registered access and its registered word)
+READ_LATENCY = 4  # re -> rvalid and rdata (the lane's registered access, its memory's word registered, then the region's)
 
 HOST_BUS = wiring.Signature({
     "addr": Out(ADDR_BITS),  # word address: (Region << REGION_SHIFT) | offset
@@ -117,14 +117,14 @@ class HostDecoder(wiring.Component):
         return m
 
     def _reads(self, m, region, off, fb, wr_err, writable, busy):
-        """Reads: three cycles of latency (READ_LATENCY); a register's value as it is two cycles
+        """Reads: four cycles of latency (READ_LATENCY); a register's value as it is three cycles
         after ``re``, registered; a lane's memory word from the lane's HostPort, which gets the
-        access registered (the lane's copy) and registers the word (states through lane 0).
+        access registered (the lane's copy) and registers the word twice (states through lane 0).
         The lanes' memories are the far end of the chip from the bus: a memory's output, the
         lanes' multiplexer and the master's register in one cycle was the ECP5's critical path
         (docs/rtl.md "Bank addresses, registered selects, two-cycle host reads")."""
         bus = self.bus
-        re1, re2 = Signal(), Signal()
+        re1, re2, re3 = Signal(), Signal(), Signal()
         rq_region, rq_off = Signal.like(region), Signal.like(off)  # the cycle after re
         nl = bits_for(self.p.layout.P)
         # the one after: region, the offset's lane, and the register's number split into its low
@@ -132,26 +132,29 @@ class HostDecoder(wiring.Component):
         # 8-lane demo's critical path on the ECP5)
         rbits = bits_for(max(Reg.RATE.value + len(self.p.layout.pairs), max(r.value for r in Reg)))
         rq2_region, rq2_lane, rq2_reg, rq2_low = Signal.like(region), Signal(nl), Signal(rbits), Signal()
-        rq3_region, rq3_lane = Signal.like(region), Signal(nl)  # the one after
+        rq3_region, rq3_lane, rq3_reg, rq3_low = Signal.like(region), Signal(nl), Signal(rbits), Signal()
+        rq4_region, rq4_lane = Signal.like(region), Signal(nl)  # the one after
         reg_q = Signal(32)
-        m.d.sync += [re1.eq(bus.re), re2.eq(re1), bus.rvalid.eq(re2), rq_region.eq(region), rq_off.eq(off),
-                     rq2_region.eq(rq_region), rq2_lane.eq(rq_off[fb:fb + nl]), rq2_reg.eq(rq_off[:rbits]),
-                     rq2_low.eq(rq_off[rbits:] == 0), rq3_region.eq(rq2_region), rq3_lane.eq(rq2_lane)]
+        m.d.sync += [re1.eq(bus.re), re2.eq(re1), re3.eq(re2), bus.rvalid.eq(re3), rq_region.eq(region),
+                     rq_off.eq(off), rq2_region.eq(rq_region), rq2_lane.eq(rq_off[fb:fb + nl]),
+                     rq2_reg.eq(rq_off[:rbits]), rq2_low.eq(rq_off[rbits:] == 0),
+                     rq3_region.eq(rq2_region), rq3_lane.eq(rq2_lane), rq3_reg.eq(rq2_reg), rq3_low.eq(rq2_low),
+                     rq4_region.eq(rq3_region), rq4_lane.eq(rq3_lane)]
         status = (busy * Status.BUSY.value) | (self.done * Status.DONE.value) | (wr_err * Status.WR_ERR.value)
         readable = {Reg.STATUS: status, **writable, Reg.PRED: self.pred,
                     Reg.CYCLES_FREE: self.cycles_free, Reg.CYCLES_NUDGED: self.cycles_nudged,
                     Reg.CYCLES_UPDATE: self.cycles_update, Reg.CYCLES_TOTAL: self.cycles_total,
                     Reg.FREE_STEPS: self.free_steps}
         m.d.sync += reg_q.eq(0)
-        with m.If(rq2_low):
-            with m.Switch(rq2_reg):
+        with m.If(rq3_low):
+            with m.Switch(rq3_reg):
                 for reg, val in readable.items():
                     with m.Case(reg):
                         m.d.sync += reg_q.eq(val)
-        with m.Switch(rq3_region):
+        with m.Switch(rq4_region):
             with m.Case(Region.REG):
                 m.d.comb += bus.rdata.eq(reg_q)
             with m.Case(Region.WEIGHT, Region.BIAS):
-                m.d.comb += bus.rdata.eq(Array(h.rdata for h in self.lanes)[rq3_lane])
+                m.d.comb += bus.rdata.eq(Array(h.rdata for h in self.lanes)[rq4_lane])
             with m.Case(Region.STATE, Region.S0, Region.FINAL):
                 m.d.comb += bus.rdata.eq(self.lanes[0].rdata)

@@ -24,12 +24,13 @@ class HostPort(wiring.Component):
       lane (buffer ``host.buf``, 0). They come out on ``weight_wr``, ``bias_wr``,
       ``target_wr``, ``input_wr`` and ``state_wr`` (en, addr, data), for the lane to give
       the memories when they are not busy.
-    - reads (two cycles after the address here; the lane registers the access in front of
-      this port, so three after the decoder's): the lane points its FaninStore (weight), bias
+    - reads (three cycles after the address here; the lane registers the access in front of
+      this port, so four after the decoder's): the lane points its FaninStore (weight), bias
       memory and StateBanks source port (``bank_buf``, ``bank_loc``: bank ``sel``'s word in
       buffer ``buf``) at the host's address while it is idle; ``weight``, ``bias``,
-      ``bank_data[P]`` (in) come back the next cycle and ``host.rdata``, a register, holds
-      the word of that cycle's region the cycle after (the core reads states through lane 0).
+      ``bank_data[P]`` (in) come back the next cycle, are registered (a register per kind),
+      and ``host.rdata``, a register, holds the word of the access's region the cycle after
+      (the core reads states through lane 0).
     """
 
     def __init__(self, params: CoreParams, index: int):
@@ -63,16 +64,22 @@ class HostPort(wiring.Component):
             m.d.comb += [port.en.eq(h.we & (h.region == Region.STATE) & (h.sel == w)),
                          port.addr.eq(bank_address(h.buf, h.addr, len(lane.neurons))), port.data.eq(h.wdata)]
         m.d.comb += [self.bank_buf.eq(h.buf), self.bank_loc.eq(h.addr[:len(self.bank_loc)])]
-        region_q = Signal(Region)
+        # The word of each kind registered on its own, then the region's: a block RAM's output
+        # (5.6 ns on the ECP5), the weight's slot multiplexer and the region's multiplexer in one
+        # cycle was the 784-100-10 ECP5 design's critical path.
+        region_q, region_q2 = Signal(Region), Signal(Region)
         sel_q = Signal(bits_for(self.p.layout.P))
-        m.d.sync += [region_q.eq(h.region), sel_q.eq(h.sel)]
-        with m.Switch(region_q):
+        w_q, b_q = Signal.like(self.weight), Signal.like(self.bias)
+        s_q = Signal(self.p.state.n_word)
+        m.d.sync += [region_q.eq(h.region), sel_q.eq(h.sel), region_q2.eq(region_q), w_q.eq(self.weight),
+                     b_q.eq(self.bias), s_q.eq(Array(self.bank_data)[sel_q])]
+        with m.Switch(region_q2):
             with m.Case(Region.WEIGHT):
-                m.d.sync += h.rdata.eq(self.weight)
+                m.d.sync += h.rdata.eq(w_q)
             with m.Case(Region.BIAS):
-                m.d.sync += h.rdata.eq(self.bias)
+                m.d.sync += h.rdata.eq(b_q)
             with m.Case(*BANK_REGIONS):
-                m.d.sync += h.rdata.eq(Array(self.bank_data)[sel_q])
+                m.d.sync += h.rdata.eq(s_q)
             with m.Default():
                 m.d.sync += h.rdata.eq(0)
         return m

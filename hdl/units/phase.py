@@ -36,7 +36,8 @@ class PhaseController(wiring.Component):
     stopped, and the update's u (n_slots + S) (§5).
 
     Ports: ``start``, ``infer`` (in: HostDecoder's), ``example``, ``update``, ``n_free``,
-    ``n_nudged``, ``settle_steps`` (in: registers), ``lanes_busy``, ``lanes_moved`` (in),
+    ``n_nudged``, ``settle_steps`` (in: registers; ``example`` must hold its value from the
+    cycle before ``start``: the decoder's start comes a cycle after the write that starts), ``lanes_busy``, ``lanes_moved`` (in),
     ``argmax_done`` (in); ``lanes`` (out: every lane's control), ``phase`` (out),
     ``argmax_run`` (out: phase is ARGMAX, from its own register: it steers lane 0's host
     port, and a decode of ``phase`` there was the UP5K's critical path), ``busy``
@@ -82,6 +83,17 @@ class PhaseController(wiring.Component):
         # a step ends or at a start, and the next step ends at the earliest after its launch,
         # the lanes' own start, their busy and its register: five cycles later; where it ends
         # sooner, the phase has no steps and the compare is false)
+        # The example's event bases (example x stride, §5: shifts and adds, the strides are the
+        # design's constants, no DSP), registered from the ``example`` register every cycle: the
+        # host writes it at least a cycle before the start write, which reaches the controller a
+        # cycle after that. The constant multiply and the weakly-clamped phase's add in front of
+        # the start's registers were the 8-lane demo's ECP5 critical path; the add is now done
+        # in the drive pass's first cycle (``_nudge_base``).
+        p = self.p
+        S = p.layout.S
+        self._ex_train, self._ex_infer = Signal(32, name="ex_train"), Signal(32, name="ex_infer")
+        m.d.sync += [self._ex_train.eq(const_mul(self.example, (p.n_free + p.n_nudged) * S, 32)),
+                     self._ex_infer.eq(const_mul(self.example, p.n_free * S, 32))]
         self._more_free, self._more_nudged, self._quiet_hit = Signal(), Signal(), Signal()
         m.d.sync += [self._more_free.eq(self._step + 1 < self.n_free),
                      self._more_nudged.eq(self._step + 1 < self.n_nudged),
@@ -100,6 +112,11 @@ class PhaseController(wiring.Component):
                 with m.If(self.start):
                     self._begin(m)
             with m.Case(Phase.DRIVE):
+                # the weakly-clamped phase's first event, example base + n_free S (§5), with the
+                # design's n_free like the example stride (a constant), from the base the start
+                # registered (its ev_base is the training stride's; an inference does not use it)
+                with m.If(launched):
+                    m.d.sync += self._nudge_base.eq((ctl.ev_base + p.n_free * S)[:32])
                 with m.If(lanes_done):
                     self._relax(m)
             with m.Case(Phase.FREE, Phase.NUDGED):
@@ -122,18 +139,12 @@ class PhaseController(wiring.Component):
     def _begin(self, m):
         """A start: the example's event base (§5), buffers and counters cleared; the drive pass
         launched (§2)."""
-        p, ctl = self.p, self.lanes
-        S = p.layout.S
-        # example x stride: shifts and adds (the strides are the design's constants), no DSP
-        ex_base = Mux(self.infer, const_mul(self.example, p.n_free * S, 32),
-                      const_mul(self.example, (p.n_free + p.n_nudged) * S, 32))
-        # _nudge_base: the weakly-clamped phase's first event, example base + n_free S (§5), with
-        # the design's n_free like the example stride (a constant: no multiplier for the register)
+        ctl = self.lanes
+        ex_base = Mux(self.infer, self._ex_infer, self._ex_train)  # example x stride (registered)
         m.d.sync += [self._infer.eq(self.infer), self.done.eq(0), self._step.eq(0), ctl.rd_buf.eq(0),
                      ctl.wr_buf.eq(1), ctl.s0_buf.eq(0), ctl.sb_buf.eq(0), self.cycles_free.eq(0),
                      self.cycles_nudged.eq(0), self.cycles_update.eq(0), self.cycles_total.eq(0),
                      self._quiet.eq(0), self.free_steps.eq(0), ctl.ev_base.eq(ex_base),
-                     self._nudge_base.eq((ex_base + p.n_free * S)[:32]),
                      self.phase.eq(Phase.DRIVE), self.busy.eq(1), ctl.start.eq(1), ctl.mode.eq(LaneMode.DRIVE)]
 
     def _relax(self, m):

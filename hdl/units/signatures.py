@@ -159,8 +159,8 @@ def host_data_bits(params: CoreParams) -> int:
 def lane_host_signature(params: CoreParams) -> wiring.Signature:
     """HostDecoder -> every lane's HostPort: one host access, decoded. ``we`` is high only
     while the core is idle; ``wdata`` is the bus word's low ``host_data_bits``; ``rdata``
-    answers a read three cycles after its address (the lane registers the access, its HostPort
-    the word)."""
+    answers a read four cycles after its address (the lane registers the access, its HostPort
+    the word, then the region's word)."""
     return wiring.Signature({
         "region": Out(Region),
         "sel": Out(bits_for(params.layout.P)),  # the address's lane field: lane (weight, bias,

@@ -8,7 +8,7 @@
 //
 // Command file: one command a line, three hex fields "op addr data":
 //   0 ADDR DATA   write DATA at word address ADDR (host bus, one cycle of we)
-//   1 ADDR EXP    read ADDR (one cycle of re, data with rvalid three cycles later) and compare with EXP
+//   1 ADDR EXP    read ADDR (one cycle of re, data with rvalid four cycles later) and compare with EXP
 //   2 0 LIMIT     poll status until done and not busy (bit 1 set, bit 0 clear), at most LIMIT reads
 //   3 0 0         end
 // The last line printed is "PASS: N reads equal" or "FAIL: K of N reads differ".
@@ -49,7 +49,7 @@ module tb_infer;
       @(negedge clk); addr = ra; re = 1'b1;
       @(negedge clk); re = 1'b0;
       waited = 1;
-      while (rvalid !== 1'b1 && waited < 8) begin  // the core's READ_LATENCY is 3
+      while (rvalid !== 1'b1 && waited < 8) begin  // the core's READ_LATENCY is 4
         @(negedge clk); waited = waited + 1;
       end
       if (rvalid !== 1'b1) begin
