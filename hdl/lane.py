@@ -141,16 +141,13 @@ class Lane(wiring.Component):
         start = Signal(name="start_r")
         m.d.sync += [start.eq(c.start & ~units), units.eq(c.start | start | self.busy)]
         idle = ~units
-        # The host's access, registered in the lane while it is idle (the decoder's, or the
-        # arg-max's on lane 0, fanned out to every lane's memories: the busy gate of a host write
-        # into the UP5K's SPRAM address and the lanes' host registers, which synthesis merged
-        # into one for all 8 lanes, were critical paths); the enable, the lane's own, keeps the
-        # copies apart. Writes are taken only while the core is idle, so none is held over a
-        # start (``we`` is 0 in the start's cycle, the last one the lane is idle).
-        for name in ("region", "sel", "buf", "addr", "wdata", "we"):
-            with m.If(idle):
-                m.d.sync += getattr(hp.host, name).eq(getattr(self.host, name))
-        m.d.comb += self.host.rdata.eq(hp.host.rdata)
+        # The host's access (the decoder's, or the arg-max's on lane 0) is registered in the
+        # HostPort while the lane is idle (fanned out to every lane's memories, the busy gate of
+        # a host write into the UP5K's SPRAM address and the lanes' host registers, which
+        # synthesis merged into one for all 8 lanes, were critical paths); the enable, the
+        # lane's own, keeps the copies apart.
+        wiring.connect(m, wiring.flipped(self.host), hp.host)
+        m.d.comb += hp.idle.eq(idle)
         ctrl_keys = ("mode", "rd_buf", "wr_buf", "s0_buf", "sb_buf", "nudge", "ev_base")
         if p.layout.P > 1:
             # With several lanes, each lane's own copies of the controller's mode, buffer
@@ -196,7 +193,7 @@ class Lane(wiring.Component):
             d_rd.addr.eq(neu.rd_loc), neu.drive.eq(d_rd.data),
             d_wr.en.eq(neu.drive_wr.en), d_wr.addr.eq(neu.drive_wr.addr), d_wr.data.eq(neu.drive_wr.data),
             fan.advance.eq(mac.advance | upd.advance), mac.last.eq(fan.last), upd.last.eq(fan.last),
-            upd.pos.eq(fan.pos), fan.host_rd.eq(idle), fan.host_addr.eq(hp.host.addr),
+            upd.pos.eq(fan.pos), fan.host_rd.eq(idle), fan.host_addr.eq(hp.rd_addr),
             upd.start.eq(start & updating),
             neu.nudge.eq(nudge_r), neu.beta_neg.eq(beta_neg_r), upd.beta_neg.eq(beta_neg_r),
             neu.ev_base.eq(ev_r), upd.ev_base.eq(ev_r), neu.settle_tol.eq(tol_r),
@@ -210,7 +207,7 @@ class Lane(wiring.Component):
               (mac.bank_data[w], upd.bank_data[w], hp.bank_data[w])],
             # read addresses: the host while idle, else the update or the relaxation
             b_rd.addr.eq(Mux(units, mux(updating, upd.bias_addr, neu.rd_loc, b_rd.addr),
-                             fit(hp.host.addr, b_rd.addr))),
+                             fit(hp.rd_addr, b_rd.addr))),
             t_rd.addr.eq(neu.rd_loc),
             # the source reads, the MAC's and the update's: the FaninStore's entry.saddr (mac.src_loc)
             x_rd.addr.eq(fit(mac.src_loc, x_rd.addr)),

@@ -463,10 +463,12 @@ def test_host_port_routes_writes_and_reads():
         h = dut.host
         ports = {Region.WEIGHT: dut.weight_wr, Region.BIAS: dut.bias_wr, Region.TARGET: dut.target_wr,
                  Region.INPUT: dut.input_wr}
+        ctx.set(dut.idle, 1)
         for region in Region:
             for sel in (0, 1):
                 ctx.set(h.region, region), ctx.set(h.sel, sel), ctx.set(h.addr, 2), ctx.set(h.buf, 2)
                 ctx.set(h.wdata, 77), ctx.set(h.we, 1)
+                await ctx.tick()  # (the access is registered)
                 for r, port in ports.items():
                     mine = r == region and (sel == 1 or r == Region.INPUT)
                     assert ctx.get(port.en) == mine and ctx.get(port.addr) == 2
@@ -474,15 +476,23 @@ def test_host_port_routes_writes_and_reads():
                     st = dut.state_wr[w]
                     assert ctx.get(st.en) == (region == Region.STATE and sel == w)
                     assert ctx.get(st.addr) == buffer_offset(2, sizes[w]) + 2
-        ctx.set(h.we, 0)
+                ctx.set(h.we, 0)
+                await ctx.tick()
+                assert not any(ctx.get(port.en) for port in ports.values())
+        # an access while the lane is not idle is not taken
+        ctx.set(dut.idle, 0), ctx.set(h.region, Region.WEIGHT), ctx.set(h.sel, 1), ctx.set(h.we, 1)
+        await ctx.tick()
+        assert not ctx.get(dut.weight_wr.en)
+        ctx.set(dut.idle, 1), ctx.set(h.we, 0)
         ctx.set(dut.weight, -3), ctx.set(dut.bias, -7), ctx.set(dut.bank_data[0], 11), ctx.set(dut.bank_data[1], 22)
         for region, sel, want in ((Region.WEIGHT, 1, -3), (Region.BIAS, 1, -7), (Region.S0, 0, 11),
                                   (Region.FINAL, 1, 22), (Region.REG, 0, 0)):
             ctx.set(h.region, region), ctx.set(h.sel, sel)
             await ctx.tick()
-            ctx.set(h.region, Region.REG)  # rdata holds the word of the region three cycles before
-            await ctx.tick()
-            assert ctx.get(h.rdata) != want & 0xFFFFFFFF or want == 0  # (not yet)
+            ctx.set(h.region, Region.REG)  # rdata holds the word of the region four cycles before
+            for _ in range(2):
+                await ctx.tick()
+                assert ctx.get(h.rdata) != want & 0xFFFFFFFF or want == 0  # (not yet)
             await ctx.tick()
             assert ctx.get(h.rdata) == want & 0xFFFFFFFF
 
