@@ -95,22 +95,18 @@ def test_generate_bad_hdl_key(tmp_path, capsys):
     assert main(["hdl", "generate", "--config", str(cfg).replace("bad", "none"), "--out", str(tmp_path / "o")]) == 2
 
 
-def test_generate_bad_router(tmp_path, capsys):
+@pytest.mark.parametrize("flag,value,message", [
+    ("--router", "router3", "router: 'router3' is not one of router1, router2"),
+    ("--pnr-seed", "-3", "pnr_seed: must be 0 .. 2^31 - 1, got -3"),
+])
+def test_generate_bad_pnr_option(tmp_path, capsys, flag, value, message):
+    """A bad place-and-route option is one line and exit 2, before anything is written."""
     cfg = tmp_path / "t.toml"
     cfg.write_text(TINY)
     out = tmp_path / "d"
-    assert main(["hdl", "generate", "--config", str(cfg), "--out", str(out), "--router", "router3"]) == 2
+    assert main(["hdl", "generate", "--config", str(cfg), "--out", str(out), flag, value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "router: 'router3' is not one of router1, router2" in err[0] and not out.exists()
-
-
-def test_generate_bad_pnr_seed(tmp_path, capsys):
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text(TINY)
-    out = tmp_path / "d"
-    assert main(["hdl", "generate", "--config", str(cfg), "--out", str(out), "--pnr-seed", "-3"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "pnr_seed: must be 0 .. 2^31 - 1, got -3" in err[0] and not out.exists()
+    assert len(err) == 1 and message in err[0] and not out.exists()
 
 
 def test_generate_bad_weight_init(tmp_path, capsys):
