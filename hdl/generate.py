@@ -18,7 +18,8 @@ target's), ``clock_mhz`` (for times in the manifest and nextpnr's constraint; ``
 board's target and ``clock_mhz`` 25 unless given, and --synth/--pnr then build the board top into
 ``NAME_ulx3s.bit``; ``--board``), ``baud`` (the board's UART, default 115200; ``--baud``), ``router``
 (nextpnr's: ``router1``, the default, or ``router2``; ``--router``), ``pnr_seed`` (nextpnr's
-``--seed``, default 1: placement moves a full chip's fmax by several percent; ``--pnr-seed``), ``bus (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
+``--seed``, default 1: placement moves a full chip's fmax by several percent; ``--pnr-seed``),
+``bus`` (``native``, the default: the core's host bus; ``axi4lite``: ``NAME.v``
 is the core behind an AXI4-Lite slave, ``hdl/axi.py``; ``--bus`` overrides it), ``onchip_lr`` (the
 on-chip update's rates, batch 1: the rate registers' reset values; default the training rates
 divided by ``batch_size``, docs/numerics.md §6; ``--onchip-lr`` overrides it). Without a checkpoint, the memories hold the model's initialisation

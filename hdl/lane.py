@@ -78,10 +78,9 @@ class Lane(wiring.Component):
 
     Between lanes: ``result`` (out): this lane's new states (en, bank address, data), which
     the core gives to ``bank_in[index]`` of every lane; ``bank_in[w]`` (in): lane w's.
-    From the host: ``host`` (in: HostDecoder's decoded access, see ``units.HostPort``), which
-    the lane registers while it is idle before its HostPort sees it: a write lands, and a
-    read's word comes back, a cycle later than HostPort's own timing (``rdata`` four cycles
-    after the address).
+    From the host: ``host`` (in: HostDecoder's decoded access, see ``units.HostPort``, which
+    registers it while the lane is idle: a write lands a cycle after ``we``, ``rdata`` comes
+    four cycles after the address).
 
     ``weights``: the initial stored weights by weight address (``CoreParams.lane_weights``);
     ``biases``: the initial biases of the lane's neurons in ``layout.lanes[index].neurons``

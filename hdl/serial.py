@@ -5,7 +5,8 @@ its 48-pin package has. ``SerialCore`` puts a shift register in front of it:
 the host shifts in 58 bits {we, re, addr[24], wdata[32]} on ``si`` (MSB
 first), pulses ``latch`` to apply them to the bus (the next cycle: the bus signals come
 from registers, so that the frame's path into the core starts at a flip-flop; ``we``
-and ``re`` for one cycle, address and data held until the next latch), and reads ``rdata`` back MSB first on ``so``. It is a stand-in for the SPI or UART
+and ``re`` for one cycle, address and data held until the next latch), and reads
+``rdata`` back MSB first on ``so``. It is a stand-in for the SPI or UART
 bridge a real board would use; synthesis and timing of the core inside are
 what it is for.
 """

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..enums import Region
 from ..params import CoreParams
+from .decoder import READ_LATENCY
 from .signatures import lane_host_signature
 
 PRED_BITS = 8
@@ -22,8 +23,9 @@ class ArgMax(wiring.Component):
     Ports: ``run`` (in: the ARGMAX phase), ``s0_buf`` (in: the buffer of s^0), ``upstream``
     (in), ``lane`` (out, to lane 0's HostPort), ``done`` (out: the last output has been
     compared; the controller ends the phase), ``pred`` (out: the index among the outputs).
-    It takes ``CYCLES = n_out + 5`` cycles (a read's data is four cycles after its address:
-    the lane's registered access and the HostPort's two registers).
+    It takes ``CYCLES = n_out + READ_LATENCY + 1`` cycles (lane 0 answers ``READ_LATENCY``
+    cycles after the address: the HostPort's registered access, the memory, its two
+    registers).
     """
 
     def __init__(self, params: CoreParams):
@@ -41,34 +43,36 @@ class ArgMax(wiring.Component):
 
     @staticmethod
     def cycles(params: CoreParams) -> int:
-        """Cycles of the ARGMAX phase: one read per output, the last read's four cycles, the end."""
-        return params.layout.S - params.layout.out_first + 5
+        """Cycles of the ARGMAX phase: one read per output, the last read's READ_LATENCY cycles,
+        the end."""
+        return params.layout.S - params.layout.out_first + READ_LATENCY + 1
 
     def elaborate(self, platform):
         m = Module()
         n = len(self.outs)
-        k = Signal(range(n + 5))  # output being addressed
-        valid0, idx0 = Signal(), Signal(PRED_BITS)  # output idx0's address is in lane 0's register
-        valid0b, idx0b = Signal(), Signal(PRED_BITS)  # output idx0b's word is in the HostPort's first register
-        valid1, idx1 = Signal(), Signal(PRED_BITS)  # output idx1's read is in lane 0's memory
-        valid, idx = Signal(), Signal(PRED_BITS)  # lane 0's read data is output idx's state
+        k = Signal(range(n + READ_LATENCY + 1))  # output being addressed
+        # (valid, idx) d cycles after output idx was addressed, d = 1 .. READ_LATENCY; the last
+        # is lane 0's read data
+        delay = [(Signal(name=f"valid{d}"), Signal(PRED_BITS, name=f"idx{d}"))
+                 for d in range(1, READ_LATENCY + 1)]
+        valid, idx = delay[-1]
         best = Signal(self.p.state.n_word)
         for name in ("region", "sel", "buf", "addr", "wdata", "we"):  # pass-through
             m.d.comb += getattr(self.lane, name).eq(getattr(self.upstream, name))
         m.d.comb += self.upstream.rdata.eq(self.lane.rdata)
-        m.d.comb += self.done.eq(self.run & (k == n + 4))
+        m.d.comb += self.done.eq(self.run & (k == n + READ_LATENCY))
         with m.If(self.run):
             with m.Switch(k):
                 for j, (w, loc) in enumerate(self.outs):
                     with m.Case(j):
                         m.d.comb += [self.lane.sel.eq(w), self.lane.addr.eq(loc)]
             m.d.comb += [self.lane.region.eq(Region.S0), self.lane.buf.eq(self.s0_buf), self.lane.we.eq(0)]
-            m.d.sync += [k.eq(k + 1), valid0.eq(k < n), idx0.eq(k), valid0b.eq(valid0), idx0b.eq(idx0),
-                         valid1.eq(valid0b), idx1.eq(idx0b),
-                         valid.eq(valid1), idx.eq(idx1)]
+            m.d.sync += [k.eq(k + 1), delay[0][0].eq(k < n), delay[0][1].eq(k)]
+            for (v, i), (pv, pi) in zip(delay[1:], delay):
+                m.d.sync += [v.eq(pv), i.eq(pi)]
             data = self.lane.rdata[:self.p.state.n_word]
             with m.If(valid & ((idx == 0) | (data > best))):
                 m.d.sync += [best.eq(data), self.pred.eq(idx)]
             with m.If(self.done):
-                m.d.sync += [k.eq(0), valid0.eq(0), valid0b.eq(0), valid1.eq(0), valid.eq(0)]
+                m.d.sync += [k.eq(0), *(v.eq(0) for v, _ in delay)]
         return m

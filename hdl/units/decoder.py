@@ -10,7 +10,9 @@ from ..enums import ADDR_BITS, REGION_SHIFT, Ctrl, Reg, Region, Status
 from ..params import CoreParams, bits_for
 from .signatures import check_steps, host_field_bits, lane_host_signature, rate_layout
 
-READ_LATENCY = 4  # re -> rvalid and rdata (the lane's registered access, its memory's word registered, then the region's)
+# re -> rvalid and rdata: the HostPort's registered access, the memory, the word of each kind
+# registered, then the region's (the decoder adds no register on a lane's word)
+READ_LATENCY = 4
 
 HOST_BUS = wiring.Signature({
     "addr": Out(ADDR_BITS),  # word address: (Region << REGION_SHIFT) | offset
@@ -118,8 +120,8 @@ class HostDecoder(wiring.Component):
 
     def _reads(self, m, region, off, fb, wr_err, writable, busy):
         """Reads: four cycles of latency (READ_LATENCY); a register's value as it is three cycles
-        after ``re``, registered; a lane's memory word from the lane's HostPort, which gets the
-        access registered (the lane's copy) and registers the word twice (states through lane 0).
+        after ``re``, registered; a lane's memory word from the lane's HostPort, which registers
+        the access and then the word twice (states through lane 0).
         The lanes' memories are the far end of the chip from the bus: a memory's output, the
         lanes' multiplexer and the master's register in one cycle was the ECP5's critical path
         (docs/rtl.md "Bank addresses, registered selects, two-cycle host reads")."""

@@ -28,8 +28,8 @@ class HostPort(wiring.Component):
       write enables decoded before the register: a write comes out a cycle after ``host.we``.
     - reads (four cycles after the address): the lane points its FaninStore (weight), bias
       memory and StateBanks source port (``rd_addr``; ``bank_buf``, ``bank_loc``: bank
-      ``sel``'s word in buffer ``buf``; all registered) at the host's address while it is idle; ``weight``, ``bias``,
-      ``bank_data[P]`` (in) come back the next cycle, are registered (a register per kind),
+      ``sel``'s word in buffer ``buf``; all registered) at the host's address while it is
+      idle; ``weight``, ``bias``, ``bank_data[P]`` (in) come back the next cycle, are registered (a register per kind),
       and ``host.rdata``, a register, holds the word of the access's region the cycle after
       (the core reads states through lane 0).
     """

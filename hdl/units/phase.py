@@ -37,8 +37,8 @@ class PhaseController(wiring.Component):
 
     Ports: ``start``, ``infer`` (in: HostDecoder's), ``example``, ``update``, ``n_free``,
     ``n_nudged``, ``settle_steps`` (in: registers; ``example`` must hold its value from the
-    cycle before ``start``: the decoder's start comes a cycle after the write that starts), ``lanes_busy``, ``lanes_moved`` (in),
-    ``argmax_done`` (in); ``lanes`` (out: every lane's control), ``phase`` (out),
+    cycle before ``start``: the decoder's start comes a cycle after the write that starts),
+    ``lanes_busy``, ``lanes_moved`` (in), ``argmax_done`` (in); ``lanes`` (out: every lane's control), ``phase`` (out),
     ``argmax_run`` (out: phase is ARGMAX, from its own register: it steers lane 0's host
     port, and a decode of ``phase`` there was the UP5K's critical path), ``busy``
     (out: not IDLE), ``done`` (out: sticky until the next start), ``free_steps`` (out: the
@@ -79,10 +79,6 @@ class PhaseController(wiring.Component):
         # cycle after a launch, before a lane's busy reaches ``busy_q``.
         busy_q, moved_q = Signal(), Signal()
         m.d.sync += [busy_q.eq(self.lanes_busy), moved_q.eq(self.lanes_moved)]
-        # The step compares, registered from the step and quiet counters (they change only when
-        # a step ends or at a start, and the next step ends at the earliest after its launch,
-        # the lanes' own start, their busy and its register: five cycles later; where it ends
-        # sooner, the phase has no steps and the compare is false)
         # The example's event bases (example x stride, §5: shifts and adds, the strides are the
         # design's constants, no DSP), registered from the ``example`` register every cycle: the
         # host writes it at least a cycle before the start write, which reaches the controller a
@@ -94,6 +90,10 @@ class PhaseController(wiring.Component):
         self._ex_train, self._ex_infer = Signal(32, name="ex_train"), Signal(32, name="ex_infer")
         m.d.sync += [self._ex_train.eq(const_mul(self.example, (p.n_free + p.n_nudged) * S, 32)),
                      self._ex_infer.eq(const_mul(self.example, p.n_free * S, 32))]
+        # The step compares, registered from the step and quiet counters (they change only when
+        # a step ends or at a start, and the next step ends at the earliest after its launch,
+        # the lanes' own start, their busy and its register: five cycles later; where it ends
+        # sooner, the phase has no steps and the compare is false)
         self._more_free, self._more_nudged, self._quiet_hit = Signal(), Signal(), Signal()
         m.d.sync += [self._more_free.eq(self._step + 1 < self.n_free),
                      self._more_nudged.eq(self._step + 1 < self.n_nudged),

@@ -104,6 +104,10 @@ class UpdateUnit(wiring.Component):
         # ahead of the bias, used from B_S0): the constants' ROM and the rate multiplexer in front
         # of the operand register were the 784-100x5 UP5K design's critical paths.
         rate_q = Signal.like(self.rate[0], reset_less=True)
+        # ``bias_rd``: the own-state reads are a bias's (B_ISSUE, B_S0: ``bl``), else the entry's
+        # neuron (W_FIELDS, W_S0: ``entry.nloc``, held until W_RND); a register set where the
+        # biases begin, so that no decode of ``st`` is on the banks' address path (nor on the
+        # rate's: it also picks the pair)
         bias_rd = Signal()
         m.d.sync += rate_q.eq(Array(self.rate[q] for q in pairs)[Mux(bias_rd, bpair, eu.pair)])
         m.d.sync += [ua.eq(Mux(rate_st, rate_q, self.own_data)),
@@ -118,9 +122,6 @@ class UpdateUnit(wiring.Component):
         # W_S0 or B_S0 (the states after W_FIELDS and B_ISSUE)
         act, sb_r = Signal(), Signal()
         first = U.W_ISSUE if self.n_entries > 0 else after_w
-        # ``bias_rd``: the own-state reads are a bias's (B_ISSUE, B_S0: ``bl``), else the entry's
-        # neuron (W_FIELDS, W_S0: ``entry.nloc``, held until W_RND); a register set where the
-        # biases begin, so that no decode of ``st`` is on the banks' address path
         # ``in_rnd`` = st is W_RND, a register set by the two transitions into it: it is
         # ``advance``, which steers the FaninStore's walk (a decode of ``st`` there was the
         # demo's ECP5 path into the walk's next state)
