@@ -50,6 +50,12 @@ DRIVE_LATENCY = NeuronUnit.DRIVE_LATENCY  # last drive entry accumulated -> D_i 
 UPDATE_CYCLES_PER_ENTRY = UpdateUnit.CYCLES_PER_ENTRY
 UPDATE_CYCLES_PER_IDLE_ENTRY = UpdateUnit.CYCLES_PER_IDLE_ENTRY
 UPDATE_CYCLES_PER_BIAS = UpdateUnit.CYCLES_PER_BIAS
+# From this many lanes on, each lane keeps its own copies of the controller's and the host's
+# registers it reads (a fan-out cut for the 8-lane ECP5 designs). With two lanes each of
+# those registers has two loads, and the copies (271 of the UP5K's 5,280 logic cells in the
+# tiny two-lane design) are what kept it off the chip (docs/rtl.md "Lane copies from three
+# lanes on, the weight address a register"). No cycle depends on it.
+COPY_MIN_LANES = 3
 
 
 class Lane(wiring.Component):
@@ -148,9 +154,9 @@ class Lane(wiring.Component):
         wiring.connect(m, wiring.flipped(self.host), hp.host)
         m.d.comb += hp.idle.eq(idle)
         ctrl_keys = ("mode", "rd_buf", "wr_buf", "s0_buf", "sb_buf", "nudge", "ev_base")
-        if p.layout.P > 1:
-            # With several lanes, each lane's own copies of the controller's mode, buffer
-            # numbers, nudge and event base, taken at a start (they change only with one, or
+        if p.layout.P >= COPY_MIN_LANES:
+            # With COPY_MIN_LANES lanes or more, each lane's own copies of the controller's mode,
+            # buffer numbers, nudge and event base, taken at a start (they change only with one, or
             # while no lane works), so that each register reaches only its lane's logic (the
             # controller's, each fanned out to every lane's banks, were the 8-lane demo's
             # critical path on the ECP5). The enable has the lane's own ``units`` in it (always
@@ -168,7 +174,7 @@ class Lane(wiring.Component):
             rate_r = Signal.like(self.rate, name="rate_r")
             with m.If(idle):
                 m.d.sync += [beta_neg_r.eq(self.beta_neg), tol_r.eq(self.settle_tol), rate_r.eq(self.rate)]
-        else:  # one lane: no fan-out to cut, and the UP5K designs have no logic to spare
+        else:  # one or two lanes: little fan-out to cut, and the UP5K designs have no logic to spare
             mode_r, rd_r, wr_r, s0_r, sb_r, nudge_r, ev_r = (getattr(c, k) for k in ctrl_keys)
             beta_neg_r, tol_r, rate_r = self.beta_neg, self.settle_tol, self.rate
         updating = mode_r == LaneMode.UPDATE

@@ -283,10 +283,16 @@ class FaninStore(_WeightSource):
         # sparse entry's slot - sparse_delta, a neuron's dummy 0; P > 1 the entry itself
         wcur = Signal(el.members["waddr"])
         if lay.once:
+            # (``wcur`` is a register, computed with the move to the position from the next
+            # values of the registers it is a function of, below: the walk's counters through
+            # the address multiplexers into the UP5K's SPRAM address were the 784-100x5
+            # network's critical path)
             wa = Mux(y == 0, ft.waddr, wa_r)
             wstride = Mux(cc["lower"], cc["n_l"], Mux(cc["intra"] & below, cc["n_l"] - y - 2, 1))
-            sp_wa = _fit(sp.slot - pr.sparse_delta, wcur) if n_sp else 0
-            m.d.comb += wcur.eq(Mux(dense, wa, Mux(sparse, sp_wa, 0)))
+
+            def waddr_of(dense_v, sparse_v, y_v, seg_word, wa_v, sp_word):  # the position's weight address
+                sp_wa = _fit(sp_word.slot - pr.sparse_delta, wcur) if n_sp else 0
+                return Mux(dense_v, Mux(y_v == 0, seg_word.waddr, wa_v), Mux(sparse_v, sp_wa, 0))
         else:
             m.d.comb += wcur.eq(self.pos)
         src = Signal(range(max(lay.S, n_in)))  # (sbase + y of a dense position is a source index)
@@ -400,6 +406,8 @@ class FaninStore(_WeightSource):
                      run_last.eq(run_last_n),
                      n_last.eq(run_last_n & Mux(dense_n, (nx["s"] + 1 == cn["nds"]) & ~hs_n, 1)),
                      hole.eq(nx["pos"] == word_n["holes"].pos)]
+        if lay.once:
+            m.d.sync += wcur.eq(waddr_of(dense_n, sparse_n, nx["y"], word_n["segments"], nx["wa"], spn))
 
         # ---- the weights
         end = Mux(to_drive_end, self.n_drive - 1, self.n_entries - 1)
