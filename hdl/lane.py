@@ -185,8 +185,8 @@ class Lane(wiring.Component):
         def mux(sel, a, b, port):  # Mux(sel, a, b) into ``port``, from the bits it keeps
             return Mux(sel, fit(a, port), fit(b, port))
 
-        # the lane's start comes a cycle after the controller's, with the copies (or, with one
-        # lane, the controller's registers, which hold until the next start) in place
+        # the lane's start comes a cycle after the controller's, with the copies (or, below
+        # COPY_MIN_LANES lanes, the controller's registers, which hold until the next start) in place
         drive = mode_r == LaneMode.DRIVE
         relax_start = start & (mode_r == LaneMode.RELAX)
         # the FaninStore's range: the drive entries, the step entries, or all of them (update)

@@ -287,12 +287,15 @@ class FaninStore(_WeightSource):
             # values of the registers it is a function of, below: the walk's counters through
             # the address multiplexers into the UP5K's SPRAM address were the 784-100x5
             # network's critical path)
-            wa = Mux(y == 0, ft.waddr, wa_r)
-            wstride = Mux(cc["lower"], cc["n_l"], Mux(cc["intra"] & below, cc["n_l"] - y - 2, 1))
+            def dense_waddr(y_v, seg_word, wa_v):  # the segment's first address at y = 0, else the counter
+                return Mux(y_v == 0, seg_word.waddr, wa_v)
 
             def waddr_of(dense_v, sparse_v, y_v, seg_word, wa_v, sp_word):  # the position's weight address
                 sp_wa = _fit(sp_word.slot - pr.sparse_delta, wcur) if n_sp else 0
-                return Mux(dense_v, Mux(y_v == 0, seg_word.waddr, wa_v), Mux(sparse_v, sp_wa, 0))
+                return Mux(dense_v, dense_waddr(y_v, seg_word, wa_v), Mux(sparse_v, sp_wa, 0))
+
+            wa = dense_waddr(y, ft, wa_r)  # the current dense position's, which the counter steps on from
+            wstride = Mux(cc["lower"], cc["n_l"], Mux(cc["intra"] & below, cc["n_l"] - y - 2, 1))
         else:
             m.d.comb += wcur.eq(self.pos)
         src = Signal(range(max(lay.S, n_in)))  # (sbase + y of a dense position is a source index)
