@@ -59,6 +59,7 @@ from .lane import (
     UPDATE_CYCLES_PER_BIAS,
     UPDATE_CYCLES_PER_ENTRY,
     UPDATE_CYCLES_PER_IDLE_ENTRY,
+    UPDATE_DRAIN_CYCLES,
     Lane,
 )
 from .params import CoreParams
@@ -146,7 +147,7 @@ def cycle_model(p: CoreParams) -> dict:
                  + controller (2)
         step   = max lane step entries + lane start (1) + MAC latency (6) + neuron latency (7)
                  + controller (2)
-        update = max over lanes (9 x entries that write + 3 x the others + 9 x neurons)
+        update = max over lanes (4 x entries + drain (2) + 9 x neurons)
                  + lane start (1) + controller (3)
         argmax = n_out + 5
         training example  = drive + t x step + n_nudged x step + update
@@ -154,7 +155,7 @@ def cycle_model(p: CoreParams) -> dict:
 
     (the latencies: ``lane.START_LATENCY``, ``MacPipeline.LATENCY``, ``NeuronUnit.DRIVE_LATENCY``
     / ``LATENCY``, ``PhaseController.STEP_OVERHEAD`` / ``UPDATE_OVERHEAD``, ``UpdateUnit.CYCLES_PER_ENTRY`` /
-    ``CYCLES_PER_IDLE_ENTRY`` / ``CYCLES_PER_BIAS``; the entries: ``layout.Lane.n_drive``,
+    ``CYCLES_PER_IDLE_ENTRY`` (equal since the update is pipelined) / ``DRAIN_CYCLES`` / ``CYCLES_PER_BIAS``; the entries: ``layout.Lane.n_drive``,
     ``n_step``, all of them, ``n_idle`` of them writing nothing: holes, dummies, mirrors).
     The drive pass runs once per example, before the free phase.
 
@@ -167,8 +168,10 @@ def cycle_model(p: CoreParams) -> dict:
     depth, ddepth = lay.step_depth, lay.drive_depth
     step = depth + START_LATENCY + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD
     drive = ddepth + START_LATENCY + MAC_LATENCY + DRIVE_LATENCY + STEP_OVERHEAD
+    assert UPDATE_CYCLES_PER_ENTRY == UPDATE_CYCLES_PER_IDLE_ENTRY  # (the formula's words say so)
     upd_lane = [UPDATE_CYCLES_PER_ENTRY * (l.n_entries - l.n_idle) + UPDATE_CYCLES_PER_IDLE_ENTRY * l.n_idle
-                + UPDATE_CYCLES_PER_BIAS * len(l.neurons) for l in lay.lanes]
+                + (UPDATE_DRAIN_CYCLES if l.n_entries else 0) + UPDATE_CYCLES_PER_BIAS * len(l.neurons)
+                for l in lay.lanes]
     update = max(upd_lane) + START_LATENCY + UPDATE_OVERHEAD
     free = p.n_free * step
     nudged = p.n_nudged * step
@@ -186,8 +189,8 @@ def cycle_model(p: CoreParams) -> dict:
                         f"settle rule (numerics.md §4a; register free_steps)",
         "nudged": nudged,
         "update": update,
-        "update_formula": f"max over lanes of {UPDATE_CYCLES_PER_ENTRY} x entries that write (drive and step) "
-                          f"+ {UPDATE_CYCLES_PER_IDLE_ENTRY} x the others (holes, dummies, mirrors) + "
+        "update_formula": f"max over lanes of {UPDATE_CYCLES_PER_ENTRY} x entries (drive and step; holes, dummies "
+                          f"and mirrors, which write nothing, too) + drain ({UPDATE_DRAIN_CYCLES}) + "
                           f"{UPDATE_CYCLES_PER_BIAS} x neurons + lane start ({START_LATENCY}) + controller "
                           f"({UPDATE_OVERHEAD})",
         "train_example": drive + free + nudged + update,

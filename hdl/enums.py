@@ -102,27 +102,21 @@ class Walk(enum.Enum, shape=2):
 
 
 class UpdateState(enum.Enum, shape=4):
-    """The update unit's states (§6): 9 cycles per entry, 3 for one that writes nothing
-    (W_*; the weight's four-stage write-back overlaps the next entry), then 9 per bias
-    (B_*; B_RND takes four). The
-    products run through one DSP, one per cycle (docs/rtl.md "UpdateUnit")."""
+    """The update unit's states (§6): the entries in ``W_RUN``, one every 4 cycles (the
+    phase counter ``ph``; an entry's products and write-back overlap the next entries',
+    docs/rtl.md "UpdateUnit"), ``W_DRAIN`` (2 cycles: the last entry's products), then 9
+    cycles per bias (B_*; B_RND takes four). The products run through one DSP, one per
+    cycle."""
     IDLE = 0
-    W_ISSUE = 1  # entry address to the fan-in memory
-    W_FIELDS = 2  # entry fields and stored weight in; s^0 reads issued; the event registered
-    W_S0 = 3  # s^0_i, s^0_j in (the multiplier's operands); s^beta reads issued
-    W_SB = 4  # s^b_i, s^b_j in (operands); product s^0_i s^0_j
-    W_MUL = 5  # product s^b_i s^b_j; operands M, s^0_i s^0_j
-    W_Q0 = 6  # product M s^0_i s^0_j; operands M, s^b_i s^b_j
-    W_Q1 = 7  # product M s^b_i s^b_j
-    W_PD = 8  # sigma D M = sigma (M s^b_i s^b_j - M s^0_i s^0_j)
-    W_RND = 9  # round (floor and round-up bit); their add, the add to W, saturation and write
-    #            follow in the next entry's cycles
-    B_ISSUE = 10  # bias and s^0_i reads issued; the event registered
-    B_S0 = 11  # bias, s^0_i in (operands M, s^0_i); s^beta_i read issued
-    B_SB = 12  # s^b_i in (operands M, s^b_i); product M s^0_i
-    B_MUL = 13  # product M s^b_i
-    B_PD = 14  # sigma D_b M = sigma (M s^b_i - M s^0_i)
-    B_RND = 15  # round (floor and round-up bit), their add, the add to b, saturate and write (four cycles)
+    W_RUN = 1  # the entries: ph 0 walk at the entry (its weight read); 1 fields in, s^0 reads;
+    #            2 operands s^0_i, s^0_j, s^beta reads; 3 operands s^b_i, s^b_j, the walk moves on
+    W_DRAIN = 2  # the last entry's operands M, s^0_i s^0_j and M, s^b_i s^b_j (ph 0, 1)
+    B_ISSUE = 3  # bias and s^0_i reads issued; the event registered
+    B_S0 = 4  # bias, s^0_i in (operands M, s^0_i); s^beta_i read issued
+    B_SB = 5  # s^b_i in (operands M, s^b_i); product M s^0_i
+    B_MUL = 6  # product M s^b_i
+    B_PD = 7  # sigma D_b M = sigma (M s^b_i - M s^0_i)
+    B_RND = 8  # round (floor and round-up bit), their add, the add to b, saturate and write (four cycles)
 
 
 # Plain-integer aliases: the names other modules (generate.py, the benches) import.

@@ -13,7 +13,8 @@ lists. It is built from the components of ``units/`` (docs/rtl.md):
                  a step: N0 N1 NB NC N2 N3: D_i, eq. 5's step, the nudge, rounding, clip (§4),
                  the settle flag (§4a); the new state goes to every lane's copy of this
                  lane's bank
-    UpdateUnit   eqs. 7-8 (§6): 9 cycles per entry (3 if it writes nothing), 9 per bias
+    UpdateUnit   eqs. 7-8 (§6): 4 cycles per entry (pipelined: each entry's products and
+                 write-back overlap the next entries'), 2 to drain, 9 per bias
     HostPort     host writes and reads of the lane's memories while it is idle
 
 and four small memories: the biases, the drive words D_i of its neurons (written by the
@@ -50,6 +51,7 @@ DRIVE_LATENCY = NeuronUnit.DRIVE_LATENCY  # last drive entry accumulated -> D_i 
 UPDATE_CYCLES_PER_ENTRY = UpdateUnit.CYCLES_PER_ENTRY
 UPDATE_CYCLES_PER_IDLE_ENTRY = UpdateUnit.CYCLES_PER_IDLE_ENTRY
 UPDATE_CYCLES_PER_BIAS = UpdateUnit.CYCLES_PER_BIAS
+UPDATE_DRAIN_CYCLES = UpdateUnit.DRAIN_CYCLES
 # From this many lanes on, each lane keeps its own copies of the controller's and the host's
 # registers it reads (a fan-out cut for the 8-lane ECP5 designs). With two lanes each of
 # those registers has two loads, and the copies (271 of the UP5K's 5,280 logic cells in the

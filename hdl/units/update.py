@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,12 +27,17 @@ def update_read_signature(params: CoreParams) -> wiring.Signature:
 class UpdateUnit(wiring.Component):
     """W <- sat(W + round(sigma D M 2^-z)) for every entry of lane ``index`` (written at the
     entry's weight address; a hole, a dummy and, at P = 1, a *mirror* entry, whose weight the
-    entry of its other end writes, go from W_FIELDS to W_RND and write nothing), then
+    entry of its other end writes, go through the same cycles and write nothing), then
     b <- sat(b + round(sigma D_b M 2^-z)) for each of its neurons (§6, batch 1:
     D = s^b_i s^b_j - s^0_i s^0_j, D_b = s^b_i - s^0_i; the rounding at the pair's
     ``weight_shift`` / ``bias_shift`` with the random word of the entry's connection or the
-    neuron's bias event, §5). ``UpdateState`` names the cycles: 9 per entry (3 for an entry that
-    writes nothing), 9 per bias (B_RND takes four: round, its add, add, saturate and write).
+    neuron's bias event, §5). ``UpdateState`` names the cycles: the entries are pipelined, one
+    every 4 cycles (``W_RUN``; an entry's products, rounding and write-back overlap the next
+    entries' reads, its write comes ``WRITE_LATENCY`` = 11 cycles after the walk reached it),
+    2 to drain (``W_DRAIN``), then 9 per bias (B_RND takes four: round, its add, add,
+    saturate and write). The weight memory's port: the walk reads the entry's weight in the
+    cycles of its ph 0 - 3 that no write takes (one per 4 cycles), and the weight is kept at
+    ph 0 of the next entry, the last cycle the walk holds it.
 
     Ports: ``start`` (in, pulse), ``beta_neg`` (in: sigma = -1), ``ev_base`` (in: the update's
     first event, u (n_slots + S)), ``rate`` (in: M of each layer pair, the core's ``rate``
@@ -44,9 +49,12 @@ class UpdateUnit(wiring.Component):
     ``bias`` (in); ``w_wr``, ``b_wr`` (out: en, addr, data): the new stored weight and bias.
     """
 
-    CYCLES_PER_ENTRY = 9
-    CYCLES_PER_IDLE_ENTRY = 3  # a hole, a dummy, a mirror: W_ISSUE, W_FIELDS, W_RND
+    CYCLES_PER_ENTRY = 4
+    CYCLES_PER_IDLE_ENTRY = 4  # a hole, a dummy, a mirror: the same four cycles, no write
+    DRAIN_CYCLES = 2  # W_DRAIN: after the last entry, before the first bias
     CYCLES_PER_BIAS = 9
+    # an entry's cycles from its ph 0 (the walk at it) to its write (w_wr.en), docs/rtl.md
+    WRITE_LATENCY = 11
 
     def __init__(self, params: CoreParams, index: int):
         check_lane(params, index)
@@ -73,9 +81,29 @@ class UpdateUnit(wiring.Component):
         p, lay = self.p, self.p.layout
         sw, pairs = p.state.n_word, range(len(lay.pairs))
         st = Signal(U)
+        # ``ph``: an entry's cycle in W_RUN (0: the walk at the entry, its weight read issued;
+        # 1: its fields in, the s^0 reads; 2: the s^beta reads; 3: the walk moves on), counting
+        # on through W_DRAIN's two cycles. Entry n's ph 0 is cycle a; its products and write-back
+        # run on while the next entries are read (docs/rtl.md "UpdateUnit"):
+        #   a+2, a+3  operands s^0_i, s^0_j and s^b_i, s^b_j (the reads of a+1, a+2)
+        #   a+4       operands M, s^0_i s^0_j; the entry's fields and stored weight kept (eu, wst)
+        #   a+5       operands M, s^b_i s^b_j
+        #   a+7       sigma D M = sigma (M s^b_i s^b_j - M s^0_i s^0_j) into PD
+        #   a+8       the rounding's floor and round-up bit (the random word is there); W and
+        #             its address kept to the write (wst2, w_addr)
+        #   a+9, a+10 their sum; its add to W
+        #   a+11      saturate and write (w_wr.en): WRITE_LATENCY
+        # The multiplier takes operands at ph 2, 3 (this entry's states) and 0, 1 (the previous
+        # entry's products), one product per cycle; the weight memory's one port reads at the
+        # walk's entry in each cycle it is not written, and writes once per entry, at ph 3.
+        ph = Signal(2)
         bl = Signal(bits_for(self.n_own + 1))  # bias index
         eu = Signal(entry_layout(p))
-        wst, bst = Signal(signed(p.num.weight_store.n_word)), Signal(signed(p.num.bias.n_word))
+        wst, wst2 = (Signal(signed(p.num.weight_store.n_word), name=n) for n in ("wst", "wst2"))
+        bst = Signal(signed(p.num.bias.n_word))
+        # ``wv[k]``: an entry's ph 3 was k + 1 cycles ago (its pipeline's stages from a+4 on)
+        wv = Signal(5)
+        m.d.sync += wv.eq(Cat((st == U.W_RUN) & (ph == 3), wv[:-1]))
         brow = data.StructLayout({"nidx": bits_for(lay.S), "pair": bits_for(len(lay.pairs))})
         bconst = m.submodules.bconst = memory.Memory(shape=brow, depth=max(self.n_own, 1), init=[
             {"nidx": i, "pair": p.bias_pair(i)} for i in self.lane.neurons])
@@ -84,55 +112,54 @@ class UpdateUnit(wiring.Component):
         bq = Signal.like(bl)
         bc = bconst.read_port(domain="comb")
         bpair = Signal.like(bc.data.pair)
-        src = Mux(eu.sel_in, self.x_data, Array(self.bank_data)[eu.sbank])
+        src = Mux(self.entry.sel_in, self.x_data, Array(self.bank_data)[self.entry.sbank])
         b_ph = Signal(2)  # the cycle of B_RND
         after_w = U.B_ISSUE if self.n_own > 0 else U.IDLE
 
         # The multiplier (§6): operands ``ua`` (a state or the pair's rate M), ``ub`` (a state
         # or a product of two), product ``up``, all unsigned and reset-less, one product per
-        # cycle (the schedule is UpdateState's). The rates and beta_neg do not change during
-        # an update; the rate of the entry's pair (``eu``) or of bias ``bl``'s (``bconst``).
+        # cycle (the schedule above, and the biases'). The rates and beta_neg do not change
+        # during an update; the rate of the entry's pair (``entry``) or of bias ``bl``'s (``bconst``).
         ua = Signal(max(sw, p.rate_bits), reset_less=True)
         ub = Signal(2 * sw, reset_less=True)
         up = Signal(len(ua) + len(ub), reset_less=True)
         q0 = Signal(len(up))  # the first of the two products sigma D M subtracts
         PD = Signal(signed(max(2 * sw + p.rate_bits + 4, len(up) + 1)))  # sigma D M, and the difference whole
         bias_st = (st == U.B_S0) | (st == U.B_SB)
-        rate_st = (st == U.W_MUL) | (st == U.W_Q0) | bias_st
+        prod_ld = ((st == U.W_RUN) | (st == U.W_DRAIN)) & ~ph[1]  # ph 0, 1: M and a product
         # The rate of the entry's or the bias's pair comes from a register, ``rate_q``, loaded
-        # from the registered pair (``eu.pair`` from W_S0 on, used from W_MUL; ``bpair``, fetched
-        # ahead of the bias, used from B_S0): the constants' ROM and the rate multiplexer in front
-        # of the operand register were the 784-100x5 UP5K design's critical paths.
+        # from the walk's registered pair (``entry.pair`` at the entry's ph 3 and the next ph 0,
+        # used at ph 0, 1) or the bias's (``bpair``, fetched ahead of the bias, used from B_S0):
+        # the constants' ROM and the rate multiplexer in front of the operand register were
+        # the 784-100x5 UP5K design's critical paths.
         rate_q = Signal.like(self.rate[0], reset_less=True)
         # ``bias_rd``: the own-state reads are a bias's (B_ISSUE, B_S0: ``bl``), else the entry's
-        # neuron (W_FIELDS, W_S0: ``entry.nloc``, held until W_RND); a register set where the
-        # biases begin, so that no decode of ``st`` is on the banks' address path (nor on the
-        # rate's: it also picks the pair)
+        # neuron (ph 1, 2: ``entry.nloc``); a register set where the biases begin, so that no
+        # decode of ``st`` is on the banks' address path (nor on the rate's: it also picks the pair)
         bias_rd = Signal()
-        m.d.sync += rate_q.eq(Array(self.rate[q] for q in pairs)[Mux(bias_rd, bpair, eu.pair)])
-        m.d.sync += [ua.eq(Mux(rate_st, rate_q, self.own_data)),
-                     ub.eq(Mux((st == U.W_MUL) | (st == U.W_Q0), up[:len(ub)],
-                               Mux(bias_st, self.own_data, src))),
+        m.d.sync += rate_q.eq(Array(self.rate[q] for q in pairs)[Mux(bias_rd, bpair, self.entry.pair)])
+        m.d.sync += [ua.eq(Mux(prod_ld | bias_st, rate_q, self.own_data)),
+                     ub.eq(Mux(prod_ld, up[:len(ub)], Mux(bias_st, self.own_data, src))),
                      up.eq(ua * ub), q0.eq(up)]
-        # sigma (Q1 - Q0): the difference's order is sigma's sign
-        sigma_dm = PD.eq(Mux(self.beta_neg, (q0 - up).as_signed(), (up - q0).as_signed()))
+        # sigma (Q1 - Q0): the difference's order is sigma's sign (an entry's at a+7, a bias's in B_PD)
+        with m.If(wv[3] | (st == U.B_PD)):
+            m.d.sync += PD.eq(Mux(self.beta_neg, (q0 - up).as_signed(), (up - q0).as_signed()))
 
         # Registered decodes for the lane's address muxes: ``act`` = st != IDLE (set by a start
-        # with work, cleared where the last entry or bias goes to IDLE) and ``sb_r`` = st is
-        # W_S0 or B_S0 (the states after W_FIELDS and B_ISSUE)
+        # with work, cleared where the last bias, or the drain without biases, goes to IDLE) and
+        # ``sb_r`` = an entry's ph 2 or B_S0 (the cycles after ph 1 and B_ISSUE)
         act, sb_r = Signal(), Signal()
-        first = U.W_ISSUE if self.n_entries > 0 else after_w
-        # ``in_rnd`` = st is W_RND, a register set by the two transitions into it: it is
-        # ``advance``, which steers the FaninStore's walk (a decode of ``st`` there was the
-        # demo's ECP5 path into the walk's next state)
-        in_rnd = Signal()
-        m.d.sync += in_rnd.eq(0)
-        m.d.comb += self.advance.eq(in_rnd)
+        first = U.W_RUN if self.n_entries > 0 else after_w
+        # ``adv`` = an entry's ph 3, a register: it is ``advance``, which steers the FaninStore's
+        # walk (a decode of ``st`` there was the demo's ECP5 path into the walk's next state)
+        adv = Signal()
+        m.d.sync += adv.eq((st == U.W_RUN) & (ph == 2))
+        m.d.comb += self.advance.eq(adv)
         m.d.comb += [bc.addr.eq(bq), self.bias_addr.eq(bl), self.rd.sb.eq(sb_r),
                      self.rd.own.eq(Mux(bias_rd, bl, self.entry.nloc))]
-        m.d.sync += sb_r.eq((st == U.W_FIELDS) | (st == U.B_ISSUE))
+        m.d.sync += sb_r.eq(((st == U.W_RUN) & (ph == 1)) | (st == U.B_ISSUE))
         with m.If(self.start):
-            m.d.sync += [bl.eq(0), bq.eq(0), st.eq(first), act.eq(first != U.IDLE),
+            m.d.sync += [bl.eq(0), bq.eq(0), ph.eq(0), st.eq(first), act.eq(first != U.IDLE),
                          bias_rd.eq(first == U.B_ISSUE)]
         # ``bpair``: the pair of bias ``bq``, loaded while the entries run (bias 0's), in a bias's
         # B_ISSUE and in the last two cycles of B_RND (the next bias's: ``bq`` moves on after
@@ -142,32 +169,21 @@ class UpdateUnit(wiring.Component):
         b_late = (st == U.B_RND) & b_ph[1]
         with m.If(~bias_rd | (st == U.B_ISSUE) | b_late):
             m.d.sync += bpair.eq(bc.data.pair)
+        # an entry's fields and stored weight, kept at a+4 (the last cycle the walk holds them)
+        with m.If(wv[0]):
+            m.d.sync += [eu.eq(self.entry), wst.eq(self.weight)]
         with m.Switch(st):
-            with m.Case(U.W_ISSUE):
-                m.d.sync += st.eq(U.W_FIELDS)
-            with m.Case(U.W_FIELDS):
-                idle = self.entry.dummy | self.entry.mirror  # nothing to write: on to W_RND
-                m.d.sync += [eu.eq(self.entry), wst.eq(self.weight), st.eq(Mux(idle, U.W_RND, U.W_S0)),
-                             in_rnd.eq(idle)]
-            with m.Case(U.W_S0):
-                m.d.sync += st.eq(U.W_SB)
-            with m.Case(U.W_SB):
-                m.d.sync += st.eq(U.W_MUL)
-            with m.Case(U.W_MUL):
-                m.d.sync += st.eq(U.W_Q0)
-            with m.Case(U.W_Q0):
-                m.d.sync += st.eq(U.W_Q1)
-            with m.Case(U.W_Q1):
-                m.d.sync += st.eq(U.W_PD)
-            with m.Case(U.W_PD):  # (holes and dummies went from W_FIELDS to W_RND)
-                m.d.sync += [sigma_dm, st.eq(U.W_RND), in_rnd.eq(1)]
-            with m.Case(U.W_RND):
-                m.d.sync += st.eq(Mux(self.last, after_w, U.W_ISSUE))
-                if after_w == U.B_ISSUE:
-                    with m.If(self.last):
+            with m.Case(U.W_RUN):
+                m.d.sync += ph.eq(ph + 1)
+                with m.If((ph == 3) & self.last):
+                    m.d.sync += st.eq(U.W_DRAIN)
+            with m.Case(U.W_DRAIN):  # the last entry's operands M and its products (ph 0, 1)
+                m.d.sync += ph.eq(ph + 1)
+                with m.If(ph == 1):
+                    m.d.sync += st.eq(after_w)
+                    if after_w == U.B_ISSUE:
                         m.d.sync += bias_rd.eq(1)
-                if after_w == U.IDLE:
-                    with m.If(self.last):
+                    else:
                         m.d.sync += act.eq(0)
             with m.Case(U.B_ISSUE):
                 m.d.sync += st.eq(U.B_S0)
@@ -177,8 +193,8 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += st.eq(U.B_MUL)
             with m.Case(U.B_MUL):
                 m.d.sync += st.eq(U.B_PD)
-            with m.Case(U.B_PD):
-                m.d.sync += [sigma_dm, st.eq(U.B_RND)]
+            with m.Case(U.B_PD):  # (sigma D_b M into PD, above)
+                m.d.sync += st.eq(U.B_RND)
             with m.Case(U.B_RND):  # four cycles (b_ph): round, its add, add, saturate and write
                 m.d.sync += b_ph.eq(b_ph + 1)
                 with m.If(b_ph == 1):
@@ -187,14 +203,14 @@ class UpdateUnit(wiring.Component):
                     m.d.sync += [b_ph.eq(0), bl.eq(bl + 1), st.eq(Mux(bl == self.n_own - 1, U.IDLE, U.B_ISSUE))]
                     with m.If(bl == self.n_own - 1):
                         m.d.sync += act.eq(0)
-        # The random word of the event is there in W_RND / B_RND (§5): only where the rounding
-        # draws one, its top bits, as many as the widest shift rounds away. The event index is
-        # registered in W_FIELDS (the entry's ``edge`` is on ``entry`` until W_RND) / B_ISSUE
-        # (the bias's n_slots + nidx, its neuron's index read from ``bconst``; held through
-        # the bias's cycles) into ``ev_idx``, and the hash takes four of the cycles to W_RND
-        # / B_RND (RandomWord in four stages, each starting from a register: all four cycles a
-        # bias has from B_S0 to B_RND; with three, the first stage's carry chains were the
-        # 8-lane demo's ECP5 critical path).
+        # The random word of the event is there at an entry's a+8 / in B_RND (§5): only where
+        # the rounding draws one, its top bits, as many as the widest shift rounds away. The
+        # event index is registered each cycle of the entries from the walk's ``edge`` (the one
+        # of the entry's ph 3 is the one its word is of) and in B_ISSUE (the bias's n_slots +
+        # nidx, its neuron's index read from ``bconst``; held through the bias's cycles) into
+        # ``ev_idx``, and the hash takes the four cycles to a+8 / B_RND (RandomWord in four
+        # pipelined stages, each starting from a register; with three, the first stage's carry
+        # chains were the 8-lane demo's ECP5 critical path).
         d_max = max(f(q) for q in pairs for f in (p.weight_shift, p.bias_shift))
         word = None
         if p.num.rounding == "stochastic" and d_max > 0:
@@ -209,34 +225,33 @@ class UpdateUnit(wiring.Component):
             word = rng.word
         qW, upW = self._round_by_pair(m, eu.pair, p.weight_shift, word, PD)
         qB, upB = self._round_by_pair(m, bpair, p.bias_shift, word, PD)
-        # The write-back in four stages: *_RND registers the rounding's floor and round-up bit
-        # (the pair's shift selected), the next cycle adds them, the next adds the step to the
-        # stored value, the one after saturates and writes. A weight's last three overlap the
-        # next entry's W_ISSUE, W_FIELDS and W_S0 (or W_RND of an idle entry, or the first
-        # B_ISSUE .. B_SB; other addresses, no entry's weight read: that is in its W_ISSUE,
-        # and the stored weight ``wst`` is replaced only at W_FIELDS' end); a bias's are
-        # B_RND's second to fourth cycles.
+        # The write-back in four stages: a+8 registers the rounding's floor and round-up bit
+        # (the pair's shift selected) and moves the stored weight and its address on to
+        # ``wst2``, ``w_addr`` (``eu`` and ``wst`` take the next entry's in that cycle), a+9
+        # adds them, a+10 adds the step to the stored value, a+11 saturates and writes; a
+        # bias's are B_RND's four cycles.
         qW_r, upW_r, qB_r, upB_r = Signal.like(qW), Signal(), Signal.like(qB), Signal()
         dW_r, dB_r = Signal((qW_r + upW_r).shape()), Signal((qB_r + upB_r).shape())
-        w_sum, b_sum = Signal((wst + dW_r).shape()), Signal((bst + dB_r).shape())
+        w_sum, b_sum = Signal((wst2 + dW_r).shape()), Signal((bst + dB_r).shape())
         w_en1, w_en2, w_en = Signal(), Signal(), Signal()
-        w_addr1, w_addr2, w_addr = Signal.like(eu.waddr), Signal.like(eu.waddr), Signal.like(eu.waddr)
-        m.d.sync += [w_en1.eq((st == U.W_RND) & ~eu.dummy & ~eu.mirror), w_addr1.eq(eu.waddr),
+        w_addr = Signal.like(eu.waddr)
+        m.d.sync += [w_en1.eq(wv[4] & ~eu.dummy & ~eu.mirror),
                      qW_r.eq(qW), upW_r.eq(upW),
-                     w_en2.eq(w_en1), w_addr2.eq(w_addr1), dW_r.eq(qW_r + upW_r),
-                     w_en.eq(w_en2), w_addr.eq(w_addr2), w_sum.eq(wst + dW_r)]
+                     w_en2.eq(w_en1), dW_r.eq(qW_r + upW_r),
+                     w_en.eq(w_en2), w_sum.eq(wst2 + dW_r)]
+        with m.If(wv[4]):  # (held to the write, a+11: the next entry's come at a+12)
+            m.d.sync += [wst2.eq(wst), w_addr.eq(eu.waddr)]
         with m.If(b_ph == 0):
             m.d.sync += [qB_r.eq(qB), upB_r.eq(upB)]
         with m.If(b_ph == 1):
             m.d.sync += dB_r.eq(qB_r + upB_r)
         m.d.sync += b_sum.eq(bst + dB_r)
-        m.d.comb += [self.busy.eq(act | w_en1 | w_en2 | w_en),
+        m.d.comb += [self.busy.eq(act | wv.any() | w_en1 | w_en2 | w_en),
                      self.w_wr.en.eq(w_en), self.w_wr.addr.eq(w_addr),
                      self.w_wr.data.eq(saturate(w_sum, p.num.weight_store)),
                      self.b_wr.en.eq((st == U.B_RND) & (b_ph == 3)), self.b_wr.addr.eq(bl),
                      self.b_wr.data.eq(saturate(b_sum, p.num.bias))]
         return m
-
     def _round_by_pair(self, m, pair, shift_of, word, value):
         """round(value, shift_of(pair)) (§3 in the update's mode) as its floor and round-up bit
         (``arith.round_parts``): one rounding unit per distinct shift, selected by the pair."""
