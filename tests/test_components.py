@@ -399,7 +399,8 @@ def test_lane_drive_pass_then_steps_over_the_step_entries(lane, fixed):
 def test_update_unit_equals_the_model_learn(lane, rounding, host_rates):
     """Every stored weight and bias the unit writes back equals FixedNetwork.learn (batch 1,
     §6: sigma D M, rounding at the pair's shift with the events of §5, saturation), in
-    9 cycles per entry (3 for one that writes nothing: a hole, a dummy) and 8 per bias; ``host_rates``: with the ``rate`` inputs (the core's
+    4 cycles per entry (pipelined; a hole, a dummy too), 2 to drain and 9 per bias;
+    ``host_rates``: with the ``rate`` inputs (the core's
     rate registers) set to other multipliers than the design's, a quarter to three quarters
     of each pair's, and the model's multipliers set to the same."""
     p, net, g = _params(dict(FIXED, rounding=rounding), beta=-1.0)
