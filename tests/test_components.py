@@ -399,7 +399,8 @@ def test_lane_drive_pass_then_steps_over_the_step_entries(lane, fixed):
 def test_update_unit_equals_the_model_learn(lane, rounding, host_rates):
     """Every stored weight and bias the unit writes back equals FixedNetwork.learn (batch 1,
     §6: sigma D M, rounding at the pair's shift with the events of §5, saturation), in
-    4 cycles per entry (pipelined; a hole, a dummy too), 2 to drain and 9 per bias;
+    4 cycles per entry (pipelined; a hole, a dummy too; each weight written
+    ``WRITE_LATENCY`` cycles after the walk reached its entry), 2 to drain and 9 per bias;
     ``host_rates``: with the ``rate`` inputs (the core's
     rate registers) set to other multipliers than the design's, a quarter to three quarters
     of each pair's, and the model's multipliers set to the same."""
@@ -420,6 +421,8 @@ def test_update_unit_equals_the_model_learn(lane, rounding, host_rates):
     want_w = p.lane_weights(net.W_in, net.W_ss)[lane]
     want_b = [int(net.b[i]) for i in own]
     got_w, got_b = list(ws), list(b_lane)
+    writer = {r["waddr"]: k for k, r in enumerate(rows) if not (r["dummy"] or r["mirror"])}
+    latencies = set()
 
     async def bench(ctx):
         ctx.set(dut.beta_neg, 1), ctx.set(dut.ev_base, upd_no * net.events_per_update)
@@ -429,7 +432,11 @@ def test_update_unit_equals_the_model_learn(lane, rounding, host_rates):
         await ctx.tick()
         ctx.set(dut.start, 0)
         cycles, pos = 0, 0  # the FaninStore's walk, restarted by the start
+        reached = {}  # entry -> the cycle the walk reached it (its ph 0)
         while ctx.get(dut.busy):
+            reached.setdefault(pos, cycles)
+            if ctx.get(dut.w_wr.en):  # written WRITE_LATENCY cycles after the walk reached the entry
+                latencies.add(cycles - reached[writer[ctx.get(dut.w_wr.addr)]])
             ctx.set(dut.pos, pos), ctx.set(dut.last, pos == len(rows) - 1)
             # (the source's index: the entry's saddr, as the lane reads it)
             ea, sb_, src, o, bl = pos, *(ctx.get(v) for v in (dut.rd.sb, dut.entry.saddr, dut.rd.own, dut.bias_addr))
@@ -453,6 +460,7 @@ def test_update_unit_equals_the_model_learn(lane, rounding, host_rates):
 
     _run(dut, bench)
     assert got_w == want_w and got_b == want_b
+    assert latencies == {UpdateUnit.WRITE_LATENCY}
 
 
 def test_host_port_routes_writes_and_reads():
