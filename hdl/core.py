@@ -58,7 +58,6 @@ from .lane import (
     START_LATENCY,
     UPDATE_CYCLES_PER_BIAS,
     UPDATE_CYCLES_PER_ENTRY,
-    UPDATE_CYCLES_PER_IDLE_ENTRY,
     UPDATE_DRAIN_CYCLES,
     Lane,
 )
@@ -155,9 +154,8 @@ def cycle_model(p: CoreParams) -> dict:
 
     (the latencies: ``lane.START_LATENCY``, ``MacPipeline.LATENCY``, ``NeuronUnit.DRIVE_LATENCY``
     / ``LATENCY``, ``PhaseController.STEP_OVERHEAD`` / ``UPDATE_OVERHEAD``, ``UpdateUnit.CYCLES_PER_ENTRY`` /
-    ``CYCLES_PER_IDLE_ENTRY`` (equal since the update is pipelined; ``update_formula`` says
-    so) / ``DRAIN_CYCLES`` / ``CYCLES_PER_BIAS``; the entries: ``layout.Lane.n_drive``,
-    ``n_step``, all of them, ``n_idle`` of them writing nothing: holes, dummies, mirrors).
+    ``DRAIN_CYCLES`` / ``CYCLES_PER_BIAS``; the entries: ``layout.Lane.n_drive``, ``n_step``,
+    all of them, holes, dummies and mirrors, which write nothing, too).
     The drive pass runs once per example, before the free phase.
 
     ``free``, ``train_example`` and ``inference_example`` are for a full free phase
@@ -169,9 +167,8 @@ def cycle_model(p: CoreParams) -> dict:
     depth, ddepth = lay.step_depth, lay.drive_depth
     step = depth + START_LATENCY + MAC_LATENCY + NEURON_LATENCY + STEP_OVERHEAD
     drive = ddepth + START_LATENCY + MAC_LATENCY + DRIVE_LATENCY + STEP_OVERHEAD
-    upd_lane = [UPDATE_CYCLES_PER_ENTRY * (l.n_entries - l.n_idle) + UPDATE_CYCLES_PER_IDLE_ENTRY * l.n_idle
-                + (UPDATE_DRAIN_CYCLES if l.n_entries else 0) + UPDATE_CYCLES_PER_BIAS * len(l.neurons)
-                for l in lay.lanes]
+    upd_lane = [UPDATE_CYCLES_PER_ENTRY * l.n_entries + (UPDATE_DRAIN_CYCLES if l.n_entries else 0)
+                + UPDATE_CYCLES_PER_BIAS * len(l.neurons) for l in lay.lanes]
     update = max(upd_lane) + START_LATENCY + UPDATE_OVERHEAD
     free = p.n_free * step
     nudged = p.n_nudged * step

@@ -49,7 +49,6 @@ MAC_LATENCY = MacPipeline.LATENCY  # entry issue -> accumulator holds the entry
 NEURON_LATENCY = NeuronUnit.LATENCY  # last entry accumulated -> the new state is in the banks
 DRIVE_LATENCY = NeuronUnit.DRIVE_LATENCY  # last drive entry accumulated -> D_i is in the drive memory
 UPDATE_CYCLES_PER_ENTRY = UpdateUnit.CYCLES_PER_ENTRY
-UPDATE_CYCLES_PER_IDLE_ENTRY = UpdateUnit.CYCLES_PER_IDLE_ENTRY
 UPDATE_CYCLES_PER_BIAS = UpdateUnit.CYCLES_PER_BIAS
 UPDATE_DRAIN_CYCLES = UpdateUnit.DRAIN_CYCLES
 # From this many lanes on, each lane keeps its own copies of the controller's and the host's

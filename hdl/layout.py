@@ -175,13 +175,6 @@ class Lane:
         return self.entries[self.n_drive:]
 
     @property
-    def n_idle(self) -> int:
-        """Entries whose weight this lane's update does not write: the holes, the neurons'
-        dummies and (P = 1) the mirror entries."""
-        c = self.columns
-        return int(np.count_nonzero(c["dummy"] | c["mirror"]))
-
-    @property
     def macs(self) -> int:
         """Multiply-accumulates of a relaxation step (the step part's connections)."""
         return int(np.count_nonzero(~self.columns["dummy"][self.n_drive:]))

@@ -29,9 +29,9 @@ class HostPort(wiring.Component):
     - reads (four cycles after the address): the lane points its FaninStore (weight), bias
       memory and StateBanks source port (``rd_addr``; ``bank_buf``, ``bank_loc``: bank
       ``sel``'s word in buffer ``buf``; all registered) at the host's address while it is
-      idle; ``weight``, ``bias``, ``bank_data[P]`` (in) come back the next cycle, are registered (a register per kind),
-      and ``host.rdata``, a register, holds the word of the access's region the cycle after
-      (the core reads states through lane 0).
+      idle; ``weight``, ``bias``, ``bank_data[P]`` (in) come back the next cycle, are
+      registered (a register per kind), and ``host.rdata``, a register, holds the word of the
+      access's region the cycle after (the core reads states through lane 0).
     """
 
     def __init__(self, params: CoreParams, index: int):
@@ -64,13 +64,13 @@ class HostPort(wiring.Component):
         region, sel = Signal(Region), Signal.like(h.sel)
         buf, addr, wdata = Signal.like(h.buf), Signal.like(h.addr), Signal.like(h.wdata)
         mine = h.sel == self.index
-        writes = [(self.weight_wr, Region.WEIGHT, mine), (self.bias_wr, Region.BIAS, mine),
-                  (self.target_wr, Region.TARGET, mine), (self.input_wr, Region.INPUT, 1)]
-        writes += [(self.state_wr[w], Region.STATE, h.sel == w) for w in range(self.p.layout.P)]
+        flat = [(self.weight_wr, Region.WEIGHT, mine), (self.bias_wr, Region.BIAS, mine),
+                (self.target_wr, Region.TARGET, mine), (self.input_wr, Region.INPUT, 1)]  # addressed by addr
+        banked = [(self.state_wr[w], Region.STATE, h.sel == w) for w in range(self.p.layout.P)]
         with m.If(self.idle):
             m.d.sync += [region.eq(h.region), sel.eq(h.sel), buf.eq(h.buf), addr.eq(h.addr), wdata.eq(h.wdata)]
-            m.d.sync += [port.en.eq(h.we & (h.region == r) & here) for port, r, here in writes]
-        for port, _, _ in writes[:4]:
+            m.d.sync += [port.en.eq(h.we & (h.region == r) & here) for port, r, here in flat + banked]
+        for port, _, _ in flat:
             m.d.comb += [port.addr.eq(addr), port.data.eq(wdata)]
         for w, lane in enumerate(self.p.layout.lanes):
             port = self.state_wr[w]

@@ -38,7 +38,8 @@ class PhaseController(wiring.Component):
     Ports: ``start``, ``infer`` (in: HostDecoder's), ``example``, ``update``, ``n_free``,
     ``n_nudged``, ``settle_steps`` (in: registers; ``example`` must hold its value from the
     cycle before ``start``: the decoder's start comes a cycle after the write that starts),
-    ``lanes_busy``, ``lanes_moved`` (in), ``argmax_done`` (in); ``lanes`` (out: every lane's control), ``phase`` (out),
+    ``lanes_busy``, ``lanes_moved`` (in), ``argmax_done`` (in); ``lanes`` (out: every lane's
+    control), ``phase`` (out),
     ``argmax_run`` (out: phase is ARGMAX, from its own register: it steers lane 0's host
     port, and a decode of ``phase`` there was the UP5K's critical path), ``busy``
     (out: not IDLE), ``done`` (out: sticky until the next start), ``free_steps`` (out: the

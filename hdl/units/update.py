@@ -49,8 +49,7 @@ class UpdateUnit(wiring.Component):
     ``bias`` (in); ``w_wr``, ``b_wr`` (out: en, addr, data): the new stored weight and bias.
     """
 
-    CYCLES_PER_ENTRY = 4
-    CYCLES_PER_IDLE_ENTRY = 4  # a hole, a dummy, a mirror: the same four cycles, no write
+    CYCLES_PER_ENTRY = 4  # any entry: a hole, a dummy, a mirror take the same four cycles, no write
     DRAIN_CYCLES = 2  # W_DRAIN: after the last entry, before the first bias
     CYCLES_PER_BIAS = 9
     # an entry's cycles from its ph 0 (the walk at it) to its write (w_wr.en), docs/rtl.md
